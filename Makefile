@@ -1,0 +1,31 @@
+# quanta — the two commands a fresh machine needs:
+#   make demo   set up .venv and run the main job on embedded defaults
+#   make test   set up .venv (with dev tools) and run ruff, mypy and the tests
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= runs/demo
+
+.PHONY: demo test lint typecheck bench clean
+
+$(BIN)/quanta: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch==2.13.0 is pinned in pyproject; pip finds the CPU build on this machine's disk.
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/quanta
+	$(BIN)/quanta parity train --preset cpu --out $(OUT)/parity
+
+test: $(BIN)/quanta
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/quanta
+	$(BIN)/python benchmarks/bench_parity.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

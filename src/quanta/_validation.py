@@ -1,0 +1,137 @@
+"""Argument checks with one message shape for the whole package.
+
+Every check raises ``ValueError`` (bad value) or ``TypeError`` (bad type) with the message::
+
+    The 'k' parameter of SparseParityTask must be an int in the range [1, 100]. Got 120 instead.
+
+so a user always learns which parameter was wrong, what is allowed, and what was given. The CLI
+turns these exceptions into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Sequence
+from numbers import Integral, Real
+from typing import Any
+
+__all__ = [
+    "QuantaInputError",
+    "check_choice",
+    "check_int",
+    "check_int_sequence",
+    "check_real",
+    "closest",
+    "param_error",
+]
+
+
+class QuantaInputError(ValueError):
+    """Bad user input that is not about one parameter (files, directories, combinations)."""
+
+
+def param_error(name: str, owner: str, allowed: str, got: Any) -> ValueError:
+    """Build the standard error for parameter ``name`` of ``owner``."""
+    return ValueError(f"The {name!r} parameter of {owner} must be {allowed}. Got {got!r} instead.")
+
+
+def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    left = "(" if (low is None or low_open) else "["
+    right = ")" if (high is None or high_open) else "]"
+    return f"{left}{lo}, {hi}{right}"
+
+
+def check_int(
+    value: Any,
+    name: str,
+    owner: str,
+    *,
+    low: int | None = None,
+    high: int | None = None,
+) -> int:
+    """Return ``value`` as ``int`` if it is an integer in ``[low, high]``, else raise.
+
+    Examples
+    --------
+    >>> check_int(3, "k", "Task", low=1)
+    3
+    >>> check_int(0, "k", "Task", low=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: The 'k' parameter of Task must be an int in the range [1, inf). Got 0 instead.
+    """
+    allowed = f"an int in the range {_range_text(low, high, False, False)}"
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise param_error(name, owner, allowed, value)
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise param_error(name, owner, allowed, value)
+    return value
+
+
+def check_real(
+    value: Any,
+    name: str,
+    owner: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a finite ``float`` in the given range, else raise."""
+    allowed = f"a finite float in the range {_range_text(low, high, low_open, high_open)}"
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise param_error(name, owner, allowed, value)
+    v = float(value)
+    if low is not None and (v < low or (low_open and v == low)):
+        raise param_error(name, owner, allowed, value)
+    if high is not None and (v > high or (high_open and v == high)):
+        raise param_error(name, owner, allowed, value)
+    return v
+
+
+def check_int_sequence(
+    value: Any,
+    name: str,
+    owner: str,
+    *,
+    low: int | None = None,
+    unique: bool = False,
+) -> tuple[int, ...]:
+    """Return a non-empty tuple of ints, each ``>= low``; duplicates refused if ``unique``."""
+    allowed = "a non-empty list of ints" + (f" >= {low}" if low is not None else "")
+    if unique:
+        allowed += " without repeats"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise param_error(name, owner, allowed, value)
+    items = list(value)
+    if not items:
+        raise param_error(name, owner, allowed, items)
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, Integral) or (low is not None and v < low):
+            raise param_error(name, owner, allowed, items)
+    if unique and len(set(items)) != len(items):
+        raise param_error(name, owner, allowed, items)
+    return tuple(int(v) for v in items)
+
+
+def check_choice(value: Any, name: str, owner: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise with the closest suggestion."""
+    if value not in choices:
+        allowed = "one of " + ", ".join(repr(c) for c in choices)
+        hint = closest(str(value), choices)
+        err = param_error(name, owner, allowed, value)
+        if hint is not None:
+            err = ValueError(f"{err.args[0][:-1]} (did you mean {hint!r}?).")
+        raise err
+    return str(value)
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``word`` (difflib ratio >= 0.6), or ``None``."""
+    hits = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return hits[0] if hits else None

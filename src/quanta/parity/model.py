@@ -1,0 +1,203 @@
+"""Many one-hidden-layer ReLU MLPs trained as one fused network.
+
+Member ``m`` is the paper's net ``Linear(n_tasks + n_bits, w_m) → ReLU → Linear(w_m, 2)`` with
+``P = (n_tasks + n_bits + 1)·w_m + 2·w_m + 2`` parameters. All members see the same batch, so:
+
+* **Layer 1** is one matrix for all members (hidden units of every member side by side,
+  ``H = Σ w_m`` columns). Control bits are one-hot, so their part of ``x @ W1`` is a row gather
+  of ``W1_ctrl`` (``F.embedding``) instead of a ``[B, n_tasks] @ [n_tasks, H]`` matmul: the
+  same numbers, ``n_tasks/(n_tasks + n_bits)`` of the FLOPs saved.
+* **Layer 2** is one matmul with a block-diagonal ``[H, M·C]`` weight assembled from the
+  per-unit weights ``w2 [H, C]``, so no gradient ever crosses members.
+
+The fused loss is the *sum* of the members' mean losses, whose gradient w.r.t. member ``m``'s
+parameters is exactly member ``m``'s own gradient. AdamW is elementwise, so one AdamW over the
+fused parameters is M independent AdamWs. ``tests/test_model.py`` checks this against nets
+trained one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from quanta._validation import check_int, check_int_sequence
+
+__all__ = ["FusedParityMLP", "member_generator", "member_losses", "n_params_mlp"]
+
+_OWNER = "FusedParityMLP"
+
+
+def n_params_mlp(n_inputs: int, width: int, n_classes: int = 2) -> int:
+    """Parameter count of ``Linear(n_inputs, width) → ReLU → Linear(width, n_classes)``.
+
+    >>> n_params_mlp(600, 1)  # the paper's P = 603·w + 2 at n_tasks=500, n=100
+    605
+    """
+    return (n_inputs + 1) * width + (width + 1) * n_classes
+
+
+def member_generator(width: int, init_seed: int) -> torch.Generator:
+    """The generator that initializes member ``(width, init_seed)``.
+
+    Derived from both numbers only, so a member's initial weights do not depend on which other
+    members it is fused with.
+    """
+    state = np.random.SeedSequence([init_seed, width]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class FusedParityMLP(nn.Module):
+    """An ensemble of one-hidden-layer ReLU MLPs (one per ``(width, init_seed)``) as one module.
+
+    Parameters
+    ----------
+    n_tasks, n_bits : int
+        Input layout: ``n_tasks`` one-hot control bits then ``n_bits`` task bits.
+    widths : sequence of int
+        Hidden width of every member, each >= 1.
+    init_seeds : sequence of int, optional
+        Initialization seed of every member (same length as ``widths``); default all 0.
+    n_classes : int, default 2
+
+    Attributes
+    ----------
+    w_ctrl : Parameter ``[n_tasks, H]`` — layer-1 weights of the control bits (transposed).
+    w_bits : Parameter ``[n_bits, H]`` — layer-1 weights of the task bits (transposed).
+    b1 : Parameter ``[H]``.
+    w2 : Parameter ``[H, C]`` — each hidden unit's weights into its own member's logits.
+    b2 : Parameter ``[M, C]``.
+
+    Initialization is PyTorch's default for ``nn.Linear`` (U(±1/√fan_in) for weights and
+    biases), drawn per member from :func:`member_generator`.
+
+    Examples
+    --------
+    >>> net = FusedParityMLP(n_tasks=4, n_bits=6, widths=[3, 5])
+    >>> net.n_params_per_member()
+    [41, 67]
+    >>> logits = net(torch.zeros(2, 10))
+    >>> tuple(logits.shape)  # (B, M, C)
+    (2, 2, 2)
+    """
+
+    member_of_unit: torch.Tensor
+    _cols: torch.Tensor
+
+    def __init__(
+        self,
+        n_tasks: int,
+        n_bits: int,
+        widths: Sequence[int],
+        *,
+        init_seeds: Sequence[int] | None = None,
+        n_classes: int = 2,
+    ) -> None:
+        super().__init__()
+        self.n_tasks = check_int(n_tasks, "n_tasks", _OWNER, low=1)
+        self.n_bits = check_int(n_bits, "n_bits", _OWNER, low=1)
+        self.n_classes = check_int(n_classes, "n_classes", _OWNER, low=2)
+        self.widths = check_int_sequence(widths, "widths", _OWNER, low=1)
+        seeds = [0] * len(self.widths) if init_seeds is None else init_seeds
+        self.init_seeds = check_int_sequence(seeds, "init_seeds", _OWNER, low=0)
+        if len(self.init_seeds) != len(self.widths):
+            raise ValueError(
+                f"The 'init_seeds' parameter of {_OWNER} must have one seed per width "
+                f"({len(self.widths)}). Got {len(self.init_seeds)} instead."
+            )
+        n_in, n_members, hidden, c = self.n_inputs, len(self.widths), sum(self.widths), n_classes
+        member_of_unit = torch.repeat_interleave(torch.arange(n_members), torch.tensor(self.widths))
+        self.register_buffer("member_of_unit", member_of_unit, persistent=False)
+        # Column of the block-diagonal layer-2 weight that unit j's class-c weight goes to.
+        cols = member_of_unit[:, None] * c + torch.arange(c)  # (H, C)
+        self.register_buffer("_cols", cols, persistent=False)
+
+        w1 = torch.empty(hidden, n_in)
+        b1 = torch.empty(hidden)
+        w2 = torch.empty(hidden, c)
+        b2 = torch.empty(n_members, c)
+        start = 0
+        for m, (width, seed) in enumerate(zip(self.widths, self.init_seeds, strict=True)):
+            g = member_generator(width, seed)
+            stop = start + width
+            bound1, bound2 = n_in**-0.5, width**-0.5
+            # Same draw order as nn.Linear: weight, then bias, layer by layer.
+            w1[start:stop].uniform_(-bound1, bound1, generator=g)
+            b1[start:stop].uniform_(-bound1, bound1, generator=g)
+            w2[start:stop] = torch.empty(c, width).uniform_(-bound2, bound2, generator=g).T
+            b2[m].uniform_(-bound2, bound2, generator=g)
+            start = stop
+        self.w_ctrl = nn.Parameter(w1[:, : self.n_tasks].T.contiguous())
+        self.w_bits = nn.Parameter(w1[:, self.n_tasks :].T.contiguous())
+        self.b1 = nn.Parameter(b1)
+        self.w2 = nn.Parameter(w2)
+        self.b2 = nn.Parameter(b2)
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_tasks + self.n_bits
+
+    @property
+    def n_members(self) -> int:
+        return len(self.widths)
+
+    def n_params_per_member(self) -> list[int]:
+        """The paper's P for every member: ``(n_inputs + 1)·w + (w + 1)·C``."""
+        return [n_params_mlp(self.n_inputs, w, self.n_classes) for w in self.widths]
+
+    def _head(self, pre: torch.Tensor) -> torch.Tensor:
+        # In place: ``pre`` is a fresh addmm output that autograd does not keep.
+        hidden = torch.relu_(pre)  # (B, H)
+        n_members, c = self.n_members, self.n_classes
+        block_diag = self.w2.new_zeros(self.w2.shape[0], n_members * c).scatter(
+            1, self._cols, self.w2
+        )
+        logits = torch.addmm(self.b2.reshape(-1), hidden, block_diag)  # (B, M·C)
+        return logits.view(-1, n_members, c)  # (B, M, C)
+
+    def forward_compact(self, bits: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, M, C]`` from task bits ``[B, n_bits]`` (any dtype) and task ids ``[B]``.
+
+        Equal to :meth:`forward` on the dense input, with the one-hot product replaced by a
+        row gather.
+        """
+        # One-hot control bits @ W1_ctrl is a row gather. The bias is added to the
+        # [n_tasks, H] table before gathering rather than to the [B, H] result: the same sums,
+        # one full pass over the batch activations fewer (forward and backward).
+        pre = F.embedding(task, self.w_ctrl + self.b1)  # (B, H)
+        pre = pre.addmm(bits.to(self.w_bits.dtype), self.w_bits)
+        return self._head(pre)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, M, C]`` from the dense input ``x [B, n_tasks + n_bits]``."""
+        w1 = torch.cat([self.w_ctrl, self.w_bits], dim=0)  # (n_in, H)
+        return self._head(torch.addmm(self.b1, x, w1))
+
+    def member_modules(self) -> list[nn.Sequential]:
+        """Every member as a stand-alone ``nn.Sequential`` with a copy of its weights."""
+        out = []
+        start = 0
+        w1 = torch.cat([self.w_ctrl, self.w_bits], dim=0).detach()  # (n_in, H)
+        for m, width in enumerate(self.widths):
+            stop = start + width
+            first, second = nn.Linear(self.n_inputs, width), nn.Linear(width, self.n_classes)
+            with torch.no_grad():
+                first.weight.copy_(w1[:, start:stop].T)
+                first.bias.copy_(self.b1[start:stop])
+                second.weight.copy_(self.w2[start:stop].T)
+                second.bias.copy_(self.b2[m])
+            out.append(nn.Sequential(first, nn.ReLU(), second))
+            start = stop
+        return out
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy of every member, nats: ``[B, M]`` from logits ``[B, M, C]``."""
+    # cross_entropy wants classes on dim 1: (B, C, M) against targets (B, M).
+    return F.cross_entropy(
+        logits.transpose(1, 2), y[:, None].expand(-1, logits.shape[1]), reduction="none"
+    )

@@ -1,0 +1,230 @@
+"""Multitask sparse parity: the toy world of the quantization model (PAPER.md §2).
+
+An input is ``n_tasks`` control bits (the one-hot code of subtask ``i``) followed by ``n_bits``
+task bits, each Bernoulli(1/2). The label is the parity of the task bits in the subset ``S_i``
+(``|S_i| = k``). Subtask ``i`` is drawn with probability ``p_i ∝ (i + 1 + offset)^-(α+1)``.
+
+Everything here is tensor ops: no Python loop runs over tasks or samples.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from quanta._validation import check_int, check_real
+
+__all__ = ["ParityBatch", "SparseParityTask", "zipf_probs"]
+
+_OWNER = "SparseParityTask"
+# Below this many possible subsets we enumerate them all instead of rejection sampling, so that
+# nearly-full draws (n_tasks close to C(n_bits, k)) never spin.
+_ENUMERATE_LIMIT = 200_000
+
+
+def zipf_probs(n_tasks: int, alpha: float, *, offset: float = 0.0) -> np.ndarray:
+    """Subtask frequencies ``p_i ∝ (i + 1 + offset)^-(alpha + 1)``, ``i = 0 … n_tasks-1``.
+
+    ``alpha`` is the paper's α (the original code's ``alpha`` key is α + 1).
+
+    Examples
+    --------
+    >>> p = zipf_probs(500, 0.4)
+    >>> [round(float(p[i]), 4) for i in (0, 1, 9)]
+    [0.3451, 0.1308, 0.0137]
+    """
+    ranks = np.arange(1, n_tasks + 1, dtype=np.float64) + offset
+    weights = ranks ** -(alpha + 1.0)
+    return weights / weights.sum()
+
+
+class ParityBatch(NamedTuple):
+    """A batch in compact form: task bits, subtask ids and labels (no one-hot control bits).
+
+    Attributes
+    ----------
+    bits : torch.Tensor
+        uint8 ``[B, n_bits]``, each 0 or 1.
+    task : torch.Tensor
+        int64 ``[B]``, subtask ids in ``[0, n_tasks)``.
+    y : torch.Tensor
+        int64 ``[B]``, parity labels in ``{0, 1}``.
+    """
+
+    bits: torch.Tensor
+    task: torch.Tensor
+    y: torch.Tensor
+
+    def dense(self, n_tasks: int) -> torch.Tensor:
+        """The full float32 input ``[B, n_tasks + n_bits]``: one-hot control bits, then bits."""
+        control = torch.nn.functional.one_hot(self.task, n_tasks).to(torch.float32)
+        return torch.cat([control, self.bits.to(torch.float32)], dim=1)
+
+    def select(self, index: torch.Tensor) -> ParityBatch:
+        """Rows ``index`` of every field."""
+        return ParityBatch(self.bits[index], self.task[index], self.y[index])
+
+
+class SparseParityTask:
+    """The multitask sparse parity task.
+
+    Parameters
+    ----------
+    n_tasks : int
+        Number of subtasks (control bits), >= 1.
+    n_bits : int
+        Number of task bits ``n``, >= 1.
+    k : int
+        Size of each parity subset, in ``[1, n_bits]``; needs ``C(n_bits, k) >= n_tasks``.
+    alpha : float
+        The paper's Zipf exponent α >= 0: ``p_i ∝ (i + 1 + offset)^-(α+1)``. Note that the
+        original research code's ``alpha`` is the whole exponent, i.e. our ``alpha + 1``.
+    offset : float, default 0
+        Shift of the Zipf ranks, > -1.
+    uniform : bool, default False
+        Draw every subtask with probability ``1 / n_tasks`` instead (the paper's control).
+    seed : int, default 0
+        Seed of the subsets ``S_i``.
+
+    Attributes
+    ----------
+    subsets : torch.Tensor
+        int64 ``[n_tasks, k]``, distinct sorted subsets of ``{0 … n_bits-1}``.
+    probs : torch.Tensor
+        float64 ``[n_tasks]``, subtask frequencies summing to 1.
+
+    Examples
+    --------
+    >>> task = SparseParityTask(n_tasks=4, n_bits=8, k=3, alpha=0.4, seed=0)
+    >>> batch = task.sample_compact(5, generator=torch.Generator().manual_seed(0))
+    >>> tuple(batch.bits.shape), tuple(task.subsets.shape)
+    ((5, 8), (4, 3))
+    >>> x, y, t = task.sample(5, generator=torch.Generator().manual_seed(0))
+    >>> tuple(x.shape), x.dtype
+    ((5, 12), torch.float32)
+    """
+
+    def __init__(
+        self,
+        n_tasks: int,
+        n_bits: int,
+        k: int,
+        alpha: float,
+        *,
+        offset: float = 0.0,
+        uniform: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.n_tasks = check_int(n_tasks, "n_tasks", _OWNER, low=1)
+        self.n_bits = check_int(n_bits, "n_bits", _OWNER, low=1)
+        self.k = check_int(k, "k", _OWNER, low=1, high=self.n_bits)
+        self.alpha = check_real(alpha, "alpha", _OWNER, low=0.0)
+        self.offset = check_real(offset, "offset", _OWNER, low=-1.0, low_open=True)
+        self.uniform = bool(uniform)
+        self.seed = check_int(seed, "seed", _OWNER, low=0)
+        n_subsets = math.comb(self.n_bits, self.k)
+        if n_subsets < self.n_tasks:
+            raise ValueError(
+                f"The 'n_tasks' parameter of {_OWNER} must be at most C(n_bits, k) = "
+                f"C({self.n_bits}, {self.k}) = {n_subsets} (distinct subsets). "
+                f"Got {self.n_tasks} instead."
+            )
+        self.subsets = torch.from_numpy(_draw_subsets(self.n_tasks, self.n_bits, self.k, self.seed))
+        if self.uniform:
+            probs = np.full(self.n_tasks, 1.0 / self.n_tasks)
+        else:
+            probs = zipf_probs(self.n_tasks, self.alpha, offset=self.offset)
+        self.probs = torch.from_numpy(probs)
+
+    @property
+    def n_inputs(self) -> int:
+        """Input dimension of the dense encoding, ``n_tasks + n_bits``."""
+        return self.n_tasks + self.n_bits
+
+    def labels(self, bits: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """Parity of ``bits[b, S_task[b]]`` for every row: int64 ``[B]``."""
+        chosen = bits.gather(1, self.subsets[task])  # (B, k)
+        return (chosen.sum(dim=1, dtype=torch.int64) % 2).to(torch.int64)
+
+    def _with_tasks(self, task: torch.Tensor, generator: torch.Generator | None) -> ParityBatch:
+        bits = torch.randint(
+            0, 2, (task.numel(), self.n_bits), generator=generator, dtype=torch.uint8
+        )
+        return ParityBatch(bits, task, self.labels(bits, task))
+
+    def sample_compact(
+        self, batch_size: int, *, generator: torch.Generator | None = None
+    ) -> ParityBatch:
+        """Draw ``batch_size`` i.i.d. samples (tasks from ``probs``) in compact form."""
+        batch_size = check_int(batch_size, "batch_size", _OWNER, low=1)
+        # multinomial with replacement = i.i.d. categorical draws; the per-task counts are then
+        # Multinomial(batch_size, probs), as in the paper's online training.
+        task = torch.multinomial(self.probs, batch_size, replacement=True, generator=generator)
+        return self._with_tasks(task, generator)
+
+    def sample(
+        self, batch_size: int, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw ``batch_size`` samples: ``(x, y, task)``.
+
+        Returns
+        -------
+        x : float32 ``[B, n_tasks + n_bits]`` (one-hot control bits, then task bits)
+        y : int64 ``[B]`` parity labels
+        task : int64 ``[B]`` subtask ids
+        """
+        batch = self.sample_compact(batch_size, generator=generator)
+        return batch.dense(self.n_tasks), batch.y, batch.task
+
+    def dataset(self, n_samples: int, *, generator: torch.Generator | None = None) -> ParityBatch:
+        """A fixed training set of ``n_samples`` (D) i.i.d. samples, drawn once."""
+        return self.sample_compact(
+            check_int(n_samples, "n_samples", _OWNER, low=1), generator=generator
+        )
+
+    def per_task_set(
+        self, per_task: int, *, generator: torch.Generator | None = None
+    ) -> ParityBatch:
+        """Exactly ``per_task`` samples of every subtask, task-major (task 0 first)."""
+        per_task = check_int(per_task, "per_task", _OWNER, low=1)
+        task = torch.arange(self.n_tasks).repeat_interleave(per_task)
+        return self._with_tasks(task, generator)
+
+    def __repr__(self) -> str:
+        dist = "uniform" if self.uniform else f"alpha={self.alpha:g}, offset={self.offset:g}"
+        return (
+            f"SparseParityTask(n_tasks={self.n_tasks}, n_bits={self.n_bits}, k={self.k}, "
+            f"{dist}, seed={self.seed})"
+        )
+
+
+def _draw_subsets(n_tasks: int, n_bits: int, k: int, seed: int) -> np.ndarray:
+    """``n_tasks`` distinct sorted k-subsets of ``range(n_bits)`` in random order, seeded."""
+    rng = np.random.default_rng(seed)
+    total = math.comb(n_bits, k)
+    if total <= _ENUMERATE_LIMIT:
+        # All combinations in lexicographic order, then a seeded choice without replacement.
+        from itertools import combinations
+
+        every = np.fromiter(
+            (b for c in combinations(range(n_bits), k) for b in c), dtype=np.int64
+        ).reshape(total, k)
+        return every[rng.choice(total, size=n_tasks, replace=False)]
+    # Huge spaces: rejection of duplicates, vectorized a block at a time. With C(n, k) >
+    # _ENUMERATE_LIMIT >> n_tasks in practice collisions are rare, so one block almost always
+    # suffices.
+    chosen: list[np.ndarray] = []
+    seen: set[bytes] = set()
+    while len(chosen) < n_tasks:
+        block = np.sort(np.argsort(rng.random((2 * n_tasks, n_bits)), axis=1)[:, :k], axis=1)
+        for row in block:
+            key = row.tobytes()
+            if key not in seen:
+                seen.add(key)
+                chosen.append(row)
+                if len(chosen) == n_tasks:
+                    break
+    return np.stack(chosen).astype(np.int64)

@@ -1,0 +1,377 @@
+"""Train a fused ensemble of MLPs on multitask sparse parity and record tidy curves.
+
+``train_parity(cfg)`` is the pure core: no files, no argv, no global state (the thread count
+is set for the duration of the call and restored). Resuming is done by passing back a
+:class:`TrainState` captured by the ``on_checkpoint`` callback; a resumed run gives exactly the
+numbers of an uninterrupted one, because the state holds every generator and optimizer moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from quanta.parity.config import ParityConfig
+from quanta.parity.eval import Evaluation, evaluate
+from quanta.parity.model import FusedParityMLP, member_losses, n_params_mlp
+from quanta.parity.task import ParityBatch, SparseParityTask
+
+__all__ = [
+    "CURVE_COLUMNS",
+    "TrainResult",
+    "TrainState",
+    "eval_schedule",
+    "members_table",
+    "summarize",
+    "train_parity",
+]
+
+#: Columns of ``curves.parquet``: one row per member × evaluated step × split × task.
+#: ``task == -1`` is the mixture over subtasks (weighted by their frequencies); ``split`` is
+#: ``test`` (fixed per-task test set), ``val`` (validation set, mixture only) or ``train`` (mean
+#: training-batch loss since the previous evaluation, mixture only).
+CURVE_COLUMNS = [
+    "member",
+    "width",
+    "seed",
+    "n_params",
+    "step",
+    "split",
+    "task",
+    "loss_nats",
+    "accuracy",
+]
+MIXTURE = -1
+
+
+def eval_schedule(steps: int, points: int, every: int = 0) -> np.ndarray:
+    """Steps to evaluate: 0, ``points`` log-spaced steps up to ``steps``, and multiples of
+    ``every`` (if > 0). Dense early, sparse late.
+
+    >>> eval_schedule(1000, 5).tolist()
+    [0, 1, 6, 32, 178, 1000]
+    """
+    log_steps = np.unique(np.round(np.geomspace(1, steps, points)).astype(np.int64))
+    parts = [np.array([0, steps]), log_steps]
+    if every > 0:
+        parts.append(np.arange(0, steps + 1, every))
+    return np.unique(np.concatenate(parts))
+
+
+def members_table(cfg: ParityConfig) -> pd.DataFrame:
+    """One row per member: member index, width, init seed, parameter count P."""
+    rows = [
+        (m, w, s, n_params_mlp(cfg.n_tasks + cfg.n_bits, w))
+        for m, (w, s) in enumerate(cfg.members())
+    ]
+    return pd.DataFrame(rows, columns=["member", "width", "seed", "n_params"])
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run bit-for-bit: captured at a step boundary."""
+
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    stream: torch.Tensor  # state of the training-stream generator
+    order: torch.Tensor | None  # fixed-D: this epoch's permutation
+    cursor: int  # fixed-D: position in ``order``
+    train_sums: torch.Tensor  # (3, M): loss sum, accuracy sum, batch count since last eval
+    blocks: list[dict[str, np.ndarray]]  # recorded rows, one block per evaluated step
+    wall_seconds: float
+
+
+@dataclass
+class TrainResult:
+    """A finished run: tidy curves, the member table, the trained fused net."""
+
+    curves: pd.DataFrame
+    members: pd.DataFrame
+    model: FusedParityMLP
+    wall_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _generator(seq: np.random.SeedSequence, device: str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seq.generate_state(1, np.uint64)[0]))
+
+
+class _Stream:
+    """The training batches: fresh i.i.d. batches (online) or epochs over a fixed set of D."""
+
+    def __init__(
+        self, task: SparseParityTask, cfg: ParityConfig, seeds: list[np.random.SeedSequence]
+    ) -> None:
+        self.task, self.cfg = task, cfg
+        self.gen = _generator(seeds[0])
+        self.data: ParityBatch | None = None
+        self.order: torch.Tensor | None = None
+        self.cursor = 0
+        if not cfg.online:
+            self.data = task.dataset(cfg.n_train, generator=_generator(seeds[1]))
+
+    def next(self) -> ParityBatch:
+        if self.data is None:
+            return self.task.sample_compact(self.cfg.batch_size, generator=self.gen)
+        n = self.cfg.n_train
+        if self.order is None or self.cursor >= n:
+            self.order = torch.randperm(n, generator=self.gen)  # reshuffle every epoch
+            self.cursor = 0
+        idx = self.order[self.cursor : self.cursor + self.cfg.batch_size]
+        self.cursor += idx.numel()
+        return self.data.select(idx)
+
+
+def _eval_columns(ev: Evaluation, split: str, step: int, per_task: bool) -> dict[str, np.ndarray]:
+    n_tasks, n_members = ev.loss.shape
+    mix_loss, mix_acc = ev.mixture_loss.numpy(), ev.mixture_accuracy.numpy()
+    members = np.arange(n_members)
+    if not per_task:
+        return _columns(members, step, split, np.full(n_members, MIXTURE), mix_loss, mix_acc)
+    # Member-major: for each member, the mixture row then one row per subtask.
+    tasks = np.tile(np.arange(MIXTURE, n_tasks), n_members)
+    loss = np.concatenate([mix_loss[:, None], ev.loss.T.numpy()], axis=1).ravel()
+    acc = np.concatenate([mix_acc[:, None], ev.accuracy.T.numpy()], axis=1).ravel()
+    return _columns(np.repeat(members, n_tasks + 1), step, split, tasks, loss, acc)
+
+
+def _columns(
+    member: np.ndarray, step: int, split: str, task: np.ndarray, loss: np.ndarray, acc: np.ndarray
+) -> dict[str, np.ndarray]:
+    n = member.size
+    return {
+        "member": member.astype(np.int32),
+        "step": np.full(n, step, np.int64),
+        "split": np.full(n, split, dtype=object),
+        "task": task.astype(np.int32),
+        "loss_nats": loss.astype(np.float64),
+        "accuracy": acc.astype(np.float64),
+    }
+
+
+def train_parity(
+    cfg: ParityConfig,
+    *,
+    state: TrainState | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train every member of ``cfg`` as one fused network and evaluate on a schedule.
+
+    Parameters
+    ----------
+    cfg : ParityConfig
+    state : TrainState, optional
+        Resume from this checkpoint (from a previous ``on_checkpoint`` call with the same cfg).
+    on_checkpoint : callable, optional
+        Called with a :class:`TrainState` every ``cfg.checkpoint_seconds`` of wall time, and
+        when ``stop`` asks to stop.
+    progress : callable, optional
+        Called as ``progress(step, info)`` after every optimizer step; ``info`` holds
+        ``loss`` (latest training loss of the last member, nats).
+    stop : callable, optional
+        Polled at every step boundary; when it returns True the run checkpoints and raises
+        ``KeyboardInterrupt`` (so a Ctrl-C handler can stop a run without losing work).
+
+    Returns
+    -------
+    TrainResult
+        ``curves`` has the columns :data:`CURVE_COLUMNS`.
+
+    Examples
+    --------
+    >>> cfg = ParityConfig(n_tasks=4, n_bits=8, widths=(4, 8), steps=3, batch_size=16,
+    ...                    test_per_task=4, eval_points=2)
+    >>> res = train_parity(cfg)
+    >>> sorted(res.curves["step"].unique().tolist())
+    [0, 1, 3]
+    """
+    seeds = np.random.SeedSequence(cfg.seed).spawn(4)  # stream, D set, test set, val set
+    device = torch.device(cfg.device)
+    with _threads(cfg.resolved_threads()):
+        task = cfg.make_task()
+        test_set = task.per_task_set(cfg.test_per_task, generator=_generator(seeds[2]))
+        val_set = (
+            task.per_task_set(cfg.val_per_task, generator=_generator(seeds[3]))
+            if cfg.val_per_task > 0
+            else None
+        )
+        members = cfg.members()
+        model = FusedParityMLP(
+            cfg.n_tasks, cfg.n_bits, [w for w, _ in members], init_seeds=[s for _, s in members]
+        )
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        stream = _Stream(task, cfg, seeds)
+        n_members = len(members)
+        # (3, M): training loss sum, accuracy sum and batch count since the last evaluation.
+        train_sums = torch.zeros(3, n_members, dtype=torch.float64)
+        blocks: list[dict[str, np.ndarray]] = []  # one block of rows per evaluated step
+        start, wall_before = 0, 0.0
+        if state is not None:
+            model.load_state_dict(state.model)
+            optimizer.load_state_dict(state.optimizer)
+            stream.gen.set_state(state.stream)
+            stream.order, stream.cursor = state.order, state.cursor
+            train_sums, blocks = state.train_sums.clone(), list(state.blocks)
+            start, wall_before = state.step, state.wall_seconds
+        model.to(device)
+        to_dev = _mover(device)
+        test_set, val_set = to_dev(test_set), (to_dev(val_set) if val_set else None)
+        probs = task.probs.to(device)
+        schedule = set(eval_schedule(cfg.steps, cfg.eval_points, cfg.eval_every).tolist())
+        t0 = last_ckpt = time.perf_counter()
+
+        def snapshot(step: int) -> TrainState:
+            return TrainState(
+                step=step,
+                model=_cpu(model.state_dict()),
+                optimizer=_cpu(optimizer.state_dict()),
+                stream=stream.gen.get_state(),
+                order=stream.order,
+                cursor=stream.cursor,
+                train_sums=train_sums.clone(),
+                blocks=list(blocks),
+                wall_seconds=wall_before + time.perf_counter() - t0,
+            )
+
+        def evaluate_now(step: int) -> dict[str, np.ndarray]:
+            model.eval()
+            parts = [
+                _eval_columns(
+                    _on_cpu(evaluate(model, test_set, probs, chunk_size=cfg.eval_chunk)),
+                    "test",
+                    step,
+                    per_task=True,
+                )
+            ]
+            if val_set is not None:
+                ev_val = evaluate(model, val_set, probs, chunk_size=cfg.eval_chunk)
+                parts.append(_eval_columns(_on_cpu(ev_val), "val", step, per_task=False))
+            if train_sums[2, 0] > 0:
+                mean = (train_sums[:2] / train_sums[2]).numpy()
+                parts.append(
+                    _columns(
+                        np.arange(n_members),
+                        step,
+                        "train",
+                        np.full(n_members, MIXTURE),
+                        mean[0],
+                        mean[1],
+                    )
+                )
+            model.train()
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+        step = start
+        while True:
+            # A resumed run may stop right after an evaluation it already recorded.
+            if step in schedule and not (blocks and blocks[-1]["step"][0] == step):
+                block = evaluate_now(step)
+                train_sums.zero_()
+                blocks.append(block)
+            if step >= cfg.steps:
+                break
+            if stop is not None and stop():
+                if on_checkpoint is not None:
+                    on_checkpoint(snapshot(step))
+                raise KeyboardInterrupt(f"stopped at step {step}")
+            batch = to_dev(stream.next())
+            logits = model.forward_compact(batch.bits, batch.task)  # (B, M, C)
+            per_member = member_losses(logits, batch.y).mean(dim=0)  # (M,)
+            optimizer.zero_grad(set_to_none=True)
+            # Sum, not mean: member m's gradient is then exactly its own loss's gradient.
+            per_member.sum().backward()
+            optimizer.step()
+            with torch.no_grad():
+                hits = (logits.argmax(-1) == batch.y[:, None]).to(torch.float64).mean(0)
+                train_sums[0] += per_member.detach().to(torch.float64).cpu()
+                train_sums[1] += hits.cpu()
+                train_sums[2] += 1
+            step += 1
+            if progress is not None:
+                progress(step, {"loss": float(per_member[-1].detach())})
+            now = time.perf_counter()
+            if on_checkpoint is not None and now - last_ckpt >= cfg.checkpoint_seconds:
+                on_checkpoint(snapshot(step))
+                last_ckpt = now
+        wall = wall_before + time.perf_counter() - t0
+        curves = pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
+        table = members_table(cfg)
+        curves = curves.merge(table, on="member", how="left")[CURVE_COLUMNS]
+        return TrainResult(curves=curves, members=table, model=model.cpu(), wall_seconds=wall)
+
+
+def _mover(device: torch.device) -> Callable[[ParityBatch], ParityBatch]:
+    if device.type == "cpu":
+        return lambda b: b
+    return lambda b: ParityBatch(*(t.to(device, non_blocking=True) for t in b))
+
+
+def _on_cpu(ev: Evaluation) -> Evaluation:
+    return Evaluation(
+        *(t.cpu() for t in (ev.loss, ev.accuracy, ev.mixture_loss, ev.mixture_accuracy))
+    )
+
+
+def _cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu(v) for v in obj]
+    return obj
+
+
+def summarize(curves: pd.DataFrame, threshold: float = 0.1) -> pd.DataFrame:
+    """One row per member: final test loss/accuracy, subtasks learned (test loss < threshold
+    nats) at the last step, and, where a validation set exists, the early-stopping step (min
+    validation loss) with the test loss there.
+
+    >>> cfg = ParityConfig(n_tasks=4, n_bits=8, widths=(4,), steps=2, batch_size=8,
+    ...                    test_per_task=2, eval_points=2)
+    >>> list(summarize(train_parity(cfg).curves).columns)[:4]
+    ['member', 'width', 'seed', 'n_params']
+    """
+    test = curves[curves["split"] == "test"]
+    last = test[test["step"] == test["step"].max()]
+    mix = last[last["task"] == MIXTURE].set_index("member")
+    learned = (
+        last[last["task"] != MIXTURE]
+        .assign(learned=lambda d: d["loss_nats"] < threshold)
+        .groupby("member")["learned"]
+        .sum()
+    )
+    out = mix[["width", "seed", "n_params"]].copy()
+    out["final_loss_nats"] = mix["loss_nats"]
+    out["final_accuracy"] = mix["accuracy"]
+    out["n_learned"] = learned.reindex(out.index).fillna(0).astype(int)
+    val = curves[(curves["split"] == "val") & (curves["task"] == MIXTURE)]
+    if not val.empty:
+        rows = val.loc[val.groupby("member")["loss_nats"].idxmin(), ["member", "step"]]
+        best_step = rows.set_index("member")["step"]
+        test_mix = test[test["task"] == MIXTURE].set_index(["member", "step"])["loss_nats"]
+        out["early_stop_step"] = best_step
+        out["early_stop_test_loss_nats"] = test_mix.reindex(
+            list(zip(best_step.index, best_step.to_numpy(), strict=True))
+        ).to_numpy()
+    return out.reset_index()

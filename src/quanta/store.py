@@ -1,0 +1,233 @@
+"""Run directories: manifest, tidy Parquet tables, atomic writes, resumable checkpoints.
+
+A run directory holds::
+
+    manifest.json      resolved config, config hash, seed, package versions, git revision,
+                       status ("running" | "complete"), wall time
+    curves.parquet     the tidy results table (written once, atomically, when complete)
+    checkpoint.pt      resumable state while running (deleted when complete)
+    model.pt           final weights
+    figures/           PNG figures
+
+Every file is written to a temporary name in the same directory and renamed into place, so a
+crash or a full disk never leaves a half-written file under a real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from quanta._validation import QuantaInputError
+
+__all__ = [
+    "RunDir",
+    "atomic_write",
+    "environment",
+    "git_revision",
+]
+
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success rename it onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_write(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+
+
+def write_parquet(path: str | Path, df: pd.DataFrame) -> None:
+    with atomic_write(path, "wb") as fh:
+        df.to_parquet(fh, index=False)
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    import torch
+
+    with atomic_write(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def git_revision() -> str | None:
+    """The git revision of the quanta source tree (``+dirty`` if modified), or None."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def environment() -> dict[str, Any]:
+    """Versions of Python, the platform and the packages results depend on."""
+    versions: dict[str, str | None] = {}
+    for pkg in ("quanta", "torch", "numpy", "scipy", "pandas", "pyarrow"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_revision": git_revision(),
+    }
+
+
+@dataclass
+class RunDir:
+    """A run directory bound to one config (by hash).
+
+    Parameters
+    ----------
+    path : path-like
+    kind : str
+        What produced the run, e.g. ``"parity.train"``; a directory of another kind is refused.
+    config : dict
+        The resolved config (JSON-ready).
+    config_hash : str
+    runtime_keys : frozenset of str
+        Config keys that do not change results (left out of the hash and of diffs).
+    """
+
+    path: Path
+    kind: str
+    config: dict[str, Any]
+    config_hash: str
+    runtime_keys: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        if not self.manifest_path.exists():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(self.manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise QuantaInputError(
+                f"Cannot read '{self.manifest_path}': {exc}. Choose another --out directory."
+            ) from None
+        return data
+
+    def open(self) -> str:
+        """Claim the directory: ``"new"``, ``"resume"`` or ``"complete"``.
+
+        Raises
+        ------
+        QuantaInputError
+            If the directory holds something else: files but no manifest, a run of another
+            kind, or a run of a different config. Nothing in it is touched then.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise QuantaInputError(f"Output path '{self.path}' exists and is not a directory.")
+        manifest = self.read_manifest()
+        if manifest is None:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise QuantaInputError(
+                    f"Output directory '{self.path}' is not empty and holds no quanta run; "
+                    "choose a new or empty directory."
+                )
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.write_manifest(status="running", wall_seconds=0.0, extra={})
+            return "new"
+        if manifest.get("kind") != self.kind:
+            raise QuantaInputError(
+                f"Output directory '{self.path}' holds a {manifest.get('kind')!r} run, not "
+                f"{self.kind!r}; choose another directory."
+            )
+        if manifest.get("config_hash") != self.config_hash:
+            diff = _config_diff(manifest.get("config", {}), self.config, self.runtime_keys)
+            raise QuantaInputError(
+                f"Output directory '{self.path}' holds a run with a different config "
+                f"({diff}); choose another directory or repeat the original settings."
+            )
+        return "complete" if manifest.get("status") == "complete" else "resume"
+
+    def write_manifest(self, *, status: str, wall_seconds: float, extra: dict[str, Any]) -> None:
+        old = self.read_manifest() or {}
+        manifest = {
+            "kind": self.kind,
+            "config": self.config,
+            "config_hash": self.config_hash,
+            "seed": self.config.get("seed"),
+            "status": status,
+            "created": old.get("created", _now()),
+            "updated": _now(),
+            "wall_seconds": round(wall_seconds, 3),
+            "environment": environment(),
+            **extra,
+        }
+        write_json(self.manifest_path, manifest)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any], skip: frozenset[str]) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in skip)
+    shown = ", ".join(f"{k}: {old.get(k)!r} there vs {new.get(k)!r} now" for k in keys[:3])
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return (shown + more) or "config hash differs"
+
+
+def with_checkpoints(run: RunDir, name: str = "checkpoint.pt") -> Callable[[Any], None]:
+    """A callback that saves a checkpoint object atomically into the run directory."""
+
+    def save(state: Any) -> None:
+        save_torch(run.file(name), state)
+
+    return save

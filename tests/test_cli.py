@@ -1,0 +1,151 @@
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from quanta.cli import app
+
+TINY = [
+    "--n-tasks",
+    "5",
+    "--n-bits",
+    "8",
+    "--widths",
+    "4,8",
+    "--steps",
+    "20",
+    "--batch-size",
+    "32",
+    "--test-per-task",
+    "8",
+    "--eval-points",
+    "4",
+    "--threads",
+    "1",
+]
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_train_writes_run_and_summary(runner, tmp_path):
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["parity", "train", "--out", str(out), "--quiet", *TINY])
+    assert res.exit_code == 0, res.output
+    assert "learned" in res.stdout and "curves.parquet" in res.stdout
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert sorted(curves["width"].unique()) == [4, 8]
+    assert (out / "figures" / "subtask_curves.png").stat().st_size > 10_000
+    again = runner.invoke(app, ["parity", "train", "--out", str(out), "--quiet", *TINY])
+    assert again.exit_code == 0 and "complete; nothing to do" in again.output
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), curves)
+
+
+def test_config_file_and_override_precedence(runner, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "widths = [4, 6]\nsteps = 10\nn_tasks = 5\nn_bits = 8\nbatch_size = 16\n"
+        "test_per_task = 4\neval_points = 3\n"
+    )
+    out = tmp_path / "run"
+    res = runner.invoke(
+        app,
+        [
+            "parity",
+            "train",
+            "--out",
+            str(out),
+            "--quiet",
+            "--config",
+            str(cfg),
+            "--steps",
+            "12",
+            "--no-figures",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert pd.read_parquet(out / "curves.parquet")["step"].max() == 12
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--k", "9"],
+            "The 'k' parameter of ParityConfig must be an int in the range [1, 8]. Got 9 instead.",
+        ),
+        (["--widht", "4"], "Unknown config key 'widht' (did you mean 'widths'?)"),
+        (
+            ["--alpha", "-0.5"],
+            "'alpha' parameter of ParityConfig must be a finite float in "
+            "the range [0, inf). Got -0.5 instead.",
+        ),
+        (["--n-tasks", "100"], "must be at most C(n_bits, k) = C(8, 3) = 56"),
+        (
+            ["--widths", "4,0"],
+            "'widths' parameter of ParityConfig must be a non-empty list "
+            "of ints >= 1. Got [4, 0] instead.",
+        ),
+        (
+            ["--batch-size", "0"],
+            "'batch_size' parameter of ParityConfig must be an int in the "
+            "range [1, inf). Got 0 instead.",
+        ),
+        (["--steps", "0"], "'steps' parameter"),
+        (["--config", "/no/such.toml"], "Cannot read config file '/no/such.toml'"),
+        (["--preset", "gpu"], "'preset' parameter of quanta parity must be one of 'cpu', 'paper'"),
+        (["--lr"], "Option '--lr' needs a value."),
+        (["stray"], "Unexpected argument 'stray'"),
+    ],
+)
+def test_bad_input_one_line_exit_2(runner, tmp_path, args, message):
+    res = runner.invoke(app, ["parity", "train", "--out", str(tmp_path / "r"), *TINY, *args])
+    assert res.exit_code == 2
+    err = " ".join(res.stderr.split())  # rich may wrap long lines
+    assert message in err
+    assert "Traceback" not in res.output + res.stderr
+    assert not (tmp_path / "r").exists()  # nothing written on refused input
+
+
+def test_bad_toml_is_one_line(runner, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("widths = [4,\n")
+    res = runner.invoke(app, ["parity", "describe", "--config", str(bad)])
+    assert res.exit_code == 2 and "is not valid TOML" in res.stderr
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("withs = [4]\n")
+    res = runner.invoke(app, ["parity", "describe", "--config", str(unknown)])
+    assert res.exit_code == 2
+    assert "Unknown config key 'withs' (did you mean 'widths'?)" in " ".join(res.stderr.split())
+
+
+def test_other_config_in_out_dir_is_refused_and_kept(runner, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        runner.invoke(app, ["parity", "train", "--out", str(out), "--quiet", *TINY]).exit_code == 0
+    )
+    before = (out / "curves.parquet").read_bytes()
+    res = runner.invoke(
+        app, ["parity", "train", "--out", str(out), "--quiet", *TINY, "--lr", "0.01"]
+    )
+    assert res.exit_code == 2 and "different config" in res.stderr
+    assert (out / "curves.parquet").read_bytes() == before
+
+
+def test_describe_lists_frequencies_and_members(runner):
+    res = runner.invoke(app, ["parity", "describe", "--preset", "paper"])
+    assert res.exit_code == 0, res.output
+    assert "n_tasks=500" in res.stdout and "0.3451" in res.stdout
+    assert "301,502" in res.stdout  # P = 603·500 + 2 for the widest paper member
+
+
+def test_help_lists_every_config_key(runner):
+    from dataclasses import fields
+
+    from quanta.parity import ParityConfig
+
+    res = runner.invoke(app, ["parity", "train", "--help"])
+    assert res.exit_code == 0
+    for f in fields(ParityConfig):
+        assert "--" + f.name.replace("_", "-") in res.stdout

@@ -1,0 +1,153 @@
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from quanta._validation import QuantaInputError
+from quanta.parity import ParityConfig, summarize, train_parity
+from quanta.parity.run import CHECKPOINT, CURVES, run_parity
+from quanta.parity.train import CURVE_COLUMNS, eval_schedule
+
+
+def test_curves_are_tidy_and_complete(tiny_cfg):
+    curves = train_parity(tiny_cfg).curves
+    assert list(curves.columns) == CURVE_COLUMNS
+    steps = eval_schedule(tiny_cfg.steps, tiny_cfg.eval_points)
+    test = curves[curves["split"] == "test"]
+    # every member × evaluated step × (mixture + each subtask), exactly once
+    assert len(test) == 2 * len(steps) * (tiny_cfg.n_tasks + 1)
+    assert not test.duplicated(["member", "step", "task"]).any()
+    assert set(test["task"]) == set(range(-1, tiny_cfg.n_tasks))
+    assert curves.groupby("member")["n_params"].first().tolist() == [
+        (16 + 1) * w + 2 * w + 2 for w in (4, 16)
+    ]
+    # the mixture row is the frequency-weighted mean of the subtask rows
+    probs = tiny_cfg.make_task().probs.numpy()
+    one = test[(test["member"] == 1) & (test["step"] == tiny_cfg.steps)].set_index("task")
+    assert one.loc[-1, "loss_nats"] == pytest.approx(
+        float(probs @ one.loc[range(tiny_cfg.n_tasks), "loss_nats"].to_numpy())
+    )
+    train = curves[curves["split"] == "train"]
+    assert set(train["step"]) == set(steps[1:]) and (train["task"] == -1).all()
+
+
+def test_same_seed_identical_parquet(tiny_cfg, tmp_path):
+    a = run_parity(tiny_cfg, tmp_path / "a")
+    b = run_parity(tiny_cfg, tmp_path / "b")
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(a.path / CURVES), pd.read_parquet(b.path / CURVES)
+    )
+    c = train_parity(dataclasses.replace(tiny_cfg, seed=1)).curves
+    assert not np.allclose(a.curves["loss_nats"], c["loss_nats"])
+
+
+def test_interrupted_run_resumes_to_identical_result(tiny_cfg, tmp_path):
+    cfg = dataclasses.replace(tiny_cfg, checkpoint_seconds=0.0)
+    calls = {"n": 0}
+
+    def stop_at_17() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 17
+
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 17"):
+        run_parity(cfg, tmp_path / "run", stop=stop_at_17)
+    assert (tmp_path / "run" / CHECKPOINT).exists()
+    assert not (tmp_path / "run" / CURVES).exists()
+    resumed = run_parity(cfg, tmp_path / "run")
+    assert resumed.status == "resumed" and resumed.resumed_from == 17
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
+    fresh = train_parity(cfg).curves
+    pd.testing.assert_frame_equal(resumed.curves, fresh)
+    again = run_parity(cfg, tmp_path / "run")
+    assert again.status == "complete"
+    pd.testing.assert_frame_equal(again.curves, fresh)
+
+
+def test_fixed_dataset_mode_with_validation(tmp_path):
+    cfg = ParityConfig(
+        n_tasks=4,
+        n_bits=8,
+        k=2,
+        widths=(8, 32),
+        steps=60,
+        batch_size=50,
+        n_train=120,
+        test_per_task=20,
+        eval_points=10,
+        threads=1,
+    )
+    assert cfg.val_per_task == cfg.test_per_task  # early stopping gets its own held-out set
+    res = train_parity(cfg)
+    val = res.curves[res.curves["split"] == "val"]
+    assert len(val) == 2 * len(eval_schedule(60, 10)) and (val["task"] == -1).all()
+    summary = summarize(res.curves)
+    assert {"early_stop_step", "early_stop_test_loss_nats"} <= set(summary.columns)
+    # With D = 120 the training loss falls below the test loss: the net memorizes.
+    last = res.curves[res.curves["step"] == 60]
+    by_split = last[last["task"] == -1].pivot(index="member", columns="split", values="loss_nats")
+    assert (by_split["train"] < by_split["test"]).all()
+
+
+def test_eval_schedule_dense_early_sparse_late():
+    s = eval_schedule(10_000, 30, every=2500)
+    assert s[0] == 0 and s[-1] == 10_000 and {2500, 5000, 7500} <= set(s.tolist())
+    gaps = np.diff(s)
+    assert gaps[:5].max() <= 2 and gaps[-1] >= 500
+
+
+def test_directory_with_other_config_is_refused_untouched(tiny_cfg, tmp_path):
+    run_parity(tiny_cfg, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    other = dataclasses.replace(tiny_cfg, lr=0.01)
+    with pytest.raises(
+        QuantaInputError,
+        match=r"holds a run with a different config "
+        r"\(lr: 0\.001 there vs 0\.01 now\)",
+    ):
+        run_parity(other, tmp_path / "run")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert before == after
+    # runtime knobs are not part of the identity of a run
+    assert run_parity(dataclasses.replace(tiny_cfg, threads=2), tmp_path / "run").status == (
+        "complete"
+    )
+
+
+def test_non_empty_foreign_directory_is_refused(tiny_cfg, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(QuantaInputError, match="not empty and holds no quanta run"):
+        run_parity(tiny_cfg, tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_manifest_records_provenance(tiny_cfg, tmp_path):
+    run_parity(tiny_cfg, tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["kind"] == "parity.train"
+    assert manifest["config"]["widths"] == [4, 16] and manifest["seed"] == 0
+    assert manifest["environment"]["packages"]["torch"].startswith("2.13.0")
+    assert manifest["wall_seconds"] > 0 and len(manifest["config_hash"]) == 16
+
+
+def test_small_net_learns_frequent_subtasks_first():
+    # A slice of the cpu preset: the most frequent subtasks are learned first.
+    cfg = ParityConfig(
+        n_tasks=6,
+        n_bits=10,
+        k=2,
+        alpha=1.0,
+        widths=(64,),
+        steps=400,
+        batch_size=256,
+        test_per_task=100,
+        eval_points=10,
+        threads=1,
+        lr=3e-3,
+    )
+    curves = train_parity(cfg).curves
+    last = curves[(curves["split"] == "test") & (curves["step"] == 400) & (curves["task"] >= 0)]
+    losses = last.sort_values("task")["loss_nats"].to_numpy()
+    assert losses[0] < 0.1  # the most frequent subtask is learned
+    assert losses[0] < losses[-1]
