@@ -66,11 +66,9 @@ def test_fused_training_equals_one_by_one(weight_decay):
     opts = [torch.optim.AdamW(s.parameters(), lr=3e-3, weight_decay=weight_decay) for s in singles]
     fused_curve, single_curves = [], []
     for b in batches:
-        losses = member_losses(fused.forward_compact(b.bits, b.task), b.y).mean(0)
-        opt.zero_grad()
-        losses.sum().backward()
+        losses, _ = fused.loss_and_grad(b.bits, b.task, b.y, chunk_rows=50)  # the training path
         opt.step()
-        fused_curve.append(losses.detach())
+        fused_curve.append(losses)
         step_losses = []
         x = b.dense(n_tasks)
         for single, o in zip(singles, opts, strict=True):
@@ -99,3 +97,28 @@ def test_bad_widths_and_seeds():
         FusedParityMLP(4, 6, widths=[4, 0])
     with pytest.raises(ValueError, match=r"one seed per width \(2\)\. Got 1 instead"):
         FusedParityMLP(4, 6, widths=[4, 5], init_seeds=[1])
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 64, 10_000])
+def test_explicit_backward_equals_autograd(chunk_rows):
+    # 23 members: three layer-2 blocks (10, 10, 3), so block boundaries are exercised.
+    widths = [3 + (i * 7) % 19 for i in range(23)]
+    net = FusedParityMLP(9, 13, widths, init_seeds=list(range(23)))
+    task = SparseParityTask(9, 13, 3, alpha=0.4)
+    b = task.sample_compact(300, generator=torch.Generator().manual_seed(2))
+    logits = net.forward_compact(b.bits, b.task)
+    want = member_losses(logits, b.y).mean(0)
+    want.sum().backward()
+    want_grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    want_acc = (logits.argmax(-1) == b.y[:, None]).float().mean(0)
+    net.zero_grad(set_to_none=True)
+    loss, acc = net.loss_and_grad(b.bits, b.task, b.y, chunk_rows=chunk_rows)
+    torch.testing.assert_close(loss, want.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(acc, want_acc)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, want_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_chunk_rows_is_cache_sized():
+    assert FusedParityMLP(500, 100, [500] * 4).chunk_rows() == (8 << 20) // (4 * 2000)
+    assert FusedParityMLP(4, 6, [2]).chunk_rows() == 65_536

@@ -126,3 +126,14 @@ def test_bad_input_messages(kwargs, match):
 def test_full_subset_space_can_be_used():
     task = SparseParityTask(math.comb(7, 3), 7, 3, alpha=0.4)
     assert len({tuple(r) for r in task.subsets.tolist()}) == 35
+
+
+@pytest.mark.parametrize("n_bits", [5, 63, 64, 65, 130])
+def test_word_packed_labels_match_definition_across_word_boundaries(n_bits):
+    # Bits come from 64-bit words and labels from masked XOR folds; the gather definition in
+    # ``labels`` is the independent check, across word boundaries and the sign bit.
+    task = SparseParityTask(10, n_bits, min(3, n_bits), alpha=0.4, seed=1)
+    batch = task.sample_compact(4000, generator=torch.Generator().manual_seed(0))
+    assert batch.bits.shape == (4000, n_bits) and batch.bits.is_contiguous()
+    assert torch.equal(batch.y, task.labels(batch.bits, batch.task))
+    assert abs(batch.bits.float().mean(0) - 0.5).max() < 0.05  # every bit column is fair

@@ -71,7 +71,7 @@ class ParityConfig:
         default=(0,), metadata={"help": "initialization seeds, comma-separated"}
     )
     # --- optimization: AdamW, no schedule, no clipping ---
-    steps: int = field(default=6000, metadata={"help": "optimizer steps"})
+    steps: int = field(default=10_000, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=2000, metadata={"help": "samples per step"})
     n_train: int = field(
         default=0,
@@ -119,8 +119,11 @@ class ParityConfig:
         default="cpu", metadata={"help": "torch device: cpu or cuda[:i]", "runtime": True}
     )
     eval_chunk: int = field(
-        default=65_536,
-        metadata={"help": "rows per evaluation forward pass (memory bound)", "runtime": True},
+        default=0,
+        metadata={
+            "help": "rows per evaluation block; 0 = auto (activations of ~8 MiB, cache-sized)",
+            "runtime": True,
+        },
     )
     checkpoint_seconds: float = field(
         default=60.0, metadata={"help": "seconds between resumable checkpoints", "runtime": True}
@@ -157,7 +160,7 @@ class ParityConfig:
         set_(self, "threads", check_int(self.threads, "threads", _OWNER, low=0))
         device = str(self.device)
         check_choice(device.split(":")[0], "device", _OWNER, ["cpu", "cuda"])
-        set_(self, "eval_chunk", check_int(self.eval_chunk, "eval_chunk", _OWNER, low=1))
+        set_(self, "eval_chunk", check_int(self.eval_chunk, "eval_chunk", _OWNER, low=0))
         set_(
             self,
             "checkpoint_seconds",

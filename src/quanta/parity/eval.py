@@ -46,7 +46,7 @@ def evaluate(
     data: ParityBatch,
     probs: torch.Tensor,
     *,
-    chunk_size: int = 65_536,
+    chunk_size: int | None = None,
 ) -> Evaluation:
     """Evaluate every member on ``data`` and reduce per subtask.
 
@@ -57,8 +57,10 @@ def evaluate(
         Evaluation samples; every subtask must appear at least once.
     probs : torch.Tensor
         ``[n_tasks]`` subtask frequencies used for the mixture loss.
-    chunk_size : int
-        Rows per forward pass (bounds memory at ``chunk_size × H`` floats).
+    chunk_size : int, optional
+        Rows per forward pass (bounds memory at ``chunk_size × H`` floats); default
+        :meth:`FusedParityMLP.chunk_rows` (cache-sized blocks, measured 2x faster than large
+        ones).
 
     Examples
     --------
@@ -73,6 +75,7 @@ def evaluate(
     n_tasks, n_members = probs.numel(), model.n_members
     loss_sum = torch.zeros(n_tasks, n_members, dtype=torch.float64)
     correct = torch.zeros(n_tasks, n_members, dtype=torch.float64)
+    chunk_size = chunk_size or model.chunk_rows()
     for start in range(0, data.task.numel(), chunk_size):
         chunk = data.select(slice(start, start + chunk_size))  # type: ignore[arg-type]
         logits = model.forward_compact(chunk.bits, chunk.task)  # (c, M, C)

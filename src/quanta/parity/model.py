@@ -7,8 +7,9 @@ Member ``m`` is the paper's net ``Linear(n_tasks + n_bits, w_m) → ReLU → Lin
   ``H = Σ w_m`` columns). Control bits are one-hot, so their part of ``x @ W1`` is a row gather
   of ``W1_ctrl`` (``F.embedding``) instead of a ``[B, n_tasks] @ [n_tasks, H]`` matmul: the
   same numbers, ``n_tasks/(n_tasks + n_bits)`` of the FLOPs saved.
-* **Layer 2** is one matmul with a block-diagonal ``[H, M·C]`` weight assembled from the
-  per-unit weights ``w2 [H, C]``, so no gradient ever crosses members.
+* **Layer 2** is block-diagonal: the per-unit weights ``w2 [H, C]`` are scattered into a
+  ``[H, M·C]`` matrix whose off-member entries are zero, so no gradient ever crosses members.
+  It runs as a few matmuls over blocks of up to 10 members rather than one (measured faster).
 
 The fused loss is the *sum* of the members' mean losses, whose gradient w.r.t. member ``m``'s
 parameters is exactly member ``m``'s own gradient. AdamW is elementwise, so one AdamW over the
@@ -30,6 +31,11 @@ from quanta._validation import check_int, check_int_sequence
 __all__ = ["FusedParityMLP", "member_generator", "member_losses", "n_params_mlp"]
 
 _OWNER = "FusedParityMLP"
+# Layer 2 is block-diagonal: a single [H, M·C] matmul does M times the useful FLOPs. Blocks of
+# up to 10 members (20 output columns) were measured fastest on a 2-core EPYC for the paper's 30
+# widths: 3.3x faster than one block-diagonal matmul; blocks of fewer columns hit slower
+# kernels (benchmarks/bench_parity.py, docs/ARCHITECTURE.md).
+_MEMBERS_PER_BLOCK = 10
 
 
 def n_params_mlp(n_inputs: int, width: int, n_classes: int = 2) -> int:
@@ -115,6 +121,13 @@ class FusedParityMLP(nn.Module):
         # Column of the block-diagonal layer-2 weight that unit j's class-c weight goes to.
         cols = member_of_unit[:, None] * c + torch.arange(c)  # (H, C)
         self.register_buffer("_cols", cols, persistent=False)
+        # (unit slice, logit-column slice) of each block of members in layer 2.
+        unit_edges = np.concatenate([[0], np.cumsum(self.widths)])
+        self._blocks = [
+            (slice(int(unit_edges[m0]), int(unit_edges[m1])), slice(m0 * c, m1 * c))
+            for m0 in range(0, n_members, _MEMBERS_PER_BLOCK)
+            for m1 in [min(m0 + _MEMBERS_PER_BLOCK, n_members)]
+        ]
 
         w1 = torch.empty(hidden, n_in)
         b1 = torch.empty(hidden)
@@ -149,15 +162,20 @@ class FusedParityMLP(nn.Module):
         """The paper's P for every member: ``(n_inputs + 1)·w + (w + 1)·C``."""
         return [n_params_mlp(self.n_inputs, w, self.n_classes) for w in self.widths]
 
+    def _block_diag(self) -> torch.Tensor:
+        """Layer-2 weight as ``[H, M·C]``, zero outside each member's own block."""
+        zeros = self.w2.new_zeros(self.w2.shape[0], self.n_members * self.n_classes)
+        return zeros.scatter(1, self._cols, self.w2)
+
     def _head(self, pre: torch.Tensor) -> torch.Tensor:
         # In place: ``pre`` is a fresh addmm output that autograd does not keep.
         hidden = torch.relu_(pre)  # (B, H)
-        n_members, c = self.n_members, self.n_classes
-        block_diag = self.w2.new_zeros(self.w2.shape[0], n_members * c).scatter(
-            1, self._cols, self.w2
-        )
-        logits = torch.addmm(self.b2.reshape(-1), hidden, block_diag)  # (B, M·C)
-        return logits.view(-1, n_members, c)  # (B, M, C)
+        block_diag, bias = self._block_diag(), self.b2.reshape(-1)
+        logits = torch.cat(
+            [torch.addmm(bias[cs], hidden[:, us], block_diag[us, cs]) for us, cs in self._blocks],
+            dim=1,
+        )  # (B, M·C)
+        return logits.view(-1, self.n_members, self.n_classes)  # (B, M, C)
 
     def forward_compact(self, bits: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, M, C]`` from task bits ``[B, n_bits]`` (any dtype) and task ids ``[B]``.
@@ -171,6 +189,80 @@ class FusedParityMLP(nn.Module):
         pre = F.embedding(task, self.w_ctrl + self.b1)  # (B, H)
         pre = pre.addmm(bits.to(self.w_bits.dtype), self.w_bits)
         return self._head(pre)
+
+    def chunk_rows(self, budget_bytes: int = 8 << 20) -> int:
+        """Rows per block so that one ``[rows, H]`` float32 activation is ~``budget_bytes``.
+
+        Blocks that stay in the last-level cache were measured 2x faster than whole batches
+        for both evaluation and training on a 2-core EPYC (benchmarks/bench_parity.py).
+        """
+        return max(256, min(65_536, budget_bytes // (4 * self.w2.shape[0])))
+
+    def loss_and_grad(
+        self,
+        bits: torch.Tensor,
+        task: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        chunk_rows: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member mean loss and accuracy on a batch; sets every parameter's ``.grad`` to
+        the gradient of the summed member losses (so member m gets its own loss's gradient).
+
+        The same numbers as autograd through :meth:`forward_compact` (tested), computed by an
+        explicit backward over row blocks of ``chunk_rows`` (default :meth:`chunk_rows`) so the
+        ``[rows, H]`` activations stay in cache, with gradients accumulated in place.
+
+        Returns
+        -------
+        loss : float32 ``[M]`` mean cross-entropy per member, nats (detached)
+        accuracy : float32 ``[M]``
+        """
+        n_rows, n_members, c = task.numel(), self.n_members, self.n_classes
+        rows = chunk_rows or self.chunk_rows()
+        with torch.no_grad():
+            table = self.w_ctrl + self.b1  # (T, H): gathered rows = one-hot @ W1_ctrl + b1
+            block_diag = self._block_diag()  # (H, M·C)
+            bias = self.b2.reshape(-1)
+            g_table = torch.zeros_like(table)
+            g_bits = torch.zeros_like(self.w_bits)
+            g_block = torch.zeros_like(block_diag)
+            g_bias = torch.zeros_like(bias)
+            loss_sum = torch.zeros(n_members, dtype=torch.float64, device=table.device)
+            hits = torch.zeros(n_members, dtype=torch.float64, device=table.device)
+            for start in range(0, n_rows, rows):
+                t, yb = task[start : start + rows], y[start : start + rows]
+                xb = bits[start : start + rows].to(table.dtype)  # (r, n)
+                r = t.numel()
+                hidden = table.index_select(0, t).addmm_(xb, self.w_bits).relu_()  # (r, H)
+                logits = torch.cat(
+                    [
+                        torch.addmm(bias[cs], hidden[:, us], block_diag[us, cs])
+                        for us, cs in self._blocks
+                    ],
+                    dim=1,
+                ).view(r, n_members, c)
+                logp = torch.log_softmax(logits, dim=-1)  # (r, M, C)
+                target = yb.view(r, 1, 1).expand(r, n_members, 1)
+                loss_sum += -logp.gather(-1, target).sum(dim=0).view(-1).to(torch.float64)
+                hits += (logits.argmax(-1) == yb[:, None]).sum(dim=0).to(torch.float64)
+                # d(Σ_m mean_b CE)/d logits = (softmax − one_hot(y)) / B
+                dlogits = logp.exp_().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0))
+                dlogits = dlogits.div_(n_rows).view(r, n_members * c)
+                g_bias += dlogits.sum(dim=0)
+                dhidden = torch.empty_like(hidden)
+                for us, cs in self._blocks:
+                    g_block[us, cs].addmm_(hidden[:, us].T, dlogits[:, cs])
+                    dhidden[:, us] = dlogits[:, cs] @ block_diag[us, cs].T
+                dpre = torch.ops.aten.threshold_backward(dhidden, hidden, 0)
+                g_bits.addmm_(xb.T, dpre)
+                g_table.index_add_(0, t, dpre)
+            self.w_ctrl.grad = g_table
+            self.b1.grad = g_table.sum(dim=0)
+            self.w_bits.grad = g_bits
+            self.w2.grad = g_block.gather(1, self._cols)
+            self.b2.grad = g_bias.view(n_members, c)
+        return (loss_sum / n_rows).float(), (hits / n_rows).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, M, C]`` from the dense input ``x [B, n_tasks + n_bits]``."""

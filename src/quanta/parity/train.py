@@ -20,7 +20,7 @@ import torch
 
 from quanta.parity.config import ParityConfig
 from quanta.parity.eval import Evaluation, evaluate
-from quanta.parity.model import FusedParityMLP, member_losses, n_params_mlp
+from quanta.parity.model import FusedParityMLP, n_params_mlp
 from quanta.parity.task import ParityBatch, SparseParityTask
 
 __all__ = [
@@ -237,6 +237,7 @@ def train_parity(
         to_dev = _mover(device)
         test_set, val_set = to_dev(test_set), (to_dev(val_set) if val_set else None)
         probs = task.probs.to(device)
+        eval_chunk = cfg.eval_chunk or model.chunk_rows()
         schedule = set(eval_schedule(cfg.steps, cfg.eval_points, cfg.eval_every).tolist())
         t0 = last_ckpt = time.perf_counter()
 
@@ -257,14 +258,14 @@ def train_parity(
             model.eval()
             parts = [
                 _eval_columns(
-                    _on_cpu(evaluate(model, test_set, probs, chunk_size=cfg.eval_chunk)),
+                    _on_cpu(evaluate(model, test_set, probs, chunk_size=eval_chunk)),
                     "test",
                     step,
                     per_task=True,
                 )
             ]
             if val_set is not None:
-                ev_val = evaluate(model, val_set, probs, chunk_size=cfg.eval_chunk)
+                ev_val = evaluate(model, val_set, probs, chunk_size=eval_chunk)
                 parts.append(_eval_columns(_on_cpu(ev_val), "val", step, per_task=False))
             if train_sums[2, 0] > 0:
                 mean = (train_sums[:2] / train_sums[2]).numpy()
@@ -295,20 +296,15 @@ def train_parity(
                     on_checkpoint(snapshot(step))
                 raise KeyboardInterrupt(f"stopped at step {step}")
             batch = to_dev(stream.next())
-            logits = model.forward_compact(batch.bits, batch.task)  # (B, M, C)
-            per_member = member_losses(logits, batch.y).mean(dim=0)  # (M,)
-            optimizer.zero_grad(set_to_none=True)
-            # Sum, not mean: member m's gradient is then exactly its own loss's gradient.
-            per_member.sum().backward()
+            # Gradient of the *sum* of member losses: member m gets exactly its own gradient.
+            per_member, hits = model.loss_and_grad(batch.bits, batch.task, batch.y)  # (M,) ×2
             optimizer.step()
-            with torch.no_grad():
-                hits = (logits.argmax(-1) == batch.y[:, None]).to(torch.float64).mean(0)
-                train_sums[0] += per_member.detach().to(torch.float64).cpu()
-                train_sums[1] += hits.cpu()
-                train_sums[2] += 1
+            train_sums[0] += per_member.to(torch.float64).cpu()
+            train_sums[1] += hits.to(torch.float64).cpu()
+            train_sums[2] += 1
             step += 1
             if progress is not None:
-                progress(step, {"loss": float(per_member[-1].detach())})
+                progress(step, {"loss": float(per_member[-1])})
             now = time.perf_counter()
             if on_checkpoint is not None and now - last_ckpt >= cfg.checkpoint_seconds:
                 on_checkpoint(snapshot(step))
