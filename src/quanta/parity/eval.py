@@ -75,13 +75,10 @@ def evaluate(
     n_tasks, n_members = probs.numel(), model.n_members
     loss_sum = torch.zeros(n_tasks, n_members, dtype=torch.float64)
     correct = torch.zeros(n_tasks, n_members, dtype=torch.float64)
-    chunk_size = chunk_size or model.chunk_rows()
-    for start in range(0, data.task.numel(), chunk_size):
-        chunk = data.select(slice(start, start + chunk_size))  # type: ignore[arg-type]
-        logits = model.forward_compact(chunk.bits, chunk.task)  # (c, M, C)
-        loss_sum.index_add_(0, chunk.task, member_losses(logits, chunk.y).to(torch.float64))
-        hits = (logits.argmax(dim=-1) == chunk.y[:, None]).to(torch.float64)  # (c, M)
-        correct.index_add_(0, chunk.task, hits)
+    for rows, logits in model.iter_logits(data.bits, data.task, chunk_rows=chunk_size):
+        task, y = data.task[rows], data.y[rows]  # logits: (r, M, C)
+        loss_sum.index_add_(0, task, member_losses(logits, y).to(torch.float64))
+        correct.index_add_(0, task, (logits.argmax(dim=-1) == y[:, None]).to(torch.float64))
     counts = torch.bincount(data.task, minlength=n_tasks).to(torch.float64)[:, None]
     if bool((counts == 0).any()):
         raise ValueError("evaluate() needs every subtask at least once in the evaluation set.")

@@ -19,7 +19,7 @@ trained one by one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -198,6 +198,43 @@ class FusedParityMLP(nn.Module):
         """
         return max(256, min(65_536, budget_bytes // (4 * self.w2.shape[0])))
 
+    def _frozen_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-call constants of the blocked path: ``W1_ctrl + b1 [T, H]``, the block-diagonal
+        layer-2 weight ``[H, M·C]`` and the flat layer-2 bias ``[M·C]`` (no autograd)."""
+        with torch.no_grad():
+            return self.w_ctrl + self.b1, self._block_diag(), self.b2.reshape(-1)
+
+    def _block_forward(
+        self,
+        xb: torch.Tensor,
+        t: torch.Tensor,
+        weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden activations ``[r, H]`` and logits ``[r, M·C]`` of one row block, in place."""
+        table, block_diag, bias = weights
+        hidden = table.index_select(0, t).addmm_(xb, self.w_bits).relu_()  # (r, H)
+        logits = torch.cat(
+            [torch.addmm(bias[cs], hidden[:, us], block_diag[us, cs]) for us, cs in self._blocks],
+            dim=1,
+        )  # (r, M·C)
+        return hidden, logits
+
+    @torch.no_grad()
+    def iter_logits(
+        self, bits: torch.Tensor, task: torch.Tensor, *, chunk_rows: int | None = None
+    ) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Logits ``[r, M, C]`` of consecutive row blocks (no autograd), for evaluation.
+
+        The same numbers as :meth:`forward_compact`, through the blocked in-place path.
+        """
+        rows = chunk_rows or self.chunk_rows()
+        weights = self._frozen_weights()
+        for start in range(0, task.numel(), rows):
+            rows_here = slice(start, start + rows)
+            xb = bits[rows_here].to(weights[0].dtype)
+            _, logits = self._block_forward(xb, task[rows_here], weights)
+            yield rows_here, logits.view(-1, self.n_members, self.n_classes)
+
     def loss_and_grad(
         self,
         bits: torch.Tensor,
@@ -220,10 +257,9 @@ class FusedParityMLP(nn.Module):
         """
         n_rows, n_members, c = task.numel(), self.n_members, self.n_classes
         rows = chunk_rows or self.chunk_rows()
+        weights = self._frozen_weights()
+        table, block_diag, bias = weights
         with torch.no_grad():
-            table = self.w_ctrl + self.b1  # (T, H): gathered rows = one-hot @ W1_ctrl + b1
-            block_diag = self._block_diag()  # (H, M·C)
-            bias = self.b2.reshape(-1)
             g_table = torch.zeros_like(table)
             g_bits = torch.zeros_like(self.w_bits)
             g_block = torch.zeros_like(block_diag)
@@ -234,14 +270,8 @@ class FusedParityMLP(nn.Module):
                 t, yb = task[start : start + rows], y[start : start + rows]
                 xb = bits[start : start + rows].to(table.dtype)  # (r, n)
                 r = t.numel()
-                hidden = table.index_select(0, t).addmm_(xb, self.w_bits).relu_()  # (r, H)
-                logits = torch.cat(
-                    [
-                        torch.addmm(bias[cs], hidden[:, us], block_diag[us, cs])
-                        for us, cs in self._blocks
-                    ],
-                    dim=1,
-                ).view(r, n_members, c)
+                hidden, flat_logits = self._block_forward(xb, t, weights)
+                logits = flat_logits.view(r, n_members, c)
                 logp = torch.log_softmax(logits, dim=-1)  # (r, M, C)
                 target = yb.view(r, 1, 1).expand(r, n_members, 1)
                 loss_sum += -logp.gather(-1, target).sum(dim=0).view(-1).to(torch.float64)
