@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -97,7 +97,6 @@ class TrainResult:
     members: pd.DataFrame
     model: FusedParityMLP
     wall_seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -110,8 +109,9 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _generator(seq: np.random.SeedSequence, device: str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int(seq.generate_state(1, np.uint64)[0]))
+def _generator(seq: np.random.SeedSequence) -> torch.Generator:
+    # CPU generators on every device: the same seed draws the same data on CPU and GPU.
+    return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0]))
 
 
 class _Stream:
@@ -237,7 +237,7 @@ def train_parity(
         to_dev = _mover(device)
         test_set, val_set = to_dev(test_set), (to_dev(val_set) if val_set else None)
         probs = task.probs.to(device)
-        eval_chunk = cfg.eval_chunk or model.chunk_rows()
+        eval_chunk = cfg.eval_chunk or None  # None: cache-sized blocks
         schedule = set(eval_schedule(cfg.steps, cfg.eval_points, cfg.eval_every).tolist())
         t0 = last_ckpt = time.perf_counter()
 
