@@ -1,27 +1,17 @@
+import shlex
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from quanta.cli import app
 
-TINY = [
-    "--n-tasks",
-    "5",
-    "--n-bits",
-    "8",
-    "--widths",
-    "4,8",
-    "--steps",
-    "20",
-    "--batch-size",
-    "32",
-    "--test-per-task",
-    "8",
-    "--eval-points",
-    "4",
-    "--threads",
-    "1",
-]
+# A run that takes well under a second; the step count is added per test.
+TINY_TASK = shlex.split(
+    "--n-tasks 5 --n-bits 8 --widths 4,8 --batch-size 32 --test-per-task 8 --eval-points 4 "
+    "--threads 1"
+)
+TINY = [*TINY_TASK, "--steps", "20"]
 
 
 @pytest.fixture
@@ -158,28 +148,8 @@ def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
     import sys
     import time
 
-    args = [
-        "--n-tasks",
-        "5",
-        "--n-bits",
-        "8",
-        "--widths",
-        "4,8",
-        "--steps",
-        "200000",
-        "--batch-size",
-        "32",
-        "--test-per-task",
-        "8",
-        "--eval-points",
-        "4",
-        "--threads",
-        "1",
-        "--checkpoint-seconds",
-        "0.5",
-        "--quiet",
-        "--no-figures",
-    ]
+    args = [*TINY_TASK, "--steps", "200000", "--checkpoint-seconds", "0.5"]
+    args += ["--quiet", "--no-figures"]
     cmd = [sys.executable, "-m", "quanta.cli", "parity", "train", "--out", str(tmp_path / "a")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([*cmd, *args], env=env, stderr=subprocess.PIPE, text=True)
