@@ -17,6 +17,7 @@ $(BIN)/quanta: pyproject.toml
 
 demo: $(BIN)/quanta
 	$(BIN)/quanta parity train --preset cpu --out $(OUT)/parity
+	$(BIN)/quanta parity analyze $(OUT)/parity
 
 test: $(BIN)/quanta
 	$(BIN)/ruff check src tests benchmarks
@@ -26,6 +27,7 @@ test: $(BIN)/quanta
 
 bench: $(BIN)/quanta
 	$(BIN)/python benchmarks/bench_parity.py
+	$(BIN)/python benchmarks/bench_fit.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -66,3 +66,25 @@ def test_finite_quanta_saturate():
 def test_simulator_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         simulate(0.4, **kwargs)
+
+
+def test_theory_command_writes_curves_and_exponents(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from quanta.cli import app
+
+    res = CliRunner().invoke(
+        app, ["theory", "--alpha", "0.3,0.6", "--seeds", "2", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 0, res.output
+    exps = json.loads((tmp_path / "theory.json").read_text())["exponents"]
+    assert len(exps) == 6
+    for e in exps:
+        assert e["fitted"] == pytest.approx(e["predicted"], abs=0.01)
+        assert e["n_learned_slope"] == pytest.approx(e["predicted_slope"], abs=0.02)
+    assert (tmp_path / "theory.png").stat().st_size > 20_000
+    bad = CliRunner().invoke(app, ["theory", "--alpha", "0.3,x", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "--alpha takes numbers" in bad.output
+    assert not (tmp_path / "b").exists()

@@ -183,6 +183,204 @@ def parity_train(
     )
 
 
+@parity_app.command("sweep", context_settings=EXTRA_ARGS)
+@user_errors
+def parity_sweep(
+    ctx: typer.Context,
+    out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep directory."),
+    experiment: str = typer.Option(
+        "custom", help="params | data | alpha (a built-in sweep) or custom (base + --grid)."
+    ),
+    preset: str = PRESET_OPT,
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML with a [base] table of config keys and a [grid] table."
+    ),
+    grid: list[str] = typer.Option(
+        [], "--grid", help="AXIS=V1,V2,... (repeatable); replaces that axis of the preset."
+    ),
+    executor: str = typer.Option("local", help="local | ray | slurm | submitit-local."),
+    ray_address: str | None = typer.Option(None, help="HOST:PORT of a running Ray cluster."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run a grid of fused training runs; resumable (finished runs are skipped).
+
+    Base config keys are given as --key value (see 'quanta parity train --help'); runtime keys
+    (threads, device, …) apply to every run without changing the sweep's identity.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from quanta.config import config_fields, load_toml, parse_overrides
+    from quanta.parity.config import PRESETS, ParityConfig
+    from quanta.sweep import SWEEP_PRESETS, SweepSpec, run_sweep
+
+    check_choice(
+        experiment, "experiment", "quanta parity sweep", ["params", "data", "alpha", "custom"]
+    )
+    check_choice(preset, "preset", "quanta parity sweep", list(PRESETS))
+    if experiment == "custom":
+        base: dict[str, Any] = dict(PRESETS[preset])
+        axes: dict[str, list[Any]] = {}
+    else:
+        spec0 = SWEEP_PRESETS[(experiment, preset)]
+        base, axes = dict(spec0.base), {k: list(v) for k, v in spec0.grid.items()}
+    if config is not None:
+        data = load_toml(config)
+        unknown = set(data) - {"base", "grid"}
+        if unknown:
+            raise QuantaInputError(
+                f"Sweep file '{config}' may hold [base] and [grid] tables "
+                f"only. Got {sorted(unknown)!r}."
+            )
+        base.update(data.get("base", {}))
+        axes.update({k: list(v) for k, v in data.get("grid", {}).items()})
+    fields = config_fields(ParityConfig)
+    runtime: dict[str, Any] = {}
+    for key, value in parse_overrides(list(ctx.args)).items():
+        is_runtime = key in fields and fields[key][1].metadata.get("runtime")
+        (runtime if is_runtime else base)[key] = value
+    for item in grid:
+        axis, eq, values = item.partition("=")
+        if not eq:
+            raise QuantaInputError(f"--grid takes AXIS=V1,V2,...; got {item!r}.")
+        axes[axis.replace("-", "_")] = [v for v in values.split(",") if v.strip()]
+    if not axes:
+        axes = {"seed": [base.get("seed", 0)]}  # a single run
+    spec = SweepSpec(base, axes, experiment)
+    from quanta.config import build_config
+
+    runtime_values = build_config(ParityConfig, layers=[("the command line", runtime)])
+    runtime = {k: getattr(runtime_values, k) for k in runtime}
+    progress = Progress(
+        TextColumn("[bold]sweep[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        disable=quiet,
+    )
+    bar = progress.add_task("sweep", total=None)
+    with progress:
+        results = run_sweep(
+            spec,
+            out_dir,
+            executor=executor,
+            ray_address=ray_address,
+            runtime=runtime,
+            on_run_done=lambda d, t: progress.update(bar, completed=d, total=t),
+        )
+    out.print(
+        f"{out_dir / 'results.parquet'}  ({results['run'].nunique()} runs, {len(results):,} rows)"
+    )
+
+
+@parity_app.command("analyze")
+@user_errors
+def parity_analyze(
+    source: Path = typer.Argument(..., help="A 'parity train' run or 'parity sweep' directory."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Where to write tables and figures [default: SOURCE/analysis]."
+    ),
+    threshold: float | None = typer.Option(
+        None, help="Learned = subtask test loss below this [default: the runs' setting, 0.1 nats]."
+    ),
+    units: str = typer.Option("nats", help="Units of --threshold: nats | bits."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap replicates for exponent CIs."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+) -> None:
+    """Fit L vs N / D / S, learned count vs scale and convergence time vs frequency, next to
+    the theory; write analysis.json, Parquet tables and PNG figures."""
+    from quanta.parity.analyze import analyze, write_analysis
+
+    analysis = analyze(source, threshold=threshold, units=units, bootstrap=bootstrap, seed=seed)
+    written = write_analysis(analysis, out_dir)
+    table = Table(title=f"loss exponents ({analysis.experiment}; power-law fits, 95% CI)")
+    for name in ("axis", "group", "fitted", "95% CI", "theory", "points"):
+        table.add_column(name, justify="right")
+    exps = analysis.exponents
+    for r in exps[exps["fit"] == "power"].to_dict("records"):
+        fitted = f"{r['exponent']:.3f}" if r["success"] else f"failed: {r['message']}"
+        ci = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] == r["ci_low"] else "-"
+        table.add_row(
+            r["axis"], r["group"], fitted, ci, f"{r['predicted']:.3f}", str(r["n_points"])
+        )
+    out.print(table)
+    slopes = Table(
+        title=f"log-log slopes (learned = loss < {analysis.threshold_nats:.4g} nats, 95% CI)"
+    )
+    for name in ("quantity", "group", "slope", "95% CI", "theory", "points"):
+        slopes.add_column(name, justify="right")
+    for r in analysis.slopes.to_dict("records"):
+        ok = r["slope"] == r["slope"]
+        slopes.add_row(
+            r["quantity"],
+            r["group"],
+            f"{r['slope']:.3f}" if ok else "too few points",
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if ok else "-",
+            f"{r['predicted']:.3f}",
+            str(r["n_points"]),
+        )
+    out.print(slopes)
+    out.print(f"{written[0].parent}/  ({', '.join(p.name for p in written)})")
+
+
+@app.command("theory")
+@user_errors
+def theory(
+    alpha: str = typer.Option("0.2,0.4,0.8", help="Zipf exponents α > 0, comma-separated."),
+    n_quanta: int | None = typer.Option(
+        None, help="Number of quanta [default: infinitely many, ζ(α+1) normalization]."
+    ),
+    tau: float = typer.Option(10.0, help="Occurrences needed to learn a quantum (D and S)."),
+    batch_size: int = typer.Option(100, help="Samples per step for L(S)."),
+    seeds: int = typer.Option(5, help="Monte-Carlo repetitions averaged per curve."),
+    seed: int = typer.Option(0, help="Random seed."),
+    out_dir: Path = typer.Option(Path("runs/theory"), "--out", help="Output directory."),
+) -> None:
+    """Simulate the quantization model: L(N), L(D), L(S) for each α, fitted exponents vs the
+    predicted α and α/(α+1); writes theory.parquet, theory.json and theory.png."""
+    from quanta import plots
+    from quanta.store import write_json, write_parquet
+    from quanta.theory import theory_table
+
+    try:
+        alphas = [float(a) for a in alpha.split(",") if a.strip()]
+    except ValueError:
+        raise QuantaInputError(f"--alpha takes numbers like 0.2,0.4; got {alpha!r}.") from None
+    if not alphas:
+        raise QuantaInputError("--alpha needs at least one value, e.g. --alpha 0.4.")
+    curves, exps = theory_table(
+        alphas, n_quanta=n_quanta, tau=tau, batch_size=batch_size, seeds=seeds, seed=seed
+    )
+    write_parquet(out_dir / "theory.parquet", curves)
+    write_json(
+        out_dir / "theory.json",
+        {
+            "settings": {
+                "n_quanta": n_quanta,
+                "tau": tau,
+                "batch_size": batch_size,
+                "seeds": seeds,
+                "seed": seed,
+            },
+            "exponents": exps.to_dict("records"),
+        },
+    )
+    plots.save_figure(plots.theory_figure(curves, exps), out_dir / "theory.png")
+    table = Table(title="quantization model: fitted vs predicted exponents")
+    for name in ("α", "kind", "fitted", "predicted", "learned slope", "predicted slope"):
+        table.add_column(name, justify="right")
+    for r in exps.to_dict("records"):
+        table.add_row(
+            f"{r['alpha']:g}",
+            r["kind"],
+            f"{r['fitted']:.4f}",
+            f"{r['predicted']:.4f}",
+            f"{r['n_learned_slope']:.4f}",
+            f"{r['predicted_slope']:.4f}",
+        )
+    out.print(table)
+    out.print(f"{out_dir}/  (theory.parquet, theory.json, theory.png)")
+
+
 def _print_summary(summary: Any, threshold: float, n_tasks: int) -> None:
     table = Table(title=f"members (learned = test loss < {threshold:g} nats, of {n_tasks})")
     cols = [

@@ -27,6 +27,7 @@ __all__ = [
     "config_hash",
     "config_to_dict",
     "load_toml",
+    "normalize",
     "parse_overrides",
 ]
 
@@ -155,6 +156,17 @@ def build_config(
                 raise _unknown_key(key, fields, origin)
             values[key] = _coerce(fields[key][0], raw, key, cls.__name__)
     return cls(**values)
+
+
+def normalize(cls: type, values: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """Check keys and coerce values of ``cls``'s fields (no construction, no range checks)."""
+    fields = config_fields(cls)
+    out = {}
+    for key, raw in values.items():
+        if key not in fields:
+            raise _unknown_key(key, fields, origin)
+        out[key] = _coerce(fields[key][0], raw, key, cls.__name__)
+    return out
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

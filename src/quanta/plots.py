@@ -15,7 +15,19 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_mean_loss", "plot_subtask_curves", "save_figure", "subtask_figure"]
+__all__ = [
+    "analysis_figures",
+    "plot_alpha_sweep",
+    "plot_convergence",
+    "plot_heatmap",
+    "plot_learned",
+    "plot_mean_loss",
+    "plot_scaling",
+    "plot_subtask_curves",
+    "save_figure",
+    "subtask_figure",
+    "theory_figure",
+]
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -27,6 +39,11 @@ def _axes(ax: Axes | None) -> Axes:
     import matplotlib.pyplot as plt
 
     return plt.subplots(figsize=(5, 3.5))[1]
+
+
+def _legend(ax: Axes) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def plot_subtask_curves(
@@ -114,3 +131,231 @@ def save_figure(fig: Any, path: str | Path) -> Path:
         fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- scaling analyses
+
+_AXIS_LABEL = {"N": "parameters N", "D": "training samples D", "S": "steps S"}
+
+
+def plot_scaling(
+    points: pd.DataFrame, exponents: pd.DataFrame, axis: str, *, ax: Axes | None = None
+) -> Axes:
+    """Loss vs N, D or S for every group: points, the fitted pure power law (α with CI) and
+    the theory's slope through the fit's middle (dashed)."""
+    from matplotlib import colormaps
+
+    ax = _axes(ax)
+    d = points[points["axis"] == axis]
+    fits = exponents[(exponents["axis"] == axis) & (exponents["fit"] == "power")]
+    groups = list(dict.fromkeys(d["group"]))
+    cmap = colormaps["viridis"]
+    for i, group in enumerate(groups):
+        color = cmap(i / max(len(groups) - 1, 1)) if len(groups) > 1 else "C0"
+        g = d[d["group"] == group]
+        ax.plot(g["x"], g["loss"], "o", ms=3.5, color=color, alpha=0.35)
+        fit_pts = g[g["in_fit"]]
+        ax.plot(fit_pts["x"], fit_pts["loss"], "o", ms=3.5, color=color)
+        row = fits[fits["group"] == group]
+        if row.empty or not bool(row["success"].iloc[0]):
+            continue
+        r = row.iloc[0]
+        x = np.geomspace(r["x_min"], r["x_max"], 100)
+        label = f"{group}: α={r['exponent']:.3f}"
+        if np.isfinite(r["ci_low"]):
+            label += f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        ax.plot(x, r["c1"] * x ** -r["exponent"], "-", color=color, label=label)
+        if np.isfinite(r["predicted"]):
+            mid = np.sqrt(r["x_min"] * r["x_max"])
+            y_mid = r["c1"] * mid ** -r["exponent"]
+            ax.plot(x, y_mid * (x / mid) ** -r["predicted"], "--", color=color, lw=1, alpha=0.8)
+    theory = fits["predicted"].dropna()
+    title = f"loss vs {axis}"
+    if len(theory) and theory.nunique() == 1:
+        title += f" (dashed: theory α={theory.iloc[0]:.3f})"
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel=_AXIS_LABEL[axis],
+        ylabel="mean test loss (nats)",
+        title=title,
+    )
+    _legend(ax)
+    return ax
+
+
+def plot_learned(
+    points: pd.DataFrame, slopes: pd.DataFrame, axis: str, *, ax: Axes | None = None
+) -> Axes:
+    """Number of learned subtasks vs N, D or S with the fitted log-log slope and the theory's."""
+    ax = _axes(ax)
+    d = points[(points["axis"] == axis) & (points["n_learned"] > 0)]
+    s = slopes[slopes["quantity"] == f"learned_vs_{axis}"]
+    for i, group in enumerate(dict.fromkeys(d["group"])):
+        g = d[d["group"] == group]
+        row = s[s["group"] == group]
+        label = group
+        if not row.empty and np.isfinite(row["slope"].iloc[0]):
+            r = row.iloc[0]
+            label += f": slope {r['slope']:.2f} (theory {r['predicted']:.2f})"
+        ax.plot(g["x"], g["n_learned"], "o-", ms=3, color=f"C{i % 10}", label=label)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel=_AXIS_LABEL[axis],
+        ylabel="subtasks learned",
+        title=f"quanta learned vs {axis}",
+    )
+    _legend(ax)
+    return ax
+
+
+def plot_convergence(
+    subtasks: pd.DataFrame, slopes: pd.DataFrame, *, ax: Axes | None = None
+) -> Axes:
+    """Step at which each subtask is first learned vs its frequency p_i (theory: slope −1)."""
+    ax = _axes(ax)
+    d = subtasks[(subtasks["panel"] == "convergence") & subtasks["converged_step"].notna()]
+    s = slopes[slopes["quantity"] == "convergence_step_vs_p"]
+    for i, group in enumerate(dict.fromkeys(d["group"])):
+        g = d[d["group"] == group]
+        row = s[s["group"] == group]
+        label = group
+        if not row.empty and np.isfinite(row["slope"].iloc[0]):
+            r = row.iloc[0]
+            label += f": slope {r['slope']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+            x = np.geomspace(g["p"].min(), g["p"].max(), 50)
+            icept = np.exp(np.mean(np.log(g["converged_step"]) - r["slope"] * np.log(g["p"])))
+            ax.plot(x, icept * x ** r["slope"], "-", color=f"C{i % 10}", lw=1)
+        ax.plot(g["p"], g["converged_step"], "o", ms=3.5, color=f"C{i % 10}", label=label)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="subtask frequency p_i",
+        ylabel="convergence step",
+        title="convergence time vs frequency (theory slope −1)",
+    )
+    _legend(ax)
+    return ax
+
+
+def plot_heatmap(subtasks: pd.DataFrame, axis: str, *, ax: Axes | None = None) -> Axes:
+    """Per-subtask test loss (colour, nats) across scale: subtasks by frequency rank (rows) ×
+    N, D or S (columns) — the paper's Fig 2 lower row. First group only."""
+    ax = _axes(ax)
+    d = subtasks[subtasks["panel"] == f"heat_{axis}"]
+    if d.empty:
+        return ax
+    d = d[d["group"] == d["group"].iloc[0]]
+    wide = d.pivot_table(index="task", columns="scale", values="loss", aggfunc="mean")
+    x = wide.columns.to_numpy(dtype=np.float64)
+    edges = np.sqrt(x[:-1] * x[1:]) if len(x) > 1 else np.array([])
+    lo = x[0] ** 2 / edges[0] if len(edges) else x[0] / 2
+    hi = x[-1] ** 2 / edges[-1] if len(edges) else x[0] * 2
+    xe = np.concatenate([[lo], edges, [hi]])
+    ye = np.arange(len(wide.index) + 1) - 0.5
+    # Colours span 0 … 1 nat (chance is ln 2); memorized small-D runs can go far above.
+    mesh = ax.pcolormesh(xe, ye, wide.to_numpy(), cmap="magma_r", vmin=0, vmax=1, shading="flat")
+    ax.figure.colorbar(mesh, ax=ax, label="test loss (nats)", extend="max")
+    ax.set(
+        xscale="log",
+        xlabel=_AXIS_LABEL[axis],
+        ylabel="subtask (frequency rank)",
+        title=f"per-subtask loss vs {axis}",
+    )
+    ax.invert_yaxis()
+    return ax
+
+
+def plot_alpha_sweep(exponents: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
+    """Measured α_N, α_D, α_S (pure power-law fits, bootstrap CIs) vs the Zipf α, with the
+    theory lines α and α/(α+1) — the paper's Fig 10."""
+    ax = _axes(ax)
+    d = exponents[(exponents["fit"] == "power") & exponents["success"].astype(bool)]
+    grid = np.linspace(max(d["alpha"].min() * 0.8, 1e-3), d["alpha"].max() * 1.1, 100)
+    ax.plot(grid, grid, "k-", lw=1, label="theory α_N = α")
+    ax.plot(grid, grid / (grid + 1), "k--", lw=1, label="theory α_D = α_S = α/(α+1)")
+    for i, axis in enumerate(("N", "D", "S")):
+        g = (
+            d[d["axis"] == axis]
+            .groupby("alpha")
+            .agg(e=("exponent", "mean"), lo=("ci_low", "mean"), hi=("ci_high", "mean"))
+        )
+        if g.empty:
+            continue
+        err = np.vstack([g["e"] - g["lo"], g["hi"] - g["e"]])
+        err = np.where(np.isfinite(err), err, 0.0)
+        ax.errorbar(g.index, g["e"], yerr=err, fmt="o-", ms=4, color=f"C{i}", label=f"α_{axis}")
+    ax.set(xlabel="Zipf α", ylabel="fitted exponent", title="exponents vs α")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def analysis_figures(analysis: Any) -> dict[str, Figure]:
+    """The figures of a :class:`quanta.parity.analyze.Analysis`, by file stem."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    figs: dict[str, Figure] = {}
+    pts, exps = analysis.points, analysis.exponents
+    axes_present = [a for a in ("N", "D", "S") if len(pts) and (pts["axis"] == a).any()]
+    if not axes_present:
+        return figs
+    for name, draw in (("scaling", plot_scaling), ("learned", plot_learned)):
+        fig, axs = plt.subplots(1, len(axes_present), figsize=(5.2 * len(axes_present), 4))
+        for ax, axis in zip(np.atleast_1d(axs), axes_present, strict=True):
+            draw(pts, exps if name == "scaling" else analysis.slopes, axis, ax=ax)
+        fig.tight_layout()
+        figs[name] = fig
+    sub = analysis.subtasks
+    heat = [a for a in axes_present if len(sub) and (sub["panel"] == f"heat_{a}").any()]
+    if heat:
+        fig, axs = plt.subplots(1, len(heat), figsize=(5.2 * len(heat), 4))
+        for ax, axis in zip(np.atleast_1d(axs), heat, strict=True):
+            plot_heatmap(sub, axis, ax=ax)
+        fig.tight_layout()
+        figs["heatmaps"] = fig
+    if len(sub) and (sub["panel"] == "convergence").any():
+        fig, ax = plt.subplots(figsize=(5.2, 4))
+        plot_convergence(sub, analysis.slopes, ax=ax)
+        fig.tight_layout()
+        figs["convergence"] = fig
+    ok = exps[(exps["fit"] == "power") & exps["success"].astype(bool)]
+    if ok["alpha"].nunique() >= 2:
+        fig, ax = plt.subplots(figsize=(5.2, 4))
+        plot_alpha_sweep(exps, ax=ax)
+        fig.tight_layout()
+        figs["alpha_sweep"] = fig
+    return figs
+
+
+def theory_figure(curves: pd.DataFrame, exponents: pd.DataFrame) -> Figure:
+    """The quantization model's simulated L(N), L(D), L(S) for every α (log-log), labelled
+    with fitted vs predicted exponents (from :func:`quanta.theory.theory_table`)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axs = plt.subplots(1, 3, figsize=(14, 4))
+    labels = {"N": "parameters N (quanta capacity)", "D": "samples D", "S": "steps S"}
+    for ax, kind in zip(axs, ("N", "D", "S"), strict=True):
+        for i, alpha in enumerate(dict.fromkeys(curves["alpha"])):
+            c = curves[(curves["kind"] == kind) & (curves["alpha"] == alpha)]
+            c = c[c["loss"] > 0]
+            e = exponents[(exponents["kind"] == kind) & (exponents["alpha"] == alpha)].iloc[0]
+            ax.plot(
+                c["scale"],
+                c["loss"],
+                "o-",
+                ms=3,
+                color=f"C{i % 10}",
+                label=f"α={alpha:g}: fit {e['fitted']:.3f}, theory {e['predicted']:.3f}",
+            )
+        ax.set(xscale="log", yscale="log", xlabel=labels[kind], ylabel="loss (units of δ)")
+        ax.set_title(f"quantization model: L({kind})")
+        _legend(ax)
+    fig.tight_layout()
+    return fig

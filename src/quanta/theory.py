@@ -22,7 +22,7 @@ from scipy.special import zeta
 
 from quanta._validation import check_choice, check_int, check_real
 
-__all__ = ["loss_curve", "predicted_exponents", "simulate", "zipf_pk"]
+__all__ = ["loss_curve", "predicted_exponents", "simulate", "theory_table", "zipf_pk"]
 
 _OWNER = "quanta.theory"
 
@@ -184,3 +184,67 @@ def simulate(
             )
         )
     return pd.concat(rows, ignore_index=True)
+
+
+#: Default scales of :func:`theory_table`: parameters (in units of ``params_per_quantum``),
+#: samples, and steps (of ``batch_size`` samples).
+DEFAULT_SCALES = {
+    "N": np.geomspace(10, 1e4, 16),
+    "D": np.geomspace(1e3, 1e7, 16),
+    "S": np.geomspace(10, 1e5, 16),
+}
+
+
+def theory_table(
+    alphas: Sequence[float],
+    *,
+    n_quanta: int | None = None,
+    tau: float = 10.0,
+    batch_size: int = 100,
+    seeds: int = 5,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulated L(N), L(D), L(S) for every α and their fitted exponents next to the predicted.
+
+    Returns ``(curves, exponents)``: ``curves`` is :func:`simulate`'s table (seed-averaged, with
+    an ``alpha`` column); ``exponents`` has one row per α × kind: ``fitted`` (pure power law on
+    the seed-averaged curve), ``predicted``, and ``n_learned_slope`` (log-log slope of quanta
+    learned vs scale: 1 for N, 1/(α+1) for D and S).
+
+    >>> _, e = theory_table([0.5], seeds=2)
+    >>> e[["kind", "predicted"]].round(4).to_dict("list")
+    {'kind': ['N', 'D', 'S'], 'predicted': [0.5, 0.3333, 0.3333]}
+    """
+    from quanta.scaling import fit_power_law
+
+    curves, rows = [], []
+    for i, alpha in enumerate(alphas):
+        pred = predicted_exponents(alpha)
+        for j, (kind, scales) in enumerate(DEFAULT_SCALES.items()):
+            sim = simulate(
+                alpha,
+                kind=kind,
+                scales=scales,
+                n_quanta=n_quanta,
+                tau=tau,
+                batch_size=batch_size,
+                seeds=seeds,
+                seed=seed + 3 * i + j,  # independent draws for every curve
+            )
+            mean = sim.groupby("scale")[["loss", "n_learned"]].mean().reset_index()
+            curves.append(mean.assign(kind=kind, alpha=alpha))
+            ok = (mean["loss"] > 0).to_numpy()
+            fit = fit_power_law(mean["scale"][ok], mean["loss"][ok], offset=False)
+            grow = (mean["n_learned"] > 0).to_numpy()
+            slope = np.polyfit(np.log(mean["scale"][grow]), np.log(mean["n_learned"][grow]), 1)[0]
+            rows.append(
+                {
+                    "alpha": alpha,
+                    "kind": kind,
+                    "fitted": fit.alpha if fit.success else np.nan,
+                    "predicted": pred[kind],
+                    "n_learned_slope": float(slope),
+                    "predicted_slope": 1.0 if kind == "N" else 1.0 / (alpha + 1.0),
+                }
+            )
+    return pd.concat(curves, ignore_index=True), pd.DataFrame(rows)

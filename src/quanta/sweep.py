@@ -1,0 +1,337 @@
+"""Sweeps of the toy engine: a grid of fused training runs, resumable, on several executors.
+
+A sweep is a base config plus a grid of axes (any non-runtime ``ParityConfig`` key except the
+fused member keys ``widths`` and ``init_seeds``, which every run trains together). Each grid
+point is one run directory ``DIR/runs/<config hash>/`` (see :mod:`quanta.parity.run`), so a
+finished run is skipped and an interrupted one resumes from its checkpoint: a sweep killed at
+any moment (even SIGKILL) and started again ends with every run exactly once. The sweep's
+tables are assembled from the finished run directories, never appended to in place:
+
+    DIR/manifest.json     the sweep spec (base, grid, experiment), hash, status
+    DIR/runs.parquet      one row per run: hash, the axis values, wall time
+    DIR/results.parquet   every run's curves with its hash and axis values (the members'
+                          init seed as ``init_seed``; ``seed`` is the run's data seed)
+
+Executors: ``local`` (in this process), ``ray`` (a running Ray cluster, by address),
+``slurm`` (submitit on a SLURM cluster) and ``submitit-local`` (submitit's local executor: the
+SLURM code path on one machine).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import itertools
+import os
+import shutil
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quanta._validation import QuantaInputError, check_choice, closest
+from quanta.config import build_config, config_fields, config_hash, config_to_dict, normalize
+from quanta.parity.config import PRESETS, ParityConfig, paper_widths
+from quanta.store import RunDir, write_parquet
+
+__all__ = [
+    "EXECUTORS",
+    "SWEEP_AXES",
+    "SWEEP_PRESETS",
+    "SweepSpec",
+    "run_sweep",
+    "sweep_presets",
+]
+
+EXECUTORS = ("local", "ray", "slurm", "submitit-local")
+_FUSED = ("widths", "init_seeds")
+SWEEP_AXES = tuple(
+    name
+    for name, (_, f) in config_fields(ParityConfig).items()
+    if not f.metadata.get("runtime") and name not in _FUSED
+)
+KIND = "parity.sweep"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What to sweep: ``base`` config values, ``grid`` axes → values, an ``experiment`` label
+    (``params``, ``data``, ``alpha`` or ``custom``) that tells ``analyze`` what to fit."""
+
+    base: Mapping[str, Any]
+    grid: Mapping[str, Sequence[Any]]
+    experiment: str = "custom"
+
+    def __post_init__(self) -> None:
+        # Same sweep, same identity, whether values came as strings (CLI) or numbers (TOML).
+        object.__setattr__(self, "base", normalize(ParityConfig, self.base, "the sweep base"))
+        check_choice(
+            self.experiment, "experiment", "SweepSpec", ["params", "data", "alpha", "custom"]
+        )
+        for axis, values in self.grid.items():
+            if axis not in SWEEP_AXES:
+                hint = closest(axis, SWEEP_AXES)
+                why = (
+                    (
+                        " (widths and init_seeds are trained together in every run; set them "
+                        "in the base config)"
+                    )
+                    if axis in _FUSED
+                    else ""
+                )
+                raise QuantaInputError(
+                    f"Unknown sweep axis {axis!r}"
+                    + (f" (did you mean {hint!r}?)" if hint else "")
+                    + f"{why}. Axes: {', '.join(SWEEP_AXES)}."
+                )
+            if len(values) == 0:
+                raise QuantaInputError(f"Sweep axis {axis!r} has no values: the sweep is empty.")
+        grid = {
+            a: [normalize(ParityConfig, {a: v}, "the sweep grid")[a] for v in vs]
+            for a, vs in self.grid.items()
+        }
+        object.__setattr__(self, "grid", grid)
+
+    def configs(self) -> list[ParityConfig]:
+        """One validated config per grid point (cartesian product, in axis order)."""
+        axes = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[a] for a in axes)):
+            point = dict(zip(axes, values, strict=True))
+            out.append(
+                build_config(
+                    ParityConfig, layers=[("the sweep base", self.base), ("the sweep grid", point)]
+                )
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": {k: list(v) if isinstance(v, tuple) else v for k, v in self.base.items()},
+            "grid": {k: list(v) for k, v in self.grid.items()},
+            "experiment": self.experiment,
+        }
+
+
+def sweep_presets() -> dict[tuple[str, str], SweepSpec]:
+    """The built-in sweeps: ``(experiment, preset)`` → spec.
+
+    ``cpu`` sweeps finish in minutes on 2 cores; ``paper`` ones are PAPER.md §2's configs.
+    """
+    cpu_base = dict(PRESETS["cpu"])
+    paper_base = dict(PRESETS["paper"])
+    d_grid = [int(d) for d in np.geomspace(1e4, 5e6, 30)]
+    return {
+        ("params", "cpu"): SweepSpec(
+            {**cpu_base, "widths": (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)},
+            {"seed": [0]},
+            "params",
+        ),
+        ("data", "cpu"): SweepSpec(
+            {**cpu_base, "widths": (256,), "steps": 4000, "eval_points": 40},
+            {"n_train": [int(d) for d in np.geomspace(500, 64_000, 8)]},
+            "data",
+        ),
+        ("alpha", "cpu"): SweepSpec(
+            {**cpu_base, "widths": (8, 16, 32, 64, 128, 256), "steps": 6000},
+            {"alpha": [0.2, 0.4, 0.8]},
+            "alpha",
+        ),
+        ("params", "paper"): SweepSpec(paper_base, {"seed": [0]}, "params"),
+        ("data", "paper"): SweepSpec(
+            {**paper_base, "widths": (500,), "steps": 1_000_000}, {"n_train": d_grid}, "data"
+        ),
+        ("alpha", "paper"): SweepSpec(
+            {
+                **paper_base,
+                "widths": paper_widths(20, 10, 300),
+                "init_seeds": (0, 1, 2),
+                "steps": 100_000,
+            },
+            {"alpha": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]},
+            "alpha",
+        ),
+    }
+
+
+SWEEP_PRESETS = sweep_presets()
+
+
+def run_one(config: dict[str, Any], out: str) -> dict[str, Any]:
+    """Train one grid point into ``out`` (resuming or skipping); importable by remote workers."""
+    from quanta.parity.run import run_parity
+
+    cfg = build_config(ParityConfig, layers=[("the sweep run", config)])
+    outcome = run_parity(cfg, out)
+    return {"status": outcome.status, "wall_seconds": outcome.wall_seconds}
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise QuantaInputError(f"The Ray address must look like HOST:PORT. Got {address!r}.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise QuantaInputError(
+            f"Cannot reach a Ray cluster at {address!r} ({exc.strerror or exc}); start one with "
+            "'ray start --head' or check --ray-address."
+        ) from None
+    return host, int(port)
+
+
+def _preflight(executor: str, ray_address: str | None) -> None:
+    """Refuse an unusable executor before anything is written."""
+    if executor == "ray":
+        if not ray_address:
+            raise QuantaInputError(
+                "--executor ray needs --ray-address HOST:PORT of a running Ray cluster "
+                "(start one with 'ray start --head')."
+            )
+        _check_reachable(ray_address)
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise QuantaInputError(
+            "SLURM is not available here (no 'sbatch' on PATH); use --executor local, ray or "
+            "submitit-local."
+        )
+
+
+def _execute(
+    executor: str,
+    jobs: list[tuple[dict[str, Any], str]],
+    *,
+    ray_address: str | None,
+    folder: Path,
+    on_done: Callable[[int], None],
+) -> None:
+    if executor == "local":
+        for i, (config, out) in enumerate(jobs):
+            run_one(config, out)
+            on_done(i)
+        return
+    if executor == "ray":
+        host, _ = _check_reachable(str(ray_address))
+        if ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+            # Ray rewrites a loopback address to this machine's network IP unless cluster mode
+            # is off, and a cluster bound to 127.0.0.1 is not listening there (ray.init would
+            # retry for minutes). The flag is read when Ray is first imported.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+
+        ray.init(
+            address=ray_address, _node_ip_address=host, log_to_driver=False, configure_logging=False
+        )
+        try:
+            remote = ray.remote(num_cpus=1)(run_one)
+            pending = {remote.remote(c, o): i for i, (c, o) in enumerate(jobs)}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                ray.get(done[0])  # re-raises a task's error here
+                on_done(pending.pop(done[0]))
+        finally:
+            ray.shutdown()
+        return
+    import submitit
+
+    sub: Any
+    if executor == "slurm":
+        sub = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    else:
+        sub = submitit.LocalExecutor(folder=str(folder))
+    sub.update_parameters(timeout_min=24 * 60)
+    submitted = [(sub.submit(run_one, c, o), i) for i, (c, o) in enumerate(jobs)]
+    for job, i in submitted:
+        job.result()
+        on_done(i)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    executor: str = "local",
+    ray_address: str | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    on_run_done: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Run every grid point of ``spec`` into ``out`` and return the results table.
+
+    ``runtime`` overrides runtime-only keys (threads, device, …) of every run. Runs already
+    complete are skipped; ``on_run_done(done, total)`` reports progress.
+    """
+    executor = check_choice(executor, "executor", "quanta parity sweep", list(EXECUTORS))
+    configs = [dataclasses.replace(c, **(runtime or {})) for c in spec.configs()]
+    _preflight(executor, ray_address)
+    out = Path(out)
+    sweep = RunDir(out, KIND, spec.to_dict(), _spec_hash(spec))
+    status = sweep.open()
+    runs_dir = out / "runs"
+    paths = [str(runs_dir / config_hash(c)) for c in configs]
+    total = len(configs)
+    pending = [i for i, p in enumerate(paths) if status != "complete" and not _complete(p)]
+    done = total - len(pending)
+    if on_run_done is not None:
+        on_run_done(done, total)
+
+    def finished(_: int) -> None:
+        nonlocal done
+        done += 1
+        if on_run_done is not None:
+            on_run_done(done, total)
+
+    jobs = [(config_to_dict(configs[i]), paths[i]) for i in pending]
+    _execute(executor, jobs, ray_address=ray_address, folder=out / "submitit", on_done=finished)
+    runs, results = _assemble(spec, configs, paths)
+    write_parquet(out / "runs.parquet", runs)
+    write_parquet(out / "results.parquet", results)
+    sweep.write_manifest(
+        status="complete",
+        wall_seconds=float(runs["wall_seconds"].sum()),
+        extra={"n_runs": total, "executor": executor},
+    )
+    return results
+
+
+def _spec_hash(spec: SweepSpec) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _complete(path: str) -> bool:
+    manifest = Path(path) / "manifest.json"
+    if not manifest.exists():
+        return False
+    import json
+
+    try:
+        return bool(json.loads(manifest.read_text()).get("status") == "complete")
+    except (OSError, ValueError):
+        return False
+
+
+def _assemble(
+    spec: SweepSpec, configs: list[ParityConfig], paths: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    import json
+
+    from quanta.parity.run import CURVES
+
+    run_rows, frames = [], []
+    for cfg, path in zip(configs, paths, strict=True):
+        key = Path(path).name
+        axes = {a: getattr(cfg, a) for a in spec.grid}
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+        run_rows.append({"run": key, **axes, "wall_seconds": manifest.get("wall_seconds", 0.0)})
+        curves = pd.read_parquet(Path(path) / CURVES)
+        # The curves' ``seed`` is each member's init seed; the sweep's ``seed`` axis is the
+        # run's data seed, so the former is renamed rather than overwritten.
+        frames.append(curves.rename(columns={"seed": "init_seed"}).assign(run=key, **axes))
+    return pd.DataFrame(run_rows), pd.concat(frames, ignore_index=True)
