@@ -207,7 +207,13 @@ def parity_sweep(
     Base config keys are given as --key value (see 'quanta parity train --help'); runtime keys
     (threads, device, …) apply to every run without changing the sweep's identity.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from quanta.config import config_fields, load_toml, parse_overrides
     from quanta.parity.config import PRESETS, ParityConfig
@@ -251,13 +257,19 @@ def parity_sweep(
     runtime_values = build_config(ParityConfig, layers=[("the command line", runtime)])
     runtime = {k: getattr(runtime_values, k) for k in runtime}
     progress = Progress(
-        TextColumn("[bold]sweep[/]"),
+        TextColumn("[bold]{task.description}[/]"),
         BarColumn(),
         MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=console,
         disable=quiet,
     )
-    bar = progress.add_task("sweep", total=None)
+    bar = progress.add_task("runs", total=None)
+    steps = progress.add_task("steps of the current run", total=None, visible=False)
+
+    def on_step(step: int, total: int) -> None:
+        progress.update(steps, completed=step, total=total, visible=True)
+
     with progress:
         results = run_sweep(
             spec,
@@ -266,6 +278,7 @@ def parity_sweep(
             ray_address=ray_address,
             runtime=runtime,
             on_run_done=lambda d, t: progress.update(bar, completed=d, total=t),
+            on_step=on_step,
         )
     out.print(
         f"{out_dir / 'results.parquet'}  ({results['run'].nunique()} runs, {len(results):,} rows)"
@@ -308,7 +321,7 @@ def parity_analyze(
     )
     for name in ("quantity", "group", "slope", "95% CI", "theory", "points"):
         slopes.add_column(name, justify="right")
-    for r in analysis.slopes.to_dict("records"):
+    for r in analysis.slopes.sort_values("quantity", kind="stable").to_dict("records"):
         ok = r["slope"] == r["slope"]
         slopes.add_row(
             r["quantity"],

@@ -161,12 +161,21 @@ def sweep_presets() -> dict[tuple[str, str], SweepSpec]:
 SWEEP_PRESETS = sweep_presets()
 
 
-def run_one(config: dict[str, Any], out: str) -> dict[str, Any]:
-    """Train one grid point into ``out`` (resuming or skipping); importable by remote workers."""
+def run_one(
+    config: dict[str, Any], out: str, on_step: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Train one grid point into ``out`` (resuming or skipping); importable by remote workers.
+    ``on_step(step, steps)`` reports training progress (local executor only)."""
     from quanta.parity.run import run_parity
 
     cfg = build_config(ParityConfig, layers=[("the sweep run", config)])
-    outcome = run_parity(cfg, out)
+    report = None if on_step is None else (lambda step, _: on_step(step, cfg.steps))
+    outcome = run_parity(
+        cfg,
+        out,
+        progress=report,
+        on_start=None if on_step is None else (lambda step: on_step(step, cfg.steps)),
+    )
     return {"status": outcome.status, "wall_seconds": outcome.wall_seconds}
 
 
@@ -208,10 +217,11 @@ def _execute(
     ray_address: str | None,
     folder: Path,
     on_done: Callable[[int], None],
+    on_step: Callable[[int, int], None] | None = None,
 ) -> None:
     if executor == "local":
         for i, (config, out) in enumerate(jobs):
-            run_one(config, out)
+            run_one(config, out, on_step)
             on_done(i)
         return
     if executor == "ray":
@@ -258,11 +268,13 @@ def run_sweep(
     ray_address: str | None = None,
     runtime: Mapping[str, Any] | None = None,
     on_run_done: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Run every grid point of ``spec`` into ``out`` and return the results table.
 
     ``runtime`` overrides runtime-only keys (threads, device, …) of every run. Runs already
-    complete are skipped; ``on_run_done(done, total)`` reports progress.
+    complete are skipped; ``on_run_done(done, total)`` reports runs finished and, with the
+    local executor, ``on_step(step, steps)`` the steps of the run in progress.
     """
     executor = check_choice(executor, "executor", "quanta parity sweep", list(EXECUTORS))
     configs = [dataclasses.replace(c, **(runtime or {})) for c in spec.configs()]
@@ -285,7 +297,14 @@ def run_sweep(
             on_run_done(done, total)
 
     jobs = [(config_to_dict(configs[i]), paths[i]) for i in pending]
-    _execute(executor, jobs, ray_address=ray_address, folder=out / "submitit", on_done=finished)
+    _execute(
+        executor,
+        jobs,
+        ray_address=ray_address,
+        folder=out / "submitit",
+        on_done=finished,
+        on_step=on_step,
+    )
     runs, results = _assemble(spec, configs, paths)
     write_parquet(out / "runs.parquet", runs)
     write_parquet(out / "results.parquet", results)
