@@ -377,12 +377,7 @@ def _scale_n(
         if len(by_n) < 2:
             continue
         alpha = _alpha(part)
-        x = by_n.index.to_numpy(dtype=np.float64)
-        start = _fit_start(x, by_n["n_learned"].to_numpy())
-        keep = x >= start
-        fit.loss("N", group, alpha, x[keep], by_n["loss"].to_numpy()[keep])
-        fit.slope("learned_vs_N", group, alpha, x, by_n["n_learned"].to_numpy(), 1.0)
-        points.append(_points("N", group, alpha, x, by_n["loss"], by_n["n_learned"], start))
+        _fit_axis("N", group, alpha, by_n, fit, points)
         first = part[part["run"] == part["run"].iloc[0]]
         first = first[first["init_seed"] == first["init_seed"].min()]
         rows = curves.merge(first[["run", "member", "final_step"]], on=["run", "member"])
@@ -409,12 +404,7 @@ def _scale_d(
         if len(by_d) < 2:
             continue
         alpha = _alpha(part)
-        x = by_d.index.to_numpy(dtype=np.float64)
-        start = _fit_start(x, by_d["n_learned"].to_numpy())
-        keep = x >= start
-        fit.loss("D", group, alpha, x[keep], by_d["loss"].to_numpy()[keep])
-        fit.slope("learned_vs_D", group, alpha, x, by_d["n_learned"].to_numpy(), 1 / (alpha + 1))
-        points.append(_points("D", group, alpha, x, by_d["loss"], by_d["n_learned"], start))
+        _fit_axis("D", group, alpha, by_d, fit, points)
         first = part.sort_values(["n_train", "seed", "init_seed"]).drop_duplicates("n_train")
         rows = curves.merge(
             first[["run", "member", "n_train", "early_stop_step"]], on=["run", "member"]
@@ -445,16 +435,8 @@ def _scale_s(
         tasks = rows[rows["task"] != MIXTURE].assign(learned=lambda d: d["loss_nats"] < threshold)
         n_learned = tasks.groupby(["run", "member", "step"])["learned"].sum().groupby("step").mean()
         mix = rows[rows["task"] == MIXTURE].groupby("step")["loss_nats"].mean()
-        start = _fit_start(n_learned.index.to_numpy(np.float64), n_learned.to_numpy())
-        window = mix[mix.index >= start]
-        x = window.index.to_numpy(dtype=np.float64)
-        if len(x) >= 2:
-            fit.loss("S", group, alpha, x, window.to_numpy())
-        steps = n_learned.index.to_numpy(dtype=np.float64)
-        fit.slope("learned_vs_S", group, alpha, steps, n_learned.to_numpy(), 1 / (alpha + 1))
-        points.append(
-            _points("S", group, alpha, mix.index.to_numpy(np.float64), mix, n_learned, start)
-        )
+        by_s = pd.DataFrame({"loss": mix, "n_learned": n_learned.reindex(mix.index)})
+        _fit_axis("S", group, alpha, by_s, fit, points)
         _convergence(group, alpha, tasks, runs, fit, subtasks)
         one = part[(part["run"] == part["run"].iloc[0])].head(1)
         subtasks.append(_heat("S", group, alpha, rows.merge(one[["run", "member"]]), "step"))
@@ -489,6 +471,39 @@ def _convergence(
     )
 
 
+def _fit_axis(
+    axis: str,
+    group: str,
+    alpha: float,
+    table: pd.DataFrame,
+    fit: _Fitter,
+    points: list[pd.DataFrame],
+) -> None:
+    """Fit loss vs scale (from the first learned subtask on) and learned count vs scale;
+    ``table`` is indexed by the scale with columns ``loss`` and ``n_learned``."""
+    x = table.index.to_numpy(dtype=np.float64)
+    loss, n_learned = table["loss"].to_numpy(), table["n_learned"].to_numpy()
+    start = _fit_start(x, n_learned)
+    keep = x >= start
+    fit.loss(axis, group, alpha, x[keep], loss[keep])
+    theory = 1.0 if axis == "N" else 1.0 / (alpha + 1.0)  # n ∝ N, n ∝ D^(1/(α+1))
+    fit.slope(f"learned_vs_{axis}", group, alpha, x, n_learned, theory)
+    points.append(
+        pd.DataFrame(
+            {
+                "axis": axis,
+                "unit": _SCALE_UNITS[axis],
+                "group": group,
+                "alpha": alpha,
+                "x": x,
+                "loss": loss,
+                "n_learned": n_learned,
+                "in_fit": keep,
+            }
+        )
+    )
+
+
 def _fit_start(x: np.ndarray, n_learned: np.ndarray) -> float:
     """The first scale at which (on average) a subtask is learned: fits start there. Before it
     the loss sits near ln 2 (or above, when a small fixed dataset is memorized) and the theory
@@ -511,29 +526,6 @@ def _task_probs(df: pd.DataFrame, runs: pd.DataFrame) -> np.ndarray:
         )
         out[idx] = probs[df["task"].to_numpy()[idx]]
     return out
-
-
-def _points(
-    axis: str,
-    group: str,
-    alpha: float,
-    x: np.ndarray,
-    loss: pd.Series,
-    n_learned: pd.Series,
-    fit_from: float = 0.0,
-) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "axis": axis,
-            "unit": _SCALE_UNITS[axis],
-            "group": group,
-            "alpha": alpha,
-            "x": x,
-            "loss": loss.to_numpy(),
-            "n_learned": n_learned.reindex(loss.index).to_numpy(),
-            "in_fit": x >= fit_from,
-        }
-    )
 
 
 def _heat(axis: str, group: str, alpha: float, rows: pd.DataFrame, scale: str) -> pd.DataFrame:
