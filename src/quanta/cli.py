@@ -6,22 +6,18 @@ traceback). Config fields are accepted as ``--key value`` options after the subc
 
 from __future__ import annotations
 
-import functools
-import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from quanta._cli import EXTRA_ARGS, console, out, user_errors
 from quanta._validation import QuantaInputError, check_choice
+from quanta.cli_lm import lm_app
 
 __all__ = ["app", "main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     add_completion=False,
@@ -33,31 +29,7 @@ parity_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="The toy world: multitask sparse parity."
 )
 app.add_typer(parity_app, name="parity")
-
-console = Console(stderr=True)
-out = Console()
-EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-def fail(message: str) -> typer.Exit:
-    """Print one error line and return the exit-2 exception to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
-
-
-def user_errors(fn: F) -> F:
-    """Turn user-input errors raised inside ``fn`` into one line and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (QuantaInputError, ValueError, TypeError, OSError) as exc:
-            if os.environ.get("QUANTA_DEBUG"):
-                raise
-            raise fail(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+app.add_typer(lm_app, name="lm")
 
 
 def _config_epilog(cls: type, presets: dict[str, dict[str, Any]]) -> str:

@@ -359,3 +359,91 @@ def theory_figure(curves: pd.DataFrame, exponents: pd.DataFrame) -> Figure:
         _legend(ax)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- language models
+
+
+def plot_lm_mean_loss(analysis: Any, *, ax: Axes | None = None) -> Axes:
+    """Mean per-token loss vs non-embedding N (or step) with the power-law fit and its CI."""
+    ax = _axes(ax)
+    m = analysis.models
+    ax.plot(m["scale"], m["mean_loss"], "o", color="C0", label="models")
+    fit = analysis.fit
+    if fit is not None and fit.success:
+        x = np.geomspace(fit.x.min(), fit.x.max(), 100)
+        label = f"L ∝ {analysis.axis}^-{fit.alpha:.3f}"
+        if fit.alpha_ci is not None:
+            label += f" [{fit.alpha_ci[0]:.3f}, {fit.alpha_ci[1]:.3f}]"
+        ax.plot(x, fit.predict(x), "-", color="C1", label=label)
+    xlabel = "non-embedding parameters N" if analysis.axis == "N" else "training step"
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="mean loss (nats/token)")
+    ax.set_title("mean loss vs " + ("size" if analysis.axis == "N" else "step"))
+    _legend(ax)
+    return ax
+
+
+def plot_loss_distribution(analysis: Any, *, weighted: bool, ax: Axes | None = None) -> Axes:
+    """p(L) (``weighted=False``, log y) or L·p(L) (its contribution to the mean) per model."""
+    from matplotlib import colormaps
+
+    ax = _axes(ax)
+    h = analysis.histograms
+    cmap = colormaps["viridis"]
+    n = len(analysis.models)
+    for j, row in analysis.models.reset_index(drop=True).iterrows():
+        d = h[h["model"] == row["model"]]
+        mid = (d["bin_low"] + d["bin_high"]) / 2
+        y = d["density"] * (mid if weighted else 1.0)
+        ax.plot(mid, y, color=cmap(int(j) / max(n - 1, 1)), lw=1, label=str(row["label"]))
+    ax.set(
+        xlabel="per-token loss L (nats)",
+        ylabel="L·p(L)" if weighted else "p(L)",
+        title="contribution to the mean, L·p(L)" if weighted else "distribution of losses p(L)",
+    )
+    if not weighted:
+        ax.set_yscale("log")
+    _legend(ax)
+    return ax
+
+
+def plot_token_curves(analysis: Any, kind: str, *, n: int = 30, ax: Axes | None = None) -> Axes:
+    """Loss vs scale of up to ``n`` tokens of one class (``monogenic`` / ``polygenic``)."""
+    ax = _axes(ax)
+    flags = analysis.tokens[kind].to_numpy()
+    rows = [r for r in analysis.curves if flags[r]][:n]
+    scale = analysis.models["scale"].to_numpy()
+    for r in rows:
+        ax.plot(scale, analysis.curves[r], "-", color="C3" if kind == "monogenic" else "C2", lw=0.7)
+    ax.set(
+        xscale="log",
+        xlabel="non-embedding parameters N" if analysis.axis == "N" else "training step",
+        ylabel="per-token loss (nats)",
+        title=f"{kind} tokens ({int(flags.sum()):,} in all; {len(rows)} shown)",
+    )
+    return ax
+
+
+def lm_figures(analysis: Any) -> dict[str, Figure]:
+    """The figures of a :class:`quanta.lm.curves.LMAnalysis`, by file stem."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    figs: dict[str, Figure] = {}
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    plot_lm_mean_loss(analysis, ax=ax)
+    fig.tight_layout()
+    figs["mean_loss"] = fig
+    fig, axs = plt.subplots(1, 2, figsize=(11, 4))
+    plot_loss_distribution(analysis, weighted=False, ax=axs[0])
+    plot_loss_distribution(analysis, weighted=True, ax=axs[1])
+    fig.tight_layout()
+    figs["loss_distribution"] = fig
+    fig, axs = plt.subplots(1, 2, figsize=(11, 4))
+    plot_token_curves(analysis, "monogenic", ax=axs[0])
+    plot_token_curves(analysis, "polygenic", ax=axs[1])
+    fig.tight_layout()
+    figs["token_curves"] = fig
+    return figs

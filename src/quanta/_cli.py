@@ -1,0 +1,42 @@
+"""Shared pieces of the command line: consoles and the user-error wrapper."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from quanta._validation import QuantaInputError
+
+__all__ = ["EXTRA_ARGS", "console", "fail", "out", "user_errors"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(stderr=True)
+out = Console()
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one error line and return the exit-2 exception to raise."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def user_errors(fn: F) -> F:
+    """Turn user-input errors raised inside ``fn`` into one line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (QuantaInputError, ValueError, TypeError, OSError) as exc:
+            if os.environ.get("QUANTA_DEBUG"):
+                raise
+            raise fail(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,275 @@
+"""``quanta lm …``: model suites, per-token losses and their analysis (parse → call → write)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from quanta._cli import console, out, user_errors
+from quanta._validation import QuantaInputError
+
+__all__ = ["lm_app"]
+
+lm_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Language models: suites, per-token losses, scaling decomposition.",
+)
+suite_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Model suites.")
+lm_app.add_typer(suite_app, name="suite")
+
+
+def _progress(*fields: str) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn("[bold]{task.description}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(f) for f in fields),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    return Progress(*columns, console=console)
+
+
+@suite_app.command("train")
+@user_errors
+def suite_train(
+    out_dir: Path = typer.Option(Path("runs/suite"), "--out", help="Suite directory."),
+    preset: str = typer.Option("cpu", help="tiny (seconds) | cpu (minutes on 2 cores) | gpu."),
+    corpus: str | None = typer.Option(None, help="Training corpus [default: stdlib:train]."),
+    max_docs: int | None = typer.Option(None, help="Use at most this many documents."),
+    steps: int | None = typer.Option(None, help="Optimizer steps per model."),
+    batch_size: int | None = typer.Option(None, help="Sequences per step."),
+    context: int | None = typer.Option(None, help="Tokens per training sequence."),
+    vocab_size: int | None = typer.Option(None, help="BPE vocabulary size."),
+    seed: int | None = typer.Option(None, help="Seed of init and data order."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (0 = all)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train a Pythia-style GPT-NeoX suite (≥ 4 sizes, same data order, log-spaced
+    checkpoints saved as step<N> folders) on a corpus with its own BPE tokenizer."""
+    from quanta.lm.minisuite import build_suite_config, train_minisuite
+
+    cfg = build_suite_config(
+        preset,
+        corpus=corpus,
+        max_docs=max_docs,
+        steps=steps,
+        batch_size=batch_size,
+        context=context,
+        vocab_size=vocab_size,
+        seed=seed,
+        threads=threads,
+    )
+    progress = _progress("loss {task.fields[loss]:.3f}")
+    progress.disable = quiet
+    bars: dict[str, Any] = {}
+
+    def on_step(name: str, step: int, total: int, loss: float) -> None:
+        if name not in bars:
+            bars[name] = progress.add_task(name, total=total, loss=float("nan"))
+        progress.update(bars[name], completed=step, loss=loss)
+
+    with progress:
+        models = train_minisuite(cfg, out_dir, progress=on_step)
+    table = Table(title=f"suite at {out_dir} ({len(models)} models)")
+    for name in ("model", "non-embedding N", "total params", "final train loss", "checkpoints"):
+        table.add_column(name, justify="right")
+    for r in models.to_dict("records"):
+        table.add_row(
+            r["name"],
+            f"{r['n_params']:,}",
+            f"{r['n_params_total']:,}",
+            f"{r['final_train_loss']:.4f}",
+            ",".join(r["revisions"]),
+        )
+    out.print(table)
+
+
+@lm_app.command("losses")
+@user_errors
+def lm_losses(
+    suite: str = typer.Option(
+        ..., help="pythia | a suite directory | comma-separated model dirs or hub ids[@rev]."
+    ),
+    corpus: str = typer.Option(
+        "stdlib:test", help="stdlib[:train|:test], text file, directory, .jsonl[.zst], HF dataset."
+    ),
+    out_dir: Path = typer.Option(Path("runs/losses"), "--out", help="Output directory."),
+    checkpoints: str | None = typer.Option(
+        None, help="Use the checkpoints of this one model of the suite (training dynamics)."
+    ),
+    max_docs: int | None = typer.Option(None, help="At most this many documents."),
+    max_len: int = typer.Option(1024, help="Truncate documents to this many tokens."),
+    bos: bool = typer.Option(False, "--bos", help="Prepend BOS (the paper: no BOS)."),
+    text_field: str = typer.Option("text", help="JSON / dataset field holding the text."),
+    dtype: str = typer.Option("float32", help="Stored loss dtype: float32 | float16."),
+    batch_tokens: int = typer.Option(8192, help="Padded tokens per forward batch."),
+    device: str = typer.Option("cpu", help="torch device."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Per-token losses (nats) of every model of a suite on a corpus: losses.npy
+    [n_tokens, n_models] + the token index table; resumable per model."""
+    from quanta.lm.losses import run_losses
+
+    progress = _progress("{task.fields[tps]}")
+    progress.disable = quiet
+    state: dict[str, Any] = {}
+
+    def on_model(label: str, n_tokens: int) -> None:
+        state["bar"] = progress.add_task(label, total=n_tokens, tps="")
+        state["t0"] = __import__("time").perf_counter()
+        state["done"] = 0
+
+    def on_tokens(n: int) -> None:
+        state["done"] += n
+        rate = state["done"] / max(__import__("time").perf_counter() - state["t0"], 1e-9)
+        progress.update(state["bar"], advance=n, tps=f"{rate:,.0f} tok/s")
+
+    with progress:
+        models = run_losses(
+            suite,
+            corpus,
+            out_dir,
+            checkpoints=checkpoints,
+            max_docs=max_docs,
+            max_len=max_len,
+            bos=bos,
+            text_field=text_field,
+            dtype=dtype,
+            batch_tokens=batch_tokens,
+            device=device,
+            on_model=on_model,
+            on_tokens=on_tokens,
+        )
+    table = Table(title=f"per-token losses in {out_dir}")
+    for name in ("model", "non-embedding N", "mean loss (nats)", "tokens/s"):
+        table.add_column(name, justify="right")
+    for r in models.to_dict("records"):
+        table.add_row(
+            r["label"],
+            f"{r['n_params']:,}",
+            f"{r['mean_loss']:.4f}",
+            f"{r['tokens_per_second']:,.0f}",
+        )
+    out.print(table)
+
+
+@lm_app.command("analyze")
+@user_errors
+def lm_analyze(
+    source: Path = typer.Argument(..., help="A 'quanta lm losses' directory."),
+    out_dir: Path | None = typer.Option(None, "--out", help="[default: SOURCE/analysis]"),
+    fit_models: str | None = typer.Option(
+        None, help="Models (positions by size, comma-separated) in the mean-loss fit [all]."
+    ),
+    hi: float = typer.Option(5.0, help="Monogenic: loss above this (nats) for smaller models."),
+    lo: float = typer.Option(0.3, help="Monogenic: loss below this (nats) from then on."),
+    poly_slope: float = typer.Option(-0.3, help="Polygenic: slope of loss vs ln N below this."),
+    poly_r2: float = typer.Option(0.98, help="Polygenic: R² of that line above this."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap replicates for the exponent CI."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap and of the example picks."),
+) -> None:
+    """Mean loss vs N with a power-law fit, p(L) and L·p(L), monogenic/polygenic tokens with
+    examples in context; writes analysis.json, Parquet tables and PNG figures."""
+    from quanta.lm.curves import analyze_losses, write_lm_analysis
+
+    chosen = None
+    if fit_models:
+        try:
+            chosen = [int(v) for v in fit_models.split(",") if v.strip()]
+        except ValueError:
+            raise QuantaInputError(
+                f"--fit-models takes model positions like 0,1,2; got {fit_models!r}."
+            ) from None
+    analysis = analyze_losses(
+        source,
+        fit_models=chosen,
+        hi=hi,
+        lo=lo,
+        poly_slope=poly_slope,
+        poly_r2=poly_r2,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    written = write_lm_analysis(analysis, out_dir)
+    table = Table(title=f"models by {'size' if analysis.axis == 'N' else 'step'}")
+    for name in ("model", "scale", "mean loss", "tokens < 0.1 nats", "monogenic here"):
+        table.add_column(name, justify="right")
+    for r in analysis.models.to_dict("records"):
+        table.add_row(
+            r["label"],
+            f"{r['scale']:,.0f}",
+            f"{r['mean_loss']:.4f}",
+            f"{r['frac_below_0.1']:.1%}",
+            f"{r.get('frac_monogenic_here', 0.0):.2%}",
+        )
+    out.print(table)
+    s = analysis.summary()
+    fit = s["fit"]
+    if fit is None:
+        out.print("mean-loss fit: needs ≥ 2 distinct scales")
+    elif fit["success"]:
+        ci = fit["alpha_ci"]
+        ci_text = f" [{ci[0]:.4f}, {ci[1]:.4f}] 95% CI" if ci else ""
+        out.print(f"mean loss ∝ {analysis.axis}^-α: α = {fit['alpha']:.4f}{ci_text}")
+    else:
+        out.print(f"mean-loss fit failed: {fit['message']}")
+    out.print(
+        f"{s['n_tokens']:,} tokens: {s['n_monogenic']:,} monogenic, {s['n_polygenic']:,} polygenic"
+    )
+    out.print(f"{written[0].parent}/  ({', '.join(p.name for p in written)})")
+
+
+@lm_app.command("show")
+@user_errors
+def lm_show(
+    source: Path = typer.Argument(..., help="A 'quanta lm losses' directory (analyzed)."),
+    kind: str = typer.Option("monogenic", help="monogenic | polygenic | any."),
+    n: int = typer.Option(5, help="How many tokens."),
+    context: int = typer.Option(30, help="Tokens of context before each."),
+    seed: int = typer.Option(0, help="Seed of the pick."),
+) -> None:
+    """Print tokens in context, the predicted token highlighted, with their losses by model."""
+    import numpy as np
+    import pandas as pd
+    from rich.markup import escape
+
+    from quanta._validation import check_choice
+    from quanta.lm.curves import load_losses, token_context
+
+    check_choice(kind, "kind", "quanta lm show", ["monogenic", "polygenic", "any"])
+    tokens_file = source / "analysis" / "tokens.parquet"
+    _, models, losses = load_losses(source)
+    if kind != "any" and not tokens_file.exists():
+        raise QuantaInputError(f"Run 'quanta lm analyze {source}' first (no {tokens_file}).")
+    if kind == "any":
+        rows = np.arange(losses.shape[0])
+    else:
+        flags = pd.read_parquet(tokens_file, columns=[kind])[kind].to_numpy()
+        rows = np.flatnonzero(flags)
+    if len(rows) == 0:
+        out.print(f"no {kind} tokens in {source}")
+        return
+    pick = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, len(rows)), replace=False))
+    order = np.argsort(models["n_params"].to_numpy(), kind="stable")
+    for r in token_context(source, pick.tolist(), context_tokens=context).to_dict("records"):
+        row_losses = np.asarray(losses[r["row"]])[order]
+        out.print(
+            f"[dim]{escape(r['doc'])} pos {r['pos']}[/]  losses: "
+            + " ".join(f"{v:.2f}" for v in row_losses)
+        )
+        out.print(escape(r["context"]) + f"[reverse]{escape(r['token'])}[/]", highlight=False)
+        out.print()

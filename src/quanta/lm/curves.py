@@ -1,0 +1,315 @@
+"""Analyses of per-token losses (PAPER.md §3): mean loss vs N with a power-law fit, the
+distribution p(L) and L·p(L) of per-token losses, per-token scaling curves, and monogenic vs
+polygenic tokens — vectorized over all tokens.
+
+* **Monogenic** at model index j (1 ≤ j < M, models ordered by size): loss > ``hi`` for every
+  model before j and < ``lo`` for every model from j on (defaults 5.0 / 0.3 nats).
+* **Polygenic**: least-squares slope of loss vs ln N below ``poly_slope`` (−0.3) with
+  R² above ``poly_r2`` (0.98).
+
+For a checkpoint suite (one model over training steps) the scale is the step instead of N.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quanta._validation import QuantaInputError, check_int, check_real
+from quanta.scaling import PowerLawFit, fit_power_law
+
+__all__ = ["LMAnalysis", "analyze_losses", "classify_tokens", "load_losses", "token_context"]
+
+_OWNER = "quanta lm analyze"
+#: p(L) bins: 0 … 18 bits (the paper's range), in nats.
+HIST_EDGES = np.linspace(0.0, 18 * np.log(2.0), 361)
+
+
+def load_losses(directory: str | Path) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray]:
+    """``(manifest, models table, losses memmap [n_tokens, n_models])`` of a losses directory."""
+    directory = Path(directory)
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        raise QuantaInputError(
+            f"'{directory}' is not a quanta losses directory (no manifest.json); pass the --out "
+            "directory of 'quanta lm losses'."
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("kind") != "lm.losses":
+        raise QuantaInputError(
+            f"'{directory}' holds a {manifest.get('kind')!r} result, not 'lm.losses'."
+        )
+    if manifest.get("status") != "complete":
+        raise QuantaInputError(
+            f"'{directory}' is not complete; run the same 'quanta lm losses' command again."
+        )
+    models = pd.read_parquet(directory / "models.parquet")
+    losses = np.load(directory / "losses.npy", mmap_mode="r")
+    return manifest, models, losses
+
+
+def classify_tokens(
+    losses: np.ndarray,
+    n_params: np.ndarray,
+    *,
+    hi: float = 5.0,
+    lo: float = 0.3,
+    poly_slope: float = -0.3,
+    poly_r2: float = 0.98,
+    block: int = 1 << 18,
+) -> pd.DataFrame:
+    """Per token: ``mono_index`` (first j where it is monogenic, −1 if none), ``slope`` and
+    ``r2`` of loss vs ln N, and the flags ``monogenic`` / ``polygenic``.
+
+    >>> L = np.array([[9.0, 8.0, 0.1, 0.05], [4.0, 3.0, 2.0, 1.0]])
+    >>> df = classify_tokens(L, np.array([1e6, 1e7, 1e8, 1e9]))
+    >>> df["mono_index"].tolist(), df["monogenic"].tolist(), df["polygenic"].tolist()
+    ([2, -1], [True, False], [False, True])
+    """
+    m = losses.shape[1]
+    x = np.log(np.asarray(n_params, dtype=np.float64))
+    xc = x - x.mean()
+    sxx = float((xc**2).sum())
+    parts = []
+    for i in range(0, len(losses), block):
+        y = np.asarray(losses[i : i + block], dtype=np.float64)
+        # Monogenic at j: min over models < j is > hi, max over models >= j is < lo.
+        prefix_min = np.minimum.accumulate(y, axis=1)[:, :-1]  # [:, j-1] = min(y[:, :j])
+        suffix_max = np.maximum.accumulate(y[:, ::-1], axis=1)[:, ::-1][:, 1:]  # max(y[:, j:])
+        mono = (prefix_min > hi) & (suffix_max < lo)  # [:, j-1] ↔ index j
+        mono_index = np.where(mono.any(axis=1), mono.argmax(axis=1) + 1, -1)
+        yc = y - y.mean(axis=1, keepdims=True)
+        slope = (yc @ xc) / sxx if sxx > 0 else np.full(len(y), np.nan)
+        ss_tot = (yc**2).sum(axis=1)
+        ss_res = ((yc - slope[:, None] * xc[None]) ** 2).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, 0.0)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "mono_index": mono_index.astype(np.int16),
+                    "slope": slope.astype(np.float32),
+                    "r2": r2.astype(np.float32),
+                }
+            )
+        )
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    out["monogenic"] = out["mono_index"] >= 0
+    out["polygenic"] = (out["slope"] < poly_slope) & (out["r2"] > poly_r2) & (m >= 3)
+    return out
+
+
+@dataclass
+class LMAnalysis:
+    """Results of :func:`analyze_losses`; :meth:`write` stores them."""
+
+    source: Path
+    axis: str  # "N" (sizes) or "step" (checkpoints)
+    models: pd.DataFrame  # per model: scale, mean loss, class fractions
+    fit: PowerLawFit | None
+    fit_models: list[int]
+    histograms: pd.DataFrame  # model, bin_low, bin_high, density
+    tokens: pd.DataFrame  # per token: doc_id, pos, token_id, classes
+    curves: dict[int, np.ndarray]  # a few tokens' losses across the sorted models, by row
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        fit = None
+        if self.fit is not None:
+            fit = {
+                "alpha": self.fit.alpha if self.fit.success else None,
+                "alpha_ci": self.fit.alpha_ci,
+                "c1": self.fit.c1,
+                "success": self.fit.success,
+                "message": self.fit.message,
+                "models": self.fit_models,
+            }
+        return {
+            "source": str(self.source),
+            "axis": self.axis,
+            "settings": self.settings,
+            "fit": fit,
+            "models": json.loads(self.models.to_json(orient="records")),
+            "n_tokens": len(self.tokens),
+            "n_monogenic": int(self.tokens["monogenic"].sum()),
+            "n_polygenic": int(self.tokens["polygenic"].sum()),
+        }
+
+
+def _scale(models: pd.DataFrame) -> tuple[str, np.ndarray]:
+    steps = [re.fullmatch(r"step(\d+)", str(r)) for r in models["revision"]]
+    if models["n_params"].nunique() == 1 and len(models) > 1 and all(steps):
+        return "step", np.array([int(s.group(1)) for s in steps if s], dtype=np.float64)
+    return "N", models["n_params"].to_numpy(dtype=np.float64)
+
+
+def analyze_losses(
+    directory: str | Path,
+    *,
+    fit_models: list[int] | None = None,
+    hi: float = 5.0,
+    lo: float = 0.3,
+    poly_slope: float = -0.3,
+    poly_r2: float = 0.98,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> LMAnalysis:
+    """Analyze a ``quanta lm losses`` directory (see the module docstring)."""
+    hi = check_real(hi, "hi", _OWNER, low=0.0)
+    lo = check_real(lo, "lo", _OWNER, low=0.0)
+    if lo >= hi:
+        raise QuantaInputError(f"--lo ({lo}) must be below --hi ({hi}).")
+    bootstrap = check_int(bootstrap, "bootstrap", _OWNER, low=0)
+    manifest, models, losses = load_losses(directory)
+    axis, scale = _scale(models)
+    order = np.argsort(scale, kind="stable")
+    models = models.iloc[order].reset_index(drop=True).assign(scale=scale[order])
+    losses_sorted = losses[:, order] if not np.array_equal(order, np.arange(len(order))) else losses
+    chosen = list(range(len(models))) if fit_models is None else fit_models
+    bad = [i for i in chosen if not 0 <= i < len(models)]
+    if bad:
+        raise QuantaInputError(
+            f"--fit-models {bad} out of range: the suite has models 0…{len(models) - 1}."
+        )
+    fit = None
+    if len(set(models["scale"].iloc[chosen])) >= 2:
+        fit = fit_power_law(
+            models["scale"].iloc[chosen].to_numpy(),
+            models["mean_loss"].iloc[chosen].to_numpy(),
+            offset=False,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+    hist = []
+    for j in range(len(models)):
+        col = np.asarray(losses_sorted[:, j], dtype=np.float64)
+        counts, _ = np.histogram(np.clip(col, 0, HIST_EDGES[-1] - 1e-9), bins=HIST_EDGES)
+        density = counts / max(len(col), 1) / np.diff(HIST_EDGES)
+        hist.append(
+            pd.DataFrame(
+                {
+                    "model": int(models["model"].iloc[j]),
+                    "bin_low": HIST_EDGES[:-1],
+                    "bin_high": HIST_EDGES[1:],
+                    "density": density,
+                }
+            )
+        )
+    classes = classify_tokens(
+        losses_sorted, scale, hi=hi, lo=lo, poly_slope=poly_slope, poly_r2=poly_r2
+    )
+    rng = np.random.default_rng(seed)
+    curves = {}
+    for kind in ("monogenic", "polygenic"):
+        rows = np.flatnonzero(classes[kind].to_numpy())
+        for r in np.sort(rng.choice(rows, size=min(30, len(rows)), replace=False)):
+            curves[int(r)] = np.asarray(losses_sorted[r], dtype=np.float64)
+    index = pd.read_parquet(Path(directory) / "corpus" / "index.parquet")
+    tokens = pd.concat([index.reset_index(drop=True), classes], axis=1)
+    if len(models) >= 2:
+        models["frac_monogenic_here"] = [
+            float((classes["mono_index"] == j).mean()) for j in range(len(models))
+        ]
+    models["frac_below_0.1"] = [
+        float((np.asarray(losses_sorted[:, j]) < 0.1).mean()) for j in range(len(models))
+    ]
+    return LMAnalysis(
+        source=Path(directory),
+        axis=axis,
+        models=models,
+        fit=fit,
+        fit_models=chosen,
+        histograms=pd.concat(hist, ignore_index=True),
+        tokens=tokens,
+        curves=curves,
+        settings={
+            "hi": hi,
+            "lo": lo,
+            "poly_slope": poly_slope,
+            "poly_r2": poly_r2,
+            "bootstrap": bootstrap,
+            "seed": seed,
+            "suite": manifest["config"]["suite"],
+            "corpus": manifest["config"]["corpus"],
+        },
+    )
+
+
+def token_context(
+    directory: str | Path, rows: list[int], *, context_tokens: int = 30, tokenizer: Any = None
+) -> pd.DataFrame:
+    """Text of each index row: up to ``context_tokens`` tokens before it and the predicted
+    token itself (decoded with the suite's tokenizer)."""
+    from quanta.lm.corpus import load_corpus
+
+    directory = Path(directory)
+    corpus = load_corpus(directory / "corpus")
+    if tokenizer is None:
+        from quanta.lm.suite import ModelRef, load_tokenizer
+
+        first = json.loads((directory / "manifest.json").read_text())["config"]["models"][0]
+        tokenizer = load_tokenizer(ModelRef(first["name"], first["source"], first["revision"]))
+    index = pd.read_parquet(directory / "corpus" / "index.parquet")
+    out = []
+    for r in rows:
+        doc, pos = int(index["doc_id"].iloc[r]), int(index["pos"].iloc[r])
+        ids = corpus.doc(doc)
+        out.append(
+            {
+                "row": r,
+                "doc": corpus.names[doc],
+                "pos": pos,
+                "context": tokenizer.decode(ids[max(0, pos - context_tokens) : pos].tolist()),
+                "token": tokenizer.decode([int(ids[pos])]),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def write_lm_analysis(analysis: LMAnalysis, out: str | Path | None = None) -> list[Path]:
+    """Tables (JSON + Parquet), example tokens and PNG figures into ``out``
+    (default ``SOURCE/analysis``)."""
+    from quanta import plots
+    from quanta.store import write_json, write_parquet
+
+    out = Path(out) if out is not None else analysis.source / "analysis"
+    written = [out / "analysis.json", out / "models.parquet", out / "histograms.parquet"]
+    write_json(written[0], analysis.summary())
+    write_parquet(written[1], analysis.models)
+    write_parquet(written[2], analysis.histograms)
+    write_parquet(out / "tokens.parquet", analysis.tokens)
+    written.append(out / "tokens.parquet")
+    examples = _examples(analysis)
+    if len(examples):
+        write_parquet(out / "examples.parquet", examples)
+        written.append(out / "examples.parquet")
+    for name, fig in plots.lm_figures(analysis).items():
+        written.append(plots.save_figure(fig, out / f"{name}.png"))
+    return written
+
+
+def _examples(analysis: LMAnalysis, n: int = 8, seed: int = 0) -> pd.DataFrame:
+    """A few monogenic and polygenic tokens in context, with their losses."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for kind in ("monogenic", "polygenic"):
+        rows = analysis.tokens.index[analysis.tokens[kind]].to_numpy()
+        if len(rows):
+            chosen = np.sort(rng.choice(rows, size=min(n, len(rows)), replace=False))
+            picks.append(pd.DataFrame({"row": chosen, "kind": kind}))
+    if not picks:
+        return pd.DataFrame()
+    picked = pd.concat(picks, ignore_index=True)
+    context = token_context(analysis.source, picked["row"].tolist())
+    losses = load_losses(analysis.source)[2]
+    by_scale = analysis.models["model"].to_numpy()  # original column of each sorted model
+    loss_rows = np.asarray(losses[picked["row"].to_numpy()])[:, by_scale]
+    context["kind"] = picked["kind"].to_numpy()
+    context["losses"] = [list(map(float, r)) for r in loss_rows]
+    return context

@@ -1,0 +1,275 @@
+"""Per-token losses of a model suite on a corpus: batched, memory-bounded, resumable.
+
+The engine (:func:`token_losses`) sorts documents by length (so batches hold similar lengths
+and padding is small), packs as many as fit in ``batch_tokens`` padded tokens, runs the model's
+body under ``torch.inference_mode`` and applies the output head and log-softmax in chunks of
+``chunk_rows`` positions, so the ``[tokens, vocab]`` logits never exist at once. Padding is on the
+right and causal, so it changes no loss (tested).
+
+**The next-token shift lives in one place**, :func:`next_token_targets`: for inputs ``[batch,
+pos]`` the hidden state at position ``j`` predicts token ``j + 1``, so targets and losses are
+``[batch, pos - 1]`` and loss ``[b, j]`` belongs to the predicted token at position ``j + 1`` —
+index-table row ``(doc_id, pos = j + 1)``.
+
+On disk (:func:`run_losses`), ``DIR`` is a quanta run directory::
+
+    manifest.json        suite spec and resolved models, corpus spec, max_len, bos, dtype
+    corpus/              the tokenized corpus and its index table (quanta.lm.corpus)
+    columns/<i>.npy      model i's losses, written atomically when the model is done (resume)
+    losses.npy           [n_tokens, n_models] float32 (or float16), row r = index row r;
+                         open with numpy.load(..., mmap_mode="r")
+    models.parquet       model, name, revision, n_params (non-embedding), mean loss, tokens/s
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quanta._validation import QuantaInputError, check_choice, check_int
+from quanta.lm.corpus import TokenizedCorpus
+
+__all__ = ["next_token_targets", "paper_token_losses", "run_losses", "token_losses"]
+
+_OWNER = "quanta lm losses"
+KIND = "lm.losses"
+
+
+def next_token_targets(input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
+    """Targets and their validity for next-token prediction: both ``[batch, pos - 1]``.
+
+    ``targets[b, j] = input_ids[b, j + 1]`` is predicted from positions ``≤ j``; ``valid[b, j]``
+    is False where position ``j + 1`` is padding.
+
+    >>> import torch
+    >>> t, v = next_token_targets(torch.tensor([[5, 6, 7]]), torch.tensor([[1, 1, 0]]))
+    >>> t.tolist(), v.tolist()
+    ([[6, 7]], [[True, False]])
+    """
+    return input_ids[:, 1:], attention_mask[:, 1:].bool()
+
+
+def _batches(lengths: np.ndarray, batch_tokens: int) -> Iterator[np.ndarray]:
+    """Document ids in batches of similar length whose padded size fits ``batch_tokens``."""
+    order = np.argsort(-lengths, kind="stable")
+    i = 0
+    while i < len(order):
+        longest = int(lengths[order[i]])
+        take = max(1, batch_tokens // longest)
+        yield order[i : i + take]
+        i += take
+
+
+def token_losses(
+    model: Any,
+    corpus: TokenizedCorpus,
+    *,
+    batch_tokens: int = 8192,
+    chunk_rows: int = 2048,
+    device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Per-token cross-entropy (nats, float32) of ``model`` on every predicted token of
+    ``corpus``, in index-table order. ``progress(n)`` is called with the tokens just done."""
+    import torch
+
+    batch_tokens = check_int(batch_tokens, "batch_tokens", _OWNER, low=1)
+    chunk_rows = check_int(chunk_rows, "chunk_rows", _OWNER, low=1)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    if corpus.tokens.size and int(corpus.tokens.max()) >= vocab:
+        raise QuantaInputError(
+            f"Tokenizer/model vocabulary mismatch: the corpus has token id "
+            f"{int(corpus.tokens.max())} but the model's vocabulary has {vocab} entries."
+        )
+    head = _head_fn(model, corpus, device)
+    rows = corpus.row_offsets()
+    lengths = corpus.lengths
+    out = np.empty(corpus.n_predicted, dtype=np.float32)
+    with torch.inference_mode():
+        for docs in _batches(lengths, batch_tokens):
+            width = int(lengths[docs].max())
+            ids = torch.zeros((len(docs), width), dtype=torch.long)
+            mask = torch.zeros((len(docs), width), dtype=torch.long)
+            for b, d in enumerate(docs):
+                n = int(lengths[d])
+                ids[b, :n] = torch.from_numpy(corpus.doc(int(d)).astype(np.int64))
+                mask[b, :n] = 1
+            losses = head(ids.to(device), mask.to(device), chunk_rows)
+            dest = np.concatenate([np.arange(rows[d], rows[d + 1]) for d in docs])
+            out[dest] = losses
+            if progress is not None:
+                progress(len(dest))
+    return out
+
+
+def _head_fn(model: Any, corpus: TokenizedCorpus, device: str) -> Callable[..., np.ndarray]:
+    """The loss computation: the model's body + chunked output head, verified once against
+    the model's own logits on the first document; models whose logits are not a plain linear
+    head of the body's output (e.g. soft-capped logits) fall back to full logits."""
+    import torch
+
+    body, lm_head = model.base_model, model.get_output_embeddings()
+
+    def chunked(ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
+        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        targets, valid = next_token_targets(ids, mask)
+        h, t = hidden[:, :-1][valid], targets[valid]
+        parts = []
+        for i in range(0, len(t), chunk_rows):
+            logits = lm_head(h[i : i + chunk_rows]).float()
+            tgt = t[i : i + chunk_rows]
+            lse = torch.logsumexp(logits, dim=-1)
+            parts.append((lse - logits.gather(1, tgt[:, None])[:, 0]).cpu())
+        return torch.cat(parts).numpy()
+
+    def full(ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        targets, valid = next_token_targets(ids, mask)
+        ce = torch.nn.functional.cross_entropy(
+            logits[:, :-1].transpose(1, 2), targets, reduction="none"
+        )
+        return ce[valid].cpu().numpy()
+
+    if lm_head is None or body is model:
+        return full
+    with torch.inference_mode():
+        first = torch.from_numpy(corpus.doc(0).astype(np.int64))[None].to(device)
+        ones = torch.ones_like(first)
+        ok = np.allclose(chunked(first, ones, 1 << 30), full(first, ones, 0), atol=1e-4)
+    return chunked if ok else full
+
+
+def paper_token_losses(model: Any, corpus: TokenizedCorpus) -> list[float]:
+    """The paper's method, for benchmarks: one document per forward, autograd on, full
+    logits, losses collected as a Python list."""
+    import torch
+
+    losses: list[float] = []
+    for d in range(corpus.n_docs):
+        ids = torch.from_numpy(corpus.doc(d).astype(np.int64))[None]
+        logits = model(input_ids=ids).logits
+        ce = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none")
+        losses.extend(ce.tolist())
+    return losses
+
+
+# --------------------------------------------------------------------------- the run directory
+
+
+def run_losses(
+    suite: str,
+    corpus: str,
+    out: str | Path,
+    *,
+    checkpoints: str | None = None,
+    max_docs: int | None = None,
+    max_len: int = 1024,
+    bos: bool = False,
+    text_field: str = "text",
+    dtype: str = "float32",
+    batch_tokens: int = 8192,
+    device: str = "cpu",
+    on_model: Callable[[str, int], None] | None = None,
+    on_tokens: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Per-token losses of every model of ``suite`` on ``corpus`` into ``out`` (resumable per
+    model). ``on_model(label, n_tokens)`` announces each model; ``on_tokens(n)`` counts tokens.
+    Returns the models table."""
+    from quanta.lm.corpus import load_corpus, load_documents, save_corpus, tokenize_documents
+    from quanta.lm.minisuite import config_hash_dict
+    from quanta.lm.suite import load_model, load_tokenizer, non_embedding_params, resolve_suite
+    from quanta.store import RunDir, atomic_write, write_parquet
+
+    dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
+    refs = resolve_suite(suite, checkpoints=checkpoints)
+    config = {
+        "suite": suite,
+        "checkpoints": checkpoints,
+        "models": [{"name": r.name, "source": r.source, "revision": r.revision} for r in refs],
+        "corpus": corpus,
+        "max_docs": max_docs,
+        "max_len": max_len,
+        "bos": bos,
+        "text_field": text_field,
+        "dtype": dtype,
+    }
+    out = Path(out)
+    # Check the first model is loadable before claiming the directory (no hub hang, no write).
+    tokenizer = load_tokenizer(refs[0])
+    run = RunDir(out, KIND, config, config_hash_dict(config))
+    status = run.open()
+    if status != "complete":
+        _cleanup_stale(out)
+    t0 = time.perf_counter()
+    if (out / "corpus" / "corpus.json").exists():
+        tokens = load_corpus(out / "corpus")
+    else:
+        docs, unreadable = load_documents(corpus, max_docs=max_docs, text_field=text_field)
+        tokens = tokenize_documents(docs, tokenizer, max_len=max_len, bos=bos)
+        tokens.n_skipped_unreadable = unreadable
+        save_corpus(tokens, out / "corpus")
+    rows = []
+    models_file = out / "models.parquet"
+    known = pd.read_parquet(models_file) if models_file.exists() else pd.DataFrame()
+    for i, ref in enumerate(refs):
+        column = out / "columns" / f"{i}.npy"
+        if column.exists() and len(known) and (known["model"] == i).any():
+            rows.append(known[known["model"] == i].iloc[0].to_dict())
+            continue
+        if on_model is not None:
+            on_model(ref.label(), tokens.n_predicted)
+        model = load_model(ref, device=device)
+        start = time.perf_counter()
+        losses = token_losses(
+            model, tokens, batch_tokens=batch_tokens, device=device, progress=on_tokens
+        )
+        seconds = time.perf_counter() - start
+        with atomic_write(column) as fh:
+            np.save(fh, losses.astype(dtype))
+        rows.append(
+            {
+                "model": i,
+                "name": ref.name,
+                "revision": ref.revision or "",
+                "label": ref.label(),
+                "n_params": non_embedding_params(model),
+                "mean_loss": float(losses.mean(dtype=np.float64)),
+                "seconds": seconds,
+                "tokens_per_second": tokens.n_predicted / max(seconds, 1e-9),
+            }
+        )
+        write_parquet(models_file, pd.DataFrame(rows))
+        del model
+    _assemble(out, len(refs), tokens.n_predicted, dtype)
+    run.write_manifest(
+        status="complete",
+        wall_seconds=time.perf_counter() - t0,
+        extra={"n_models": len(refs), "n_tokens": tokens.n_predicted, "n_docs": tokens.n_docs},
+    )
+    return pd.DataFrame(rows)
+
+
+def _cleanup_stale(out: Path) -> None:
+    """Remove temporary files an interrupted write left (never a finished file)."""
+    for tmp in out.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _assemble(out: Path, n_models: int, n_tokens: int, dtype: str) -> None:
+    """Write ``losses.npy`` [n_tokens, n_models] from the per-model columns, atomically and in
+    row blocks (memory stays O(block × models))."""
+    from quanta.store import atomic_write
+
+    columns = [np.load(out / "columns" / f"{i}.npy", mmap_mode="r") for i in range(n_models)]
+    header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (n_tokens, n_models)}
+    block = 1 << 18
+    with atomic_write(out / "losses.npy") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for i in range(0, n_tokens, block):
+            part = np.stack([c[i : i + block] for c in columns], axis=1).astype(dtype)
+            fh.write(np.ascontiguousarray(part).tobytes())

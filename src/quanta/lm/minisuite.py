@@ -1,0 +1,291 @@
+"""An offline Pythia-style suite: GPT-NeoX models of several sizes trained on one corpus with
+one BPE tokenizer and the same data order, with log-spaced checkpoints saved like revisions.
+
+Where no model hub is reachable this is how every LM analysis runs. Layout of ``DIR``::
+
+    manifest.json                 config, status, wall time (a quanta run directory)
+    suite.json                    models: name, path, revisions, final, non-embedding params,
+                                  final training loss
+    tokenizer/                    the byte-level BPE tokenizer (``tokenizers``), HF format
+    models/<name>/step<N>/        save_pretrained + tokenizer, one folder per checkpoint
+    train_log.parquet             step, model, loss (every logged step)
+
+All sizes see the same batches in the same order (one seeded permutation of fixed-length
+chunks of the packed training corpus). A crash resumes at the first model not yet finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quanta._validation import QuantaInputError, check_choice, check_int, check_real
+
+__all__ = ["SUITE_PRESETS", "MiniSuiteConfig", "train_minisuite"]
+
+_OWNER = "MiniSuiteConfig"
+KIND = "lm.suite"
+
+
+@dataclass(frozen=True)
+class MiniSuiteConfig:
+    """What to train. ``sizes`` are ``(hidden, layers)`` pairs, smallest first; heads are
+    ``hidden // head_dim`` (at least 1); the MLP is 4× hidden; rotary on 25% of each head
+    (Pythia's settings; transformers' GPT-NeoX default)."""
+
+    corpus: str = "stdlib:train"
+    max_docs: int = 0  # 0 = all
+    vocab_size: int = 2048
+    context: int = 128
+    sizes: tuple[tuple[int, int], ...] = ((32, 2), (64, 2), (128, 3), (192, 4))
+    head_dim: int = 32
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 2e-3
+    warmup: int = 30
+    n_checkpoints: int = 6
+    seed: int = 0
+    threads: int = 0  # runtime: 0 = all cores
+
+    def __post_init__(self) -> None:
+        check_int(self.vocab_size, "vocab_size", _OWNER, low=300)
+        check_int(self.context, "context", _OWNER, low=8)
+        check_int(self.steps, "steps", _OWNER, low=1)
+        check_int(self.batch_size, "batch_size", _OWNER, low=1)
+        check_int(self.n_checkpoints, "n_checkpoints", _OWNER, low=1)
+        check_int(self.max_docs, "max_docs", _OWNER, low=0)
+        check_real(self.lr, "lr", _OWNER, low=0.0, low_open=True)
+        if len(self.sizes) < 1 or any(h < 4 or layers < 1 for h, layers in self.sizes):
+            raise QuantaInputError(
+                f"MiniSuiteConfig.sizes must be (hidden >= 4, layers >= 1) pairs; got {self.sizes}."
+            )
+
+    def checkpoint_steps(self) -> list[int]:
+        """Log-spaced steps (1 … steps) at which checkpoints are saved; the last is ``steps``."""
+        grid = np.unique(np.geomspace(1, self.steps, self.n_checkpoints).round().astype(int))
+        return [int(s) for s in grid]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["sizes"] = [list(s) for s in self.sizes]
+        d.pop("threads")
+        return d
+
+
+SUITE_PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds: for tests. 4 sizes over ~1.5 decades of non-embedding parameters.
+    "tiny": {
+        "max_docs": 60,
+        "vocab_size": 320,
+        "context": 48,
+        "sizes": ((8, 1), (16, 1), (32, 1), (48, 2)),
+        "head_dim": 8,
+        "steps": 40,
+        "batch_size": 4,
+        "lr": 5e-3,
+        "warmup": 5,
+        "n_checkpoints": 3,
+    },
+    # Minutes on 2 cores: 4 sizes, 25k … 1.8M non-embedding parameters.
+    "cpu": {},
+    # A GPU: 6 sizes up to ~19M non-embedding (Pythia-70m's), 1024-token context.
+    "gpu": {
+        "vocab_size": 16384,
+        "context": 1024,
+        "sizes": ((64, 2), (128, 3), (192, 4), (256, 4), (384, 6), (512, 6)),
+        "head_dim": 64,
+        "steps": 20_000,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "warmup": 500,
+        "n_checkpoints": 12,
+    },
+}
+
+
+def _name(hidden: int, layers: int) -> str:
+    return f"neox-h{hidden}-l{layers}"
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, out: Path) -> Any:
+    """Train a byte-level BPE tokenizer (``tokenizers``) and save it in HF format to ``out``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.save_pretrained(str(out))
+    return fast
+
+
+def _model_config(cfg: MiniSuiteConfig, hidden: int, layers: int, vocab: int) -> Any:
+    from transformers import GPTNeoXConfig
+
+    return GPTNeoXConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(hidden // cfg.head_dim, 1),
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max(cfg.context, 2048),
+        use_parallel_residual=True,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+
+
+def train_minisuite(
+    cfg: MiniSuiteConfig,
+    out: str | Path,
+    *,
+    progress: Callable[[str, int, int, float], None] | None = None,
+) -> pd.DataFrame:
+    """Train every size of ``cfg`` into ``out`` (resuming at the first unfinished model).
+
+    ``progress(model_name, step, steps, loss)`` is called after every step. Returns the models
+    table (the content of ``suite.json``).
+    """
+    import torch
+    from transformers import GPTNeoXForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress display owns the terminal
+
+    from quanta.lm.corpus import load_documents
+    from quanta.lm.suite import non_embedding_params
+    from quanta.store import RunDir, write_json, write_parquet
+
+    out = Path(out)
+    config = cfg.to_dict()
+    run = RunDir(out, KIND, config, config_hash_dict(config))
+    status = run.open()
+    models_file = out / "suite.json"
+    if status == "complete":
+        return pd.DataFrame(json.loads(models_file.read_text())["models"])
+    t0 = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    docs, _ = load_documents(cfg.corpus, max_docs=cfg.max_docs or None)
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer.json").exists():
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
+    else:
+        tokenizer = train_tokenizer([d.text for d in docs], cfg.vocab_size, tok_dir)
+    chunks = _chunks(docs, tokenizer, cfg.context)
+    order = np.random.default_rng(cfg.seed).permutation(len(chunks))
+    need = cfg.steps * cfg.batch_size
+    batches = np.resize(order, need).reshape(cfg.steps, cfg.batch_size)  # epochs if needed
+    saves = set(cfg.checkpoint_steps())
+    done = json.loads(models_file.read_text())["models"] if models_file.exists() else []
+    log: list[pd.DataFrame] = []
+    if (out / "train_log.parquet").exists():
+        log.append(pd.read_parquet(out / "train_log.parquet"))
+    for hidden, layers in cfg.sizes:
+        name = _name(hidden, layers)
+        if any(m["name"] == name for m in done):
+            continue
+        torch.manual_seed(cfg.seed)
+        model = GPTNeoXForCausalLM(_model_config(cfg, hidden, layers, len(tokenizer)))
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1))
+        )
+        losses = []
+        model.train()
+        for step in range(1, cfg.steps + 1):
+            x = torch.from_numpy(chunks[batches[step - 1]]).long()
+            loss = model(input_ids=x, labels=x).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach().item())
+            if not math.isfinite(losses[-1]):
+                raise QuantaInputError(f"Training {name} diverged at step {step} (loss nan/inf).")
+            if progress is not None:
+                progress(name, step, cfg.steps, losses[-1])
+            if step in saves:
+                path = out / "models" / name / f"step{step}"
+                model.save_pretrained(str(path))
+                tokenizer.save_pretrained(str(path))
+        revisions = [f"step{s}" for s in sorted(saves)]
+        done.append(
+            {
+                "name": name,
+                "path": f"models/{name}",
+                "hidden": hidden,
+                "layers": layers,
+                "revisions": revisions,
+                "final": revisions[-1],
+                "n_params": non_embedding_params(model),
+                "n_params_total": sum(p.numel() for p in model.parameters()),
+                "final_train_loss": float(np.mean(losses[-max(1, cfg.steps // 10) :])),
+            }
+        )
+        log.append(
+            pd.DataFrame({"model": name, "step": np.arange(1, cfg.steps + 1), "loss": losses})
+        )
+        write_parquet(out / "train_log.parquet", pd.concat(log, ignore_index=True))
+        write_json(models_file, {"models": done, "tokenizer": "tokenizer"})
+    run.write_manifest(
+        status="complete",
+        wall_seconds=time.perf_counter() - t0,
+        extra={"n_models": len(done), "n_chunks": len(chunks)},
+    )
+    return pd.DataFrame(done)
+
+
+def config_hash_dict(config: dict[str, Any]) -> str:
+    import hashlib
+
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _chunks(docs: list[Any], tokenizer: Any, context: int) -> np.ndarray:
+    """The training stream: documents joined by EOS, cut into ``context``-token chunks."""
+    ids = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    flat = np.fromiter(
+        (t for doc in ids for t in (*doc, eos)), dtype=np.int64, count=sum(len(d) + 1 for d in ids)
+    )
+    n = len(flat) // context
+    if n < 1:
+        raise QuantaInputError(
+            f"The training corpus has {len(flat)} tokens, fewer than one context of {context}."
+        )
+    return flat[: n * context].reshape(n, context)
+
+
+def build_suite_config(preset: str = "cpu", **overrides: Any) -> MiniSuiteConfig:
+    """A preset with overrides (``None`` values ignored)."""
+    check_choice(preset, "preset", "quanta lm suite train", list(SUITE_PRESETS))
+    values = {**SUITE_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return MiniSuiteConfig(**values)
