@@ -3,8 +3,9 @@
 The engine (:func:`token_losses`) sorts documents by length (so batches hold similar lengths
 and padding is small), packs as many as fit in ``batch_tokens`` padded tokens, runs the model's
 body under ``torch.inference_mode`` and applies the output head and log-softmax in chunks of
-``chunk_rows`` positions, so the ``[tokens, vocab]`` logits never exist at once. Padding is on the
-right and causal, so it changes no loss (tested).
+``chunk_rows`` positions (512: measured fastest on a 50k vocabulary, logits of a chunk stay
+near cache size), so the ``[tokens, vocab]`` logits never exist at once. Padding is on the
+right and causal, so it changes no loss (tested) and needs no attention mask.
 
 **The next-token shift lives in one place**, :func:`next_token_targets`: for inputs ``[batch,
 pos]`` the hidden state at position ``j`` predicts token ``j + 1``, so targets and losses are
@@ -70,7 +71,7 @@ def token_losses(
     corpus: TokenizedCorpus,
     *,
     batch_tokens: int = 8192,
-    chunk_rows: int = 2048,
+    chunk_rows: int = 512,
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
@@ -116,19 +117,21 @@ def _head_fn(model: Any, corpus: TokenizedCorpus, device: str) -> Callable[..., 
     body, lm_head = model.base_model, model.get_output_embeddings()
 
     def chunked(ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
-        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        # No attention mask: padding is on the right, so under the causal mask a real token
+        # only ever attends to real tokens; without a padding mask attention takes the fused
+        # causal kernel instead of materializing [batch, heads, pos, pos] scores.
+        hidden = body(input_ids=ids).last_hidden_state
         targets, valid = next_token_targets(ids, mask)
         h, t = hidden[:, :-1][valid], targets[valid]
         parts = []
         for i in range(0, len(t), chunk_rows):
             logits = lm_head(h[i : i + chunk_rows]).float()
-            tgt = t[i : i + chunk_rows]
-            lse = torch.logsumexp(logits, dim=-1)
-            parts.append((lse - logits.gather(1, tgt[:, None])[:, 0]).cpu())
+            ce = torch.nn.functional.cross_entropy(logits, t[i : i + chunk_rows], reduction="none")
+            parts.append(ce.cpu())
         return torch.cat(parts).numpy()
 
     def full(ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logits = model(input_ids=ids).logits.float()  # right padding: see chunked()
         targets, valid = next_token_targets(ids, mask)
         ce = torch.nn.functional.cross_entropy(
             logits[:, :-1].transpose(1, 2), targets, reduction="none"
@@ -138,7 +141,7 @@ def _head_fn(model: Any, corpus: TokenizedCorpus, device: str) -> Callable[..., 
     if lm_head is None or body is model:
         return full
     with torch.inference_mode():
-        first = torch.from_numpy(corpus.doc(0).astype(np.int64))[None].to(device)
+        first = torch.from_numpy(corpus.doc(0)[:64].astype(np.int64))[None].to(device)
         ones = torch.ones_like(first)
         ok = np.allclose(chunked(first, ones, 1 << 30), full(first, ones, 0), atol=1e-4)
     return chunked if ok else full

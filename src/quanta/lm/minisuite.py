@@ -48,7 +48,7 @@ class MiniSuiteConfig:
     context: int = 128
     sizes: tuple[tuple[int, int], ...] = ((32, 2), (64, 2), (128, 3), (192, 4))
     head_dim: int = 32
-    steps: int = 300
+    steps: int = 500
     batch_size: int = 8
     lr: float = 2e-3
     warmup: int = 30

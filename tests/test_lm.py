@@ -1,0 +1,257 @@
+"""The language-model pipeline on a tiny offline suite trained here (no hub anywhere)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from quanta.cli import app
+from quanta.lm.corpus import Document, load_documents, tokenize_documents
+from quanta.lm.curves import classify_tokens
+from quanta.lm.losses import run_losses, token_losses
+from quanta.lm.minisuite import build_suite_config, train_minisuite
+from quanta.lm.suite import load_model, load_tokenizer, non_embedding_params, resolve_suite
+
+
+@pytest.fixture(scope="module")
+def suite_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    train_minisuite(build_suite_config("tiny"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tok_model(suite_dir):
+    refs = resolve_suite(str(suite_dir))
+    return load_tokenizer(refs[0]), load_model(refs[-1])
+
+
+def test_suite_trains_saves_and_reloads_offline_with_decreasing_loss(suite_dir):
+    info = json.loads((suite_dir / "suite.json").read_text())
+    models = info["models"]
+    n = [m["n_params"] for m in models]
+    assert len(models) >= 4 and n == sorted(n) and n[-1] / n[0] >= 10
+    assert all(m["revisions"] == ["step1", "step6", "step40"] for m in models)
+    # Reload every final checkpoint in a fresh process with the hub switched off; evaluate.
+    code = (
+        "import json,sys;from quanta.lm.suite import *;import torch\n"
+        "refs=resolve_suite(sys.argv[1]);tok=load_tokenizer(refs[0]);x=tok(open(sys.argv[2])"
+        ".read()[:3000],return_tensors='pt').input_ids[:,:200]\n"
+        "out=[]\nfor r in refs:\n m=load_model(r)\n with torch.no_grad():"
+        " out.append(float(m(input_ids=x,labels=x).loss))\nprint(json.dumps(out))"
+    )
+    doc = load_documents("stdlib:test", max_docs=1)[0][0]
+    path = suite_dir / "doc.txt"
+    path.write_text(doc.text)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(suite_dir), str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    losses = json.loads(res.stdout.strip().splitlines()[-1])
+    assert losses == sorted(losses, reverse=True), losses  # bigger is better, strictly in order
+
+
+def test_non_embedding_count_matches_the_neox_formula(tok_model):
+    _, model = tok_model
+    cfg = model.config
+    d, layers, v = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+    per_layer = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (4 * d * d + 4 * d) + (4 * d * d + d)
+    assert non_embedding_params(model) == layers * per_layer + 2 * d
+    total = sum(p.numel() for p in model.parameters())
+    assert total - non_embedding_params(model) == 2 * v * d
+
+
+def test_per_token_losses_equal_the_models_own_loss(tok_model):
+    tok, model = tok_model
+    docs, _ = load_documents("stdlib:test", max_docs=12)
+    corpus = tokenize_documents(docs, tok, max_len=160)
+    rows = corpus.row_offsets()
+    reference = []
+    with torch.no_grad():
+        for d in range(corpus.n_docs):
+            ids = torch.from_numpy(corpus.doc(d).astype(np.int64))[None]
+            reference.append(float(model(input_ids=ids, labels=ids).loss))
+    # Batch compositions from one document per batch to everything in one padded batch.
+    for batch_tokens in (1, 400, 1000, 10**6):
+        ours = token_losses(model, corpus, batch_tokens=batch_tokens, chunk_rows=37)
+        means = [ours[rows[d] : rows[d + 1]].mean(dtype=np.float64) for d in range(corpus.n_docs)]
+        np.testing.assert_allclose(means, reference, rtol=0, atol=1e-5)
+
+
+def test_index_table_round_trips_to_the_text(tok_model):
+    tok, _ = tok_model
+    docs = [Document("a", "def f(x):\n    return x + 1\n"), Document("b", "x"), Document("c", "")]
+    docs += load_documents("stdlib:test", max_docs=3)[0]
+    corpus = tokenize_documents(docs, tok, max_len=600)
+    assert corpus.n_skipped_short == 2  # "x" is one token, "" none: skipped and counted
+    table = corpus.index_table()
+    assert len(table) == corpus.n_predicted
+    kept = [d for d in docs if d.name in corpus.names]
+    for doc_id, doc in enumerate(kept):
+        rows = table[table["doc_id"] == doc_id]
+        ids = corpus.doc(doc_id)
+        assert rows["pos"].tolist() == list(range(1, len(ids)))
+        last = rows.iloc[-1]
+        prefix = tok.decode(ids[: last["pos"]].tolist())
+        text = prefix + tok.decode([int(last["token_id"])])
+        # Untruncated documents come back exactly; truncated ones as a prefix of the text.
+        assert text == doc.text if len(ids) < 600 else doc.text.startswith(text)
+
+
+def test_corpus_formats(tmp_path):
+    import zstandard
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "b.txt").write_text("second")
+    (tmp_path / "d" / "a.txt").write_text("first")
+    (tmp_path / "d" / "bin.dat").write_bytes(b"\xff\xfe\x00")
+    docs, skipped = load_documents(tmp_path / "d")
+    assert [d.text for d in docs] == ["first", "second"] and skipped == 1
+    lines = "\n".join(json.dumps({"text": t}) for t in ("one", "two", "three")) + "\n"
+    (tmp_path / "c.jsonl").write_text(lines)
+    (tmp_path / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    for name in ("c.jsonl", "c.jsonl.zst"):
+        assert [d.text for d in load_documents(tmp_path / name)[0]] == ["one", "two", "three"]
+    assert len(load_documents(tmp_path / "c.jsonl", max_docs=2)[0]) == 2
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": ["x y", "z"]}).save_to_disk(str(tmp_path / "hf"))
+    assert [d.text for d in load_documents(tmp_path / "hf")[0]] == ["x y", "z"]
+    test, train = load_documents("stdlib:test")[0], load_documents("stdlib:train", max_docs=50)[0]
+    assert not {d.name for d in test} & {d.name for d in train}
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "x.parquet").write_bytes(b"PAR1") and p / "x.parquet", "Unknown corpus"),
+        (lambda p: (p / "e").mkdir() or p / "e", "holds no readable documents"),
+        (lambda p: (p / "bad.jsonl").write_text("{oops\n") and p / "bad.jsonl", "is not JSON"),
+    ],
+)
+def test_bad_corpora(tmp_path, make, message):
+    from quanta._validation import QuantaInputError
+
+    with pytest.raises(QuantaInputError, match=message):
+        load_documents(make(tmp_path))
+
+
+def test_losses_and_analyze_end_to_end_through_the_cli(suite_dir, tmp_path):
+    out = tmp_path / "L"
+    args = ["lm", "losses", "--suite", str(suite_dir), "--max-docs", "8", "--max-len", "128"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    losses = np.load(out / "losses.npy", mmap_mode="r")
+    index = pd.read_parquet(out / "corpus" / "index.parquet")
+    models = pd.read_parquet(out / "models.parquet")
+    assert losses.shape == (len(index), 4) and losses.dtype == np.float32
+    assert models["mean_loss"].is_monotonic_decreasing
+    np.testing.assert_allclose(losses.mean(axis=0), models["mean_loss"], rtol=1e-5)
+    # A second run is complete; a different corpus into the same dir is refused untouched.
+    before = (out / "losses.npy").read_bytes()
+    again = CliRunner().invoke(app, [*args, "--out", str(out), "--quiet"])
+    assert again.exit_code == 0
+    other = CliRunner().invoke(app, [*args[:-2], "--max-len", "64", "--out", str(out)])
+    assert other.exit_code == 2 and "different config" in other.output
+    assert (out / "losses.npy").read_bytes() == before
+    res = CliRunner().invoke(app, ["lm", "analyze", str(out), "--bootstrap", "100"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "analysis" / "analysis.json").read_text())
+    assert summary["fit"]["success"] and summary["fit"]["alpha"] > 0
+    assert summary["n_tokens"] == len(index)
+    for fig in ("mean_loss", "loss_distribution", "token_curves"):
+        assert (out / "analysis" / f"{fig}.png").stat().st_size > 10_000
+    show = CliRunner().invoke(app, ["lm", "show", str(out), "--kind", "any", "--n", "2"])
+    assert show.exit_code == 0 and "losses:" in show.output
+
+
+def test_checkpoint_suite_is_analyzed_over_steps(suite_dir, tmp_path):
+    out = tmp_path / "C"
+    run_losses(str(suite_dir), "stdlib:test", out, checkpoints="neox-h48-l2", max_docs=4)
+    res = CliRunner().invoke(app, ["lm", "analyze", str(out), "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "analysis" / "analysis.json").read_text())
+    assert summary["axis"] == "step"
+    assert [m["revision"] for m in summary["models"]] == ["step1", "step6", "step40"]
+
+
+def test_losses_resume_per_model_and_disk_full_leaves_nothing_corrupt(
+    suite_dir, tmp_path, monkeypatch
+):
+    import quanta.lm.losses as mod
+
+    out = tmp_path / "R"
+    real = mod.token_losses
+    calls = []
+
+    def flaky(model, corpus, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(model, corpus, **kw)
+
+    monkeypatch.setattr(mod, "token_losses", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        run_losses(str(suite_dir), "stdlib:test", out, max_docs=3)
+    assert sorted(p.name for p in (out / "columns").iterdir()) == ["0.npy", "1.npy"]
+    assert not (out / "losses.npy").exists()
+    assert not list(out.rglob("*.tmp"))
+    monkeypatch.setattr(mod, "token_losses", real)
+    calls.clear()
+    models = run_losses(str(suite_dir), "stdlib:test", out, max_docs=3)
+    assert len(models) == 4 and np.load(out / "losses.npy").shape[1] == 4
+
+
+def test_classification_rules():
+    n = np.array([1e6, 1e7, 1e8, 1e9])
+    L = np.array(
+        [
+            [9.0, 6.0, 0.2, 0.1],  # monogenic at index 2
+            [9.0, 0.2, 0.1, 0.1],  # monogenic at index 1
+            [9.0, 4.0, 0.2, 0.1],  # 4.0 is not > 5: not monogenic
+            [3.0, 2.3, 1.6, 0.9],  # polygenic: slope -0.304 per e-fold, perfectly linear
+            [3.0, 2.9, 2.8, 2.7],  # slope too shallow
+            [3.0, 1.0, 2.5, 0.1],  # steep but not linear
+        ]
+    )
+    df = classify_tokens(L, n)
+    assert df["mono_index"].tolist() == [2, 1, -1, -1, -1, -1]
+    assert df["polygenic"].tolist() == [False, False, False, True, False, False]
+    assert df["r2"].iloc[3] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("suite", "message"),
+    [
+        ("/nonexistent/model", "does not exist"),
+        ("EleutherAI/pythia-70m", "hub is unreachable"),
+    ],
+)
+def test_bad_suites_fail_fast_with_one_line(tmp_path, suite, message, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "o"
+    res = CliRunner().invoke(app, ["lm", "losses", "--suite", suite, "--out", str(out)])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_vocabulary_mismatch_is_refused(suite_dir, tok_model):
+    from quanta._validation import QuantaInputError
+    from quanta.lm.corpus import TokenizedCorpus
+
+    _, model = tok_model
+    big = model.config.vocab_size + 5
+    corpus = TokenizedCorpus(np.array([1, big], np.int32), np.array([0, 2]), ["d"], 1024, False)
+    with pytest.raises(QuantaInputError, match="vocabulary mismatch"):
+        token_losses(model, corpus)
