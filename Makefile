@@ -18,6 +18,9 @@ $(BIN)/quanta: pyproject.toml
 demo: $(BIN)/quanta
 	$(BIN)/quanta parity train --preset cpu --out $(OUT)/parity
 	$(BIN)/quanta parity analyze $(OUT)/parity
+	$(BIN)/quanta lm suite train --preset cpu --out $(OUT)/suite
+	$(BIN)/quanta lm losses --suite $(OUT)/suite --corpus stdlib:test --max-docs 100 --out $(OUT)/losses
+	$(BIN)/quanta lm analyze $(OUT)/losses
 
 test: $(BIN)/quanta
 	$(BIN)/ruff check src tests benchmarks
@@ -28,6 +31,7 @@ test: $(BIN)/quanta
 bench: $(BIN)/quanta
 	$(BIN)/python benchmarks/bench_parity.py
 	$(BIN)/python benchmarks/bench_fit.py
+	$(BIN)/python benchmarks/bench_losses.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

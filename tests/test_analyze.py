@@ -185,7 +185,7 @@ def test_analyze_cli_on_a_real_sweep(tmp_path):
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
-        ("missing", "is not a quanta run or sweep directory"),
+        ("missing", "is not a quanta result directory"),
         ("running", "is not complete (status 'running')"),
         ("other", "holds a 'lm.losses' result"),
     ],

@@ -32,3 +32,18 @@ def test_cuda_training_matches_cpu_curves(tiny_cfg):
     cpu = train_parity(tiny_cfg).curves
     gpu = train_parity(dataclasses.replace(tiny_cfg, device="cuda")).curves
     np.testing.assert_allclose(gpu["loss_nats"], cpu["loss_nats"], rtol=1e-3, atol=1e-4)
+
+
+def test_per_token_losses_on_cuda_match_cpu(tmp_path):
+    from quanta.lm.corpus import load_documents, tokenize_documents
+    from quanta.lm.losses import token_losses
+    from quanta.lm.minisuite import build_suite_config, train_minisuite
+    from quanta.lm.suite import load_model, load_tokenizer, resolve_suite
+
+    train_minisuite(build_suite_config("tiny"), tmp_path)
+    ref = resolve_suite(str(tmp_path))[-1]
+    tok = load_tokenizer(ref)
+    corpus = tokenize_documents(load_documents("stdlib:test", max_docs=6)[0], tok, max_len=200)
+    cpu = token_losses(load_model(ref), corpus)
+    gpu = token_losses(load_model(ref, device="cuda"), corpus, device="cuda")
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-4)

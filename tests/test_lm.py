@@ -255,3 +255,10 @@ def test_vocabulary_mismatch_is_refused(suite_dir, tok_model):
     corpus = TokenizedCorpus(np.array([1, big], np.int32), np.array([0, 2]), ["d"], 1024, False)
     with pytest.raises(QuantaInputError, match="vocabulary mismatch"):
         token_losses(model, corpus)
+
+
+def test_analyze_refuses_what_is_not_a_finished_losses_directory(suite_dir, tmp_path):
+    res = CliRunner().invoke(app, ["lm", "analyze", str(suite_dir)])
+    assert res.exit_code == 2 and "holds a 'lm.suite' result, not 'lm.losses'" in res.output
+    res = CliRunner().invoke(app, ["lm", "analyze", str(tmp_path)])
+    assert res.exit_code == 2 and "'quanta lm losses'" in res.output

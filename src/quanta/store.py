@@ -37,6 +37,7 @@ __all__ = [
     "atomic_write",
     "environment",
     "git_revision",
+    "read_result",
 ]
 
 MANIFEST = "manifest.json"
@@ -222,6 +223,34 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any], skip: frozenset[str])
     shown = ", ".join(f"{k}: {old.get(k)!r} there vs {new.get(k)!r} now" for k in keys[:3])
     more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
     return (shown + more) or "config hash differs"
+
+
+def read_result(path: str | Path, kinds: tuple[str, ...], producers: str) -> dict[str, Any]:
+    """The manifest of a complete result directory of one of ``kinds``, or one clear error.
+
+    ``producers`` names the commands that make such a directory, for the message.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise QuantaInputError(
+            f"'{path}' is not a quanta result directory (no manifest.json); pass the --out "
+            f"directory of {producers}."
+        )
+    try:
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise QuantaInputError(f"Cannot read '{manifest_path}': {exc}.") from None
+    kind = manifest.get("kind")
+    if kind not in kinds:
+        wanted = " or ".join(repr(k) for k in kinds)
+        raise QuantaInputError(f"'{path}' holds a {kind!r} result, not {wanted}.")
+    if manifest.get("status") != "complete":
+        raise QuantaInputError(
+            f"'{path}' is not complete (status {manifest.get('status')!r}); run the same "
+            "command again to finish it first."
+        )
+    return manifest
 
 
 def with_checkpoints(run: RunDir, name: str = "checkpoint.pt") -> Callable[[Any], None]:

@@ -33,22 +33,10 @@ HIST_EDGES = np.linspace(0.0, 18 * np.log(2.0), 361)
 
 def load_losses(directory: str | Path) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray]:
     """``(manifest, models table, losses memmap [n_tokens, n_models])`` of a losses directory."""
+    from quanta.store import read_result
+
     directory = Path(directory)
-    manifest_path = directory / "manifest.json"
-    if not manifest_path.is_file():
-        raise QuantaInputError(
-            f"'{directory}' is not a quanta losses directory (no manifest.json); pass the --out "
-            "directory of 'quanta lm losses'."
-        )
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("kind") != "lm.losses":
-        raise QuantaInputError(
-            f"'{directory}' holds a {manifest.get('kind')!r} result, not 'lm.losses'."
-        )
-    if manifest.get("status") != "complete":
-        raise QuantaInputError(
-            f"'{directory}' is not complete; run the same 'quanta lm losses' command again."
-        )
+    manifest = read_result(directory, ("lm.losses",), "'quanta lm losses'")
     models = pd.read_parquet(directory / "models.parquet")
     losses = np.load(directory / "losses.npy", mmap_mode="r")
     return manifest, models, losses

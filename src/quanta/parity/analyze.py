@@ -93,28 +93,13 @@ def load_source(path: str | Path) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     ``runs`` has one row per run (``run`` key and every config value); ``curves`` is the tidy
     curves table of all runs with a ``run`` column. A single run's experiment is ``"run"``.
     """
+    from quanta.store import read_result
+
     path = Path(path)
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        raise QuantaInputError(
-            f"'{path}' is not a quanta run or sweep directory (no manifest.json); pass the --out "
-            "directory of 'quanta parity train' or 'quanta parity sweep'."
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise QuantaInputError(f"Cannot read '{manifest_path}': {exc}.") from None
-    kind = manifest.get("kind")
-    if kind not in ("parity.train", "parity.sweep"):
-        raise QuantaInputError(
-            f"'{path}' holds a {kind!r} result; analyze takes 'parity.train' runs or "
-            "'parity.sweep' sweeps."
-        )
-    if manifest.get("status") != "complete":
-        raise QuantaInputError(
-            f"'{path}' is not complete (status {manifest.get('status')!r}); run the same "
-            "command again to finish it, then analyze."
-        )
+    manifest = read_result(
+        path, ("parity.train", "parity.sweep"), "'quanta parity train' or 'quanta parity sweep'"
+    )
+    kind = manifest["kind"]
     if kind == "parity.train":
         config = manifest["config"]
         runs = pd.DataFrame([{"run": path.name, **_scalars(config)}])
