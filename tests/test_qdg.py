@@ -1,6 +1,7 @@
 """QDG: token selection and per-token gradients, on the tiny offline suite."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -9,6 +10,15 @@ from quanta.lm.corpus import load_documents, tokenize_documents
 from quanta.lm.losses import token_losses
 from quanta.lm.minisuite import build_suite_config, train_minisuite
 from quanta.lm.suite import load_model, load_tokenizer, resolve_suite
+from quanta.qdg.cluster import (
+    AFFINITIES,
+    affinity,
+    cosine_similarity,
+    envelope_slope,
+    rank_frequency,
+    spectral_sweep,
+    zipf_mle,
+)
 from quanta.qdg.grads import (
     naive_token_gradient,
     per_token_gradients,
@@ -110,3 +120,77 @@ def test_non_finite_gradients_are_refused(lm, tmp_path):
     finally:
         with torch.no_grad():
             p.copy_(saved)
+
+
+# --------------------------------------------------------------------------- clustering, Zipf
+
+
+def planted(n=1500, k=12, d=48, noise=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    return rng.normal(size=(k, d))[labels] + noise * rng.normal(size=(n, d)), labels
+
+
+@pytest.mark.parametrize("transform", AFFINITIES)
+@pytest.mark.parametrize("assign", ["kmeans", "cluster_qr"])
+def test_planted_partition_is_recovered_exactly(transform, assign):
+    from sklearn.metrics import adjusted_rand_score
+
+    g, truth = planted()
+    a = affinity(cosine_similarity(g, block=500), transform)
+    labels = spectral_sweep(a, [3, 12, 30], assign=assign, seed=0)
+    assert set(labels) == {3, 12, 30}
+    assert adjusted_rand_score(truth, labels[12]) == 1.0
+
+
+def test_two_blocks_and_one_embedding_for_every_k_agree_with_sklearn():
+    from sklearn.cluster import SpectralClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    block = np.kron(np.eye(2), np.ones((30, 30))) * 0.9 + 0.05
+    labels = spectral_sweep(block.astype(np.float32), [2], assign="cluster_qr")[2]
+    assert adjusted_rand_score(np.repeat([0, 1], 30), labels) == 1.0
+    g, _ = planted(n=600, k=8)
+    a = affinity(cosine_similarity(g), "relu")
+    ours = spectral_sweep(a, [4, 8, 16], assign="cluster_qr", seed=0)
+    for k in (4, 8, 16):
+        ref = SpectralClustering(
+            k, affinity="precomputed", assign_labels="cluster_qr", random_state=0
+        ).fit_predict(a)
+        assert adjusted_rand_score(ref, ours[k]) > 0.95, k
+
+
+@pytest.mark.parametrize("s", [1.1, 1.4, 2.0])
+def test_zipf_mle_recovers_a_planted_exponent(s):
+    rng = np.random.default_rng(1)
+    p = np.arange(1, 101.0) ** -s
+    fit = zipf_mle(rng.multinomial(2000, p / p.sum()), bootstrap=100, seed=0)
+    assert fit["success"] and abs(fit["exponent"] - s) < 0.05
+    assert fit["ci"][0] < fit["exponent"] < fit["ci"][1]
+
+
+def test_rank_frequency_envelope_and_paper_slope():
+    labels = {2: np.array([0, 0, 0, 1]), 3: np.array([0, 1, 1, 2])}
+    table = rank_frequency(labels)
+    env = table[table["K"] == 0]
+    assert env["size"].tolist() == [3, 1, 1]
+    sizes = (1e6 * np.arange(1, 2001.0) ** -1.2).round()
+    t = pd.DataFrame({"K": 0, "rank": np.arange(1, 2001), "size": sizes})
+    assert envelope_slope(t, (101, 1000)) == pytest.approx(-1.2, abs=0.01)
+
+
+def test_clustering_bad_input():
+    g, _ = planted(n=50, k=3)
+    a = affinity(cosine_similarity(g), "relu")
+    with pytest.raises(QuantaInputError, match="exceeds the number of samples"):
+        spectral_sweep(a, [60])
+    bad = g.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(QuantaInputError, match="NaN/Inf"):
+        cosine_similarity(bad)
+    with pytest.raises(QuantaInputError, match="not symmetric"):
+        affinity(np.triu(cosine_similarity(g)), "relu")
+    with pytest.raises(ValueError, match="'affinity'"):
+        affinity(cosine_similarity(g), "cosh")
+    with pytest.raises(QuantaInputError, match="needs ≥ 2 clusters"):
+        zipf_mle(np.array([5]))

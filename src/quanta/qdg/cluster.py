@@ -1,0 +1,204 @@
+"""QDG steps 3–5 (PAPER.md §4): similarity → affinity → spectral clustering over many K →
+Zipf law of cluster sizes.
+
+* :func:`cosine_similarity` — blockwise ``Ĝ Ĝᵀ`` of row-normalized gradients read from a
+  (memory-mapped) array, optionally centered first (real gradients share a common direction).
+* :func:`affinity` — an explicit transform of cosine C, recorded by name: ``angular``
+  1 − arccos(C)/π (the paper's; C clipped to [−1, 1] first), ``relu`` max(C, 0), ``shift``
+  (1 + C)/2; checked symmetric, finite and non-negative.
+* :func:`spectral_sweep` — the spectral embedding is computed **once** for the largest K
+  (scikit-learn's ``spectral_embedding``, the same call ``SpectralClustering`` makes) and its
+  leading K columns are labelled for every K (``kmeans`` with ``n_init``, ``cluster_qr`` or
+  ``discretize``, scikit-learn's assigners), instead of recomputing everything per K.
+* :func:`zipf_mle` — the exponent s of cluster sizes ∝ rank^−s by discrete maximum likelihood
+  over ranks 1…K with a bootstrap CI; :func:`rank_frequency` and the envelope over K, and
+  :func:`envelope_slope` — the paper's log-log OLS on the envelope, for comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quanta._validation import QuantaInputError, check_choice, check_int
+
+__all__ = [
+    "AFFINITIES",
+    "affinity",
+    "cosine_similarity",
+    "envelope_slope",
+    "rank_frequency",
+    "spectral_sweep",
+    "zipf_mle",
+]
+
+_OWNER = "quanta qdg cluster"
+AFFINITIES = ("angular", "relu", "shift")
+
+
+def cosine_similarity(g: np.ndarray, *, center: bool = False, block: int = 2048) -> np.ndarray:
+    """``C[i, j] = cos(g_i, g_j)`` as float32 [n, n], computed ``block`` rows at a time."""
+    n = len(g)
+    mean = np.zeros(g.shape[1])
+    if center:
+        for i in range(0, n, block):
+            mean += np.asarray(g[i : i + block], dtype=np.float64).sum(axis=0)
+        mean /= n
+    unit = np.empty(g.shape, dtype=np.float32)
+    for i in range(0, n, block):
+        rows = np.asarray(g[i : i + block], dtype=np.float64) - mean
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        if not np.all(np.isfinite(rows)) or np.any(norms == 0):
+            raise QuantaInputError(
+                "Gradients hold NaN/Inf or zero vectors; cosine similarity is undefined."
+            )
+        unit[i : i + block] = rows / norms
+    sim = np.empty((n, n), dtype=np.float32)
+    for i in range(0, n, block):
+        sim[i : i + block] = unit[i : i + block] @ unit.T
+    return sim
+
+
+def affinity(
+    sim: np.ndarray, transform: str = "angular", *, diagonal: float | None = None
+) -> np.ndarray:
+    """Affinity from cosine similarity (see the module docstring); ``diagonal`` overwrites
+    the diagonal (``None`` keeps the transform's value)."""
+    transform = check_choice(transform, "affinity", _OWNER, list(AFFINITIES))
+    c = np.clip(sim, -1.0, 1.0)
+    if transform == "angular":
+        a = 1.0 - np.arccos(c) / np.pi
+    elif transform == "relu":
+        a = np.maximum(c, 0.0)
+    else:
+        a = (1.0 + c) / 2.0
+    a = a.astype(np.float32, copy=False)
+    if diagonal is not None:
+        np.fill_diagonal(a, diagonal)
+    if not np.all(np.isfinite(a)):
+        raise QuantaInputError("The affinity matrix holds NaN/Inf.")
+    if a.min() < 0:
+        raise QuantaInputError("The affinity matrix has negative entries.")
+    if not np.allclose(a, a.T, atol=1e-5):
+        raise QuantaInputError("The affinity matrix is not symmetric.")
+    return (a + a.T) / 2  # exact symmetry (float32 products differ in the last bit)
+
+
+def spectral_sweep(
+    aff: Any,
+    ks: Sequence[int],
+    *,
+    assign: str = "kmeans",
+    n_init: int = 10,
+    eigen_solver: str | None = None,
+    seed: int = 0,
+) -> dict[int, np.ndarray]:
+    """Labels for every K in ``ks`` from one spectral embedding of the precomputed affinity
+    ``aff`` (dense or sparse, symmetric, non-negative)."""
+    from sklearn.cluster import KMeans
+    from sklearn.cluster._spectral import cluster_qr, discretize
+    from sklearn.manifold import spectral_embedding
+
+    assign = check_choice(assign, "assign", _OWNER, ["kmeans", "cluster_qr", "discretize"])
+    n = aff.shape[0]
+    ks = sorted({check_int(k, "K", _OWNER, low=2) for k in ks})
+    if not ks:
+        raise QuantaInputError("No cluster count K given.")
+    if ks[-1] > n:
+        raise QuantaInputError(f"K = {ks[-1]} exceeds the number of samples ({n}).")
+    maps = spectral_embedding(
+        aff, n_components=ks[-1], eigen_solver=eigen_solver, random_state=seed, drop_first=False
+    )
+    out = {}
+    for k in ks:
+        emb = maps[:, :k]
+        if assign == "kmeans":
+            labels = KMeans(k, n_init=n_init, random_state=seed).fit_predict(emb)
+        elif assign == "cluster_qr":
+            labels = cluster_qr(emb)
+        else:
+            labels = discretize(emb, random_state=seed)
+        out[k] = np.asarray(labels, dtype=np.int32)
+    return out
+
+
+def rank_frequency(labels: dict[int, np.ndarray]) -> pd.DataFrame:
+    """Cluster sizes sorted descending vs rank for every K, plus the envelope (``K = 0``:
+    the largest size at each rank over all K)."""
+    rows = []
+    for k, lab in labels.items():
+        sizes = np.sort(np.bincount(lab))[::-1]
+        sizes = sizes[sizes > 0]
+        rows.append(pd.DataFrame({"K": k, "rank": np.arange(1, len(sizes) + 1), "size": sizes}))
+    table = pd.concat(rows, ignore_index=True)
+    env = table.groupby("rank")["size"].max().reset_index().assign(K=0)
+    return pd.concat([table, env[["K", "rank", "size"]]], ignore_index=True)
+
+
+def zipf_mle(
+    sizes: np.ndarray,
+    *,
+    bootstrap: int = 200,
+    seed: int = 0,
+    bounds: tuple[float, float] = (0.01, 6.0),
+) -> dict[str, Any]:
+    """Exponent s of ``size(rank) ∝ rank^-s`` by discrete maximum likelihood.
+
+    The samples are treated as draws over ranks 1…K (K = number of clusters) from
+    ``p(r) = r^-s / H(K, s)``; the log-likelihood ``-s Σ_r c_r ln r − N ln H(K, s)`` is maximized
+    over ``bounds``. The CI comes from a parametric bootstrap (multinomial redraws from the fit,
+    re-sorted like the data). Ending on a bound is reported, not returned as a number.
+    """
+    from scipy.optimize import minimize_scalar
+
+    counts = np.sort(np.asarray(sizes, dtype=np.float64))[::-1]
+    counts = counts[counts > 0]
+    if len(counts) < 2 or counts.sum() < 10:
+        raise QuantaInputError(
+            f"A Zipf fit needs ≥ 2 clusters and ≥ 10 samples; got {len(counts)} and "
+            f"{int(counts.sum())}."
+        )
+    log_r = np.log(np.arange(1, len(counts) + 1))
+
+    def fit(c: np.ndarray) -> float:
+        n = c.sum()
+
+        def nll(s: float) -> float:
+            return float(s * (c * log_r).sum() + n * np.log(np.exp(-s * log_r).sum()))
+
+        res = minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-6})
+        return float(res.x)
+
+    s = fit(counts)
+    on_bound = min(abs(s - bounds[0]), abs(s - bounds[1])) < 1e-3
+    ci = None
+    if bootstrap and not on_bound:
+        rng = np.random.default_rng(seed)
+        p = np.exp(-s * log_r)
+        p /= p.sum()
+        draws = rng.multinomial(int(counts.sum()), p, size=bootstrap)
+        boot = [fit(np.sort(d)[::-1]) for d in draws]
+        ci = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
+    return {
+        "exponent": None if on_bound else s,
+        "ci": ci,
+        "success": not on_bound,
+        "message": "ok" if not on_bound else f"exponent ended on a bound of {bounds}",
+        "n_clusters": len(counts),
+        "n_samples": int(counts.sum()),
+    }
+
+
+def envelope_slope(table: pd.DataFrame, ranks: tuple[int, int] = (101, 1000)) -> float:
+    """The paper's estimate: OLS slope of log size vs log rank of the envelope (``K = 0`` rows
+    of :func:`rank_frequency`) over ``ranks``."""
+    env = table[(table["K"] == 0) & table["rank"].between(*ranks)]
+    if len(env) < 2:
+        raise QuantaInputError(
+            f"The envelope has {len(env)} ranks in {ranks}; choose a range inside 1…"
+            f"{int(table['rank'].max())}."
+        )
+    return float(np.polyfit(np.log(env["rank"]), np.log(env["size"]), 1)[0])
