@@ -1,12 +1,13 @@
 """QDG step 2 (PAPER.md §4): the gradient of each selected token's loss, once per sample.
 
-For every document holding selected tokens, one forward pass over the document truncated after
-its last selected token (causal attention: a token's loss depends only on its prefix, so this is
-the truncated context exactly), the output head applied only at the selected positions, then
-one ``retain_graph`` backward per selected token: backward passes = samples (the paper's code
-recomputed them for every block pair of the similarity matrix, ≈ 21× more). Batching those
-backwards as VJPs with one-hot cotangents (``is_grads_batched=True``, vmap) was measured 6.7×
-slower than the loop on the tiny GPT-NeoX (5.4 s vs 0.8 s for 40 tokens), so the loop it is.
+For every selected token: one forward over its context truncated at the token, the output
+head only at that position, one backward — backward passes = samples (the paper's code
+recomputed them for every block pair of the similarity matrix, ≈ 21× more). Measured
+alternatives (``benchmarks/bench_qdg.py``, tiny and cpu-size GPT-NeoX): one shared forward per
+document with a ``retain_graph`` backward per token (``shared_forward=True``) is slower, since
+every backward then walks the whole document's graph (0.56× the per-token loop on 512-token
+documents); batching those backwards as VJPs with one-hot cotangents (``is_grads_batched``,
+vmap) was slower still (6.7× slower than the retained-graph loop for 40 tokens).
 
 Parameters: by default everything but the input/output embeddings and the layer norms (the
 paper's choice; Pythia-70m: 18,903,040 dims). Rows are streamed to ``.npy`` in sample order, so
@@ -127,6 +128,7 @@ def per_token_gradients(
     projection_dim: int | None = None,
     seed: int = 0,
     memory_bytes: int = 64 << 20,
+    shared_forward: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Gradients of every sample's loss (rows of ``samples``: ``doc_id``, ``pos``) written as
@@ -160,22 +162,19 @@ def per_token_gradients(
         for doc in pd.unique(docs):
             pos = torch.from_numpy(positions[docs == doc].astype(np.int64))
             ids = torch.from_numpy(corpus.doc(int(doc))[: int(pos.max()) + 1].astype(np.int64))
-            losses = _token_losses_at(model, ids[None], pos)
+            losses = _token_losses_at(model, ids[None], pos) if shared_forward else None
             for start in range(0, len(pos), per_chunk):
                 m = min(per_chunk, len(pos) - start)
-                rows = torch.stack(
-                    [
-                        torch.cat(
-                            [
-                                g.reshape(-1)
-                                for g in torch.autograd.grad(
-                                    losses[start + i], tensors, retain_graph=True
-                                )
-                            ]
-                        )
-                        for i in range(m)
-                    ]
-                )
+                grads = []
+                for i in range(start, start + m):
+                    if losses is None:  # the token's own truncated context
+                        p = int(pos[i])
+                        loss = _token_losses_at(model, ids[None, : p + 1], pos[i : i + 1])[0]
+                        g = torch.autograd.grad(loss, tensors)
+                    else:
+                        g = torch.autograd.grad(losses[i], tensors, retain_graph=True)
+                    grads.append(torch.cat([x.reshape(-1) for x in g]))
+                rows = torch.stack(grads)
                 n_backward += m
                 if not torch.isfinite(rows).all():
                     raise QuantaInputError(
