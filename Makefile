@@ -21,6 +21,7 @@ demo: $(BIN)/quanta
 	$(BIN)/quanta lm suite train --preset cpu --out $(OUT)/suite
 	$(BIN)/quanta lm losses --suite $(OUT)/suite --corpus stdlib:test --max-docs 100 --out $(OUT)/losses
 	$(BIN)/quanta lm analyze $(OUT)/losses
+	$(BIN)/quanta qdg run $(OUT)/losses --out $(OUT)/qdg --threshold 0.7 --n 400 --ks 10,20,50,100
 
 test: $(BIN)/quanta
 	$(BIN)/ruff check src tests benchmarks
@@ -32,6 +33,7 @@ bench: $(BIN)/quanta
 	$(BIN)/python benchmarks/bench_parity.py
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/bench_losses.py
+	$(BIN)/python benchmarks/bench_qdg.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

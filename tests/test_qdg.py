@@ -194,3 +194,62 @@ def test_clustering_bad_input():
         affinity(cosine_similarity(g), "cosh")
     with pytest.raises(QuantaInputError, match="needs ≥ 2 clusters"):
         zipf_mle(np.array([5]))
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@pytest.fixture(scope="module")
+def losses_dir(tmp_path_factory):
+    from quanta.lm.losses import run_losses
+
+    root = tmp_path_factory.mktemp("qdg")
+    train_minisuite(build_suite_config("tiny"), root / "suite")
+    run_losses(str(root / "suite"), "stdlib:test", root / "losses", max_docs=8, max_len=200)
+    return root / "losses"
+
+
+def test_qdg_run_end_to_end_through_the_cli(losses_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from quanta.cli import app
+
+    out = tmp_path / "q"
+    args = ["qdg", "run", str(losses_dir), "--out", str(out), "--threshold", "5", "--n", "60"]
+    res = CliRunner().invoke(app, [*args, "--ks", "3,6,12", "--quiet"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "zipf.json").read_text())
+    assert result["n_samples"] == 60 and set(result["zipf"]) == {"3", "6", "12"}
+    labels = pd.read_parquet(out / "labels.parquet")
+    assert [labels[f"K{k}"].nunique() for k in (3, 6, 12)] == [3, 6, 12]
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    assert clusters.groupby("K")["size"].sum().tolist() == [60, 60, 60]
+    assert np.load(out / "grads.npy", mmap_mode="r").shape == (60, 8192)
+    assert (out / "rank_frequency.png").stat().st_size > 10_000
+    again = CliRunner().invoke(app, [*args, "--ks", "3,6,12", "--quiet"])
+    assert again.exit_code == 0  # complete: reported again, nothing recomputed
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ks", "3,500"], "K = 500 exceeds the 60 selected samples"),
+        (["--threshold", "1e-9"], "No token is left to select"),
+        (["--projection-dim", "-4"], "--projection-dim must be ≥ 0"),
+        (["--param-filter", "nothing_matches"], "matches no parameter"),
+        (["--ks", "3,x"], "--ks takes integers"),
+        (["--affinity", "cosh"], "'affinity'"),
+    ],
+)
+def test_qdg_run_bad_input(losses_dir, tmp_path, extra, message):
+    from typer.testing import CliRunner
+
+    from quanta.cli import app
+
+    out = tmp_path / "q"
+    base = ["qdg", "run", str(losses_dir), "--out", str(out), "--threshold", "5", "--n", "60"]
+    res = CliRunner().invoke(app, [*base, "--ks", "3,6", "--quiet", *extra])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not out.exists()

@@ -16,6 +16,7 @@ from rich.table import Table
 from quanta._cli import EXTRA_ARGS, console, out, user_errors
 from quanta._validation import QuantaInputError, check_choice
 from quanta.cli_lm import lm_app
+from quanta.cli_qdg import qdg_app
 
 __all__ = ["app", "main"]
 
@@ -30,6 +31,7 @@ parity_app = typer.Typer(
 )
 app.add_typer(parity_app, name="parity")
 app.add_typer(lm_app, name="lm")
+app.add_typer(qdg_app, name="qdg")
 
 
 def _config_epilog(cls: type, presets: dict[str, dict[str, Any]]) -> str:

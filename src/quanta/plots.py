@@ -24,6 +24,7 @@ __all__ = [
     "plot_mean_loss",
     "plot_scaling",
     "plot_subtask_curves",
+    "rank_frequency_figure",
     "save_figure",
     "subtask_figure",
     "theory_figure",
@@ -447,3 +448,36 @@ def lm_figures(analysis: Any) -> dict[str, Figure]:
     fig.tight_layout()
     figs["token_curves"] = fig
     return figs
+
+
+def rank_frequency_figure(table: pd.DataFrame, fits: dict[str, Any]) -> Figure:
+    """Cluster size vs rank for every K (thin) and the envelope over K (thick), log-log, with
+    each K's Zipf MLE exponent."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    ks = sorted(k for k in table["K"].unique() if k > 0)
+    cmap = colormaps["viridis"]
+    for i, k in enumerate(ks):
+        d = table[table["K"] == k]
+        fit = fits.get(str(k), {})
+        label = f"K={k}"
+        if fit.get("exponent") is not None:
+            label += f": s={fit['exponent']:.2f}"
+        ax.plot(d["rank"], d["size"], color=cmap(i / max(len(ks) - 1, 1)), lw=1, label=label)
+    env = table[table["K"] == 0]
+    ax.plot(env["rank"], env["size"], "k-", lw=2, label="envelope")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="rank",
+        ylabel="cluster size",
+        title="QDG: rank-frequency of cluster sizes",
+    )
+    _legend(ax)
+    fig.tight_layout()
+    return fig

@@ -88,7 +88,7 @@ def resolve_suite(spec: str, *, checkpoints: str | None = None) -> list[ModelRef
             hub = f"EleutherAI/{checkpoints}"
             return [ModelRef(checkpoints, hub, rev) for rev in PYTHIA_CHECKPOINTS]
         return [ModelRef(n, f"EleutherAI/{n}", PYTHIA_FINAL) for n in PYTHIA]
-    directory = Path(spec)
+    directory = Path(spec).expanduser().resolve()  # absolute: results name their models
     if (directory / "suite.json").is_file():
         info = json.loads((directory / "suite.json").read_text())
         models = info["models"]
@@ -111,7 +111,10 @@ def resolve_suite(spec: str, *, checkpoints: str | None = None) -> list[ModelRef
         if not item:
             continue
         source, _, revision = item.partition("@")
-        name = Path(source).name if Path(source).exists() else source.split("/")[-1]
+        local = Path(source).expanduser()
+        if local.exists():
+            source = str(local.resolve())
+        name = local.name if local.exists() else source.split("/")[-1]
         refs.append(ModelRef(name, source, revision or None))
     return refs
 

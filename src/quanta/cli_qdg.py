@@ -1,0 +1,95 @@
+"""``quanta qdg …``: quanta discovery from gradients (parse → call → write)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from quanta._cli import console, out, user_errors
+from quanta._validation import QuantaInputError
+
+__all__ = ["qdg_app"]
+
+qdg_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="QDG: quanta discovery from gradients."
+)
+
+
+@qdg_app.command("run")
+@user_errors
+def qdg_run(
+    losses: Path = typer.Argument(..., help="A 'quanta lm losses' directory."),
+    out_dir: Path = typer.Option(Path("runs/qdg"), "--out", help="Output directory."),
+    model: int = typer.Option(0, help="Which model, by size (0 = smallest, the paper's)."),
+    threshold: float = typer.Option(0.1, help="Select tokens with loss below this (nats)."),
+    induction: bool = typer.Option(True, help="Drop tokens predictable by induction."),
+    n: int = typer.Option(2000, help="Number of samples."),
+    every: int | None = typer.Option(None, help="Keep every k-th eligible token [seeded random]."),
+    projection_dim: int = typer.Option(8192, help="CountSketch size; 0 = exact gradients."),
+    param_filter: str | None = typer.Option(
+        None, help="Regex of parameter names [all but embeddings, unembedding, layer norms]."
+    ),
+    affinity: str = typer.Option("angular", help="angular (the paper's) | relu | shift."),
+    center: bool = typer.Option(False, "--center", help="Subtract the mean gradient first."),
+    ks: str = typer.Option("10,20,50,100,200", help="Cluster counts K, comma-separated."),
+    assign: str = typer.Option("cluster_qr", help="cluster_qr | kmeans | discretize."),
+    seed: int = typer.Option(0, help="Seed of selection, projection and clustering."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Select confident tokens, take their gradients, cluster them for every K and fit the
+    Zipf law of cluster sizes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from quanta.qdg.run import run_qdg
+
+    try:
+        k_list = tuple(int(k) for k in ks.split(",") if k.strip())
+    except ValueError:
+        raise QuantaInputError(f"--ks takes integers like 10,50,100; got {ks!r}.") from None
+    if projection_dim < 0:
+        raise QuantaInputError(f"--projection-dim must be ≥ 0 (0 = exact); got {projection_dim}.")
+    progress = Progress(
+        TextColumn("[bold]gradients[/]"), BarColumn(), MofNCompleteColumn(), console=console
+    )
+    progress.disable = quiet
+    bar = progress.add_task("grads", total=None)
+    with progress:
+        result = run_qdg(
+            losses,
+            out_dir,
+            model=model,
+            threshold=threshold,
+            induction=induction,
+            n=n,
+            every=every,
+            projection_dim=projection_dim or None,
+            param_filter=param_filter,
+            transform=affinity,
+            center=center,
+            ks=k_list,
+            assign=assign,
+            seed=seed,
+            progress=lambda d, t: progress.update(bar, completed=d, total=t),
+        )
+    table = Table(title=f"QDG on {result['n_samples']} tokens of {result['model']}")
+    for name in ("K", "Zipf exponent (MLE)", "95% CI", "bias-corrected"):
+        table.add_column(name, justify="right")
+    for k, fit in result["zipf"].items():
+        ok = fit["exponent"] is not None
+        ci = fit["ci"]
+        table.add_row(
+            k,
+            f"{fit['exponent']:.3f}" if ok else fit["message"],
+            f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-",
+            f"{fit['exponent_corrected']:.3f}" if fit.get("exponent_corrected") else "-",
+        )
+    out.print(table)
+    if result["envelope_slope"] is not None:
+        lo, hi = result["envelope_ranks"]
+        out.print(
+            f"envelope log-log slope over ranks {lo}–{hi} (the paper's): "
+            f"{result['envelope_slope']:.3f}"
+        )
+    out.print(f"{out_dir}/  (samples, grads.npy, labels, clusters, rank_frequency, zipf.json, png)")

@@ -1,0 +1,195 @@
+"""The QDG pipeline on a losses directory: select → gradients → similarity → clusters for
+every K → rank-frequency and Zipf fits. Layout of the output directory::
+
+    manifest.json          settings, status (a quanta run directory: resumable, refused if
+                           another configuration is pointed at it)
+    samples.parquet        the selected tokens (row, doc_id, pos, token_id, loss) with context
+    grads.npy              their gradients [n, dim] (or projections [n, k]), float32
+    labels.parquet         sample × K cluster labels
+    clusters.parquet       K, cluster, size, rank, top tokens
+    rank_frequency.parquet K, rank, size (K = 0: the envelope over K)
+    zipf.json              per K: discrete-MLE exponent with CI and bias; the paper's envelope OLS
+    rank_frequency.png     sizes vs rank for every K and the envelope
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from quanta._validation import QuantaInputError, check_choice, check_int
+
+__all__ = ["run_qdg"]
+
+KIND = "qdg.run"
+
+
+def run_qdg(
+    losses_dir: str | Path,
+    out: str | Path,
+    *,
+    model: int = 0,
+    threshold: float = 0.1,
+    induction: bool = True,
+    n: int = 2000,
+    every: int | None = None,
+    projection_dim: int | None = 8192,
+    param_filter: str | None = None,
+    transform: str = "angular",
+    center: bool = False,
+    ks: tuple[int, ...] = (10, 20, 50, 100, 200),
+    assign: str = "cluster_qr",
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run QDG with the ``model``-th smallest model of a ``quanta lm losses`` directory."""
+    from quanta import plots
+    from quanta.lm.corpus import load_corpus
+    from quanta.lm.curves import load_losses, token_context
+    from quanta.lm.minisuite import config_hash_dict
+    from quanta.lm.suite import ModelRef, load_model
+    from quanta.qdg.cluster import (
+        AFFINITIES,
+        affinity,
+        cosine_similarity,
+        envelope_slope,
+        rank_frequency,
+        spectral_sweep,
+        zipf_mle,
+    )
+    from quanta.qdg.grads import per_token_gradients, select_params
+    from quanta.qdg.select import select_tokens
+    from quanta.store import RunDir, write_json, write_parquet
+
+    losses_dir, out = Path(losses_dir), Path(out)
+    manifest, models, losses = load_losses(losses_dir)
+    by_size = models.sort_values("n_params", kind="stable").reset_index(drop=True)
+    model = check_int(model, "model", "quanta qdg run", low=0, high=len(by_size) - 1)
+    column = int(by_size["model"].iloc[model])
+    corpus = load_corpus(losses_dir / "corpus")
+    samples = select_tokens(
+        corpus,
+        np.asarray(losses[:, column]),
+        threshold=threshold,
+        induction=induction,
+        n=n,
+        every=every,
+        seed=seed,
+    )
+    ks = tuple(sorted({check_int(k, "K", "quanta qdg run", low=2) for k in ks}))
+    if len(samples) < 10:
+        raise QuantaInputError(
+            f"Only {len(samples)} tokens were selected; QDG needs at least 10 (raise "
+            "--threshold or --n, or use more documents)."
+        )
+    if ks[-1] > len(samples):
+        raise QuantaInputError(
+            f"K = {ks[-1]} exceeds the {len(samples)} selected samples; lower --ks or select more."
+        )
+    config = {
+        "losses": str(losses_dir.resolve()),
+        "model": model,
+        "threshold": threshold,
+        "induction": induction,
+        "n": n,
+        "every": every,
+        "projection_dim": projection_dim,
+        "param_filter": param_filter,
+        "affinity": transform,
+        "center": center,
+        "ks": list(ks),
+        "assign": assign,
+        "seed": seed,
+    }
+    # Everything that can be refused is checked before the directory is claimed.
+    check_choice(transform, "affinity", "quanta qdg run", list(AFFINITIES))
+    check_choice(assign, "assign", "quanta qdg run", ["kmeans", "cluster_qr", "discretize"])
+    if projection_dim is not None:
+        check_int(projection_dim, "projection_dim", "quanta qdg run", low=1)
+    spec = manifest["config"]["models"][column]
+    net = load_model(ModelRef(spec["name"], spec["source"], spec["revision"]))
+    select_params(net, param_filter)
+    run = RunDir(out, KIND, config, config_hash_dict(config))
+    if run.open() == "complete":
+        return json.loads((out / "zipf.json").read_text())
+    t0 = time.perf_counter()
+    context = token_context(losses_dir, samples["row"].tolist(), context_tokens=40)
+    write_parquet(out / "samples.parquet", samples.assign(**context[["context", "token"]]))
+    grads_file = out / "grads.npy"
+    if not grads_file.exists():
+        done = [0]
+
+        def tick(m: int) -> None:
+            done[0] += m
+            if progress is not None:
+                progress(done[0], len(samples))
+
+        info = per_token_gradients(
+            net,
+            corpus,
+            samples,
+            grads_file,
+            param_filter=param_filter,
+            projection_dim=projection_dim,
+            seed=seed,
+            progress=tick,
+        )
+        write_json(out / "grads.json", info)
+    sim = cosine_similarity(np.load(grads_file, mmap_mode="r"), center=center)
+    labels = spectral_sweep(affinity(sim, transform), ks, assign=assign, seed=seed)
+    write_parquet(
+        out / "labels.parquet",
+        pd.DataFrame(
+            {"sample": np.arange(len(samples)), **{f"K{k}": v for k, v in labels.items()}}
+        ),
+    )
+    table = rank_frequency(labels)
+    write_parquet(out / "rank_frequency.parquet", table)
+    write_parquet(out / "clusters.parquet", _clusters(context, labels))
+    fits = {str(k): zipf_mle(np.bincount(v), seed=seed) for k, v in labels.items()}
+    env_ranks = (min(101, len(samples) // 10 + 1), min(1000, int(table["rank"].max())))
+    try:
+        env = envelope_slope(table, env_ranks)
+    except QuantaInputError:
+        env = None
+    result = {
+        "zipf": fits,
+        "envelope_slope": env,
+        "envelope_ranks": env_ranks,
+        "n_samples": len(samples),
+        "model": spec["name"],
+    }
+    write_json(out / "zipf.json", result)
+    plots.save_figure(plots.rank_frequency_figure(table, fits), out / "rank_frequency.png")
+    run.write_manifest(
+        status="complete", wall_seconds=time.perf_counter() - t0, extra={"n_samples": len(samples)}
+    )
+    return result
+
+
+def _clusters(context: pd.DataFrame, labels: dict[int, np.ndarray]) -> pd.DataFrame:
+    """One row per cluster of every K: rank by size, size, its five most common tokens."""
+    rows = []
+    tokens = context["token"].to_numpy()
+    for k, lab in labels.items():
+        sizes = np.bincount(lab)
+        order = np.argsort(-sizes, kind="stable")
+        for rank, c in enumerate(order, start=1):
+            members = np.flatnonzero(lab == c)
+            top = pd.Series(tokens[members]).value_counts().head(5)
+            rows.append(
+                {
+                    "K": k,
+                    "cluster": int(c),
+                    "rank": rank,
+                    "size": int(sizes[c]),
+                    "top_tokens": [f"{t!r}×{m}" for t, m in top.items()],
+                }
+            )
+    return pd.DataFrame(rows)
