@@ -253,3 +253,51 @@ def test_qdg_run_bad_input(losses_dir, tmp_path, extra, message):
     res = CliRunner().invoke(app, [*base, "--ks", "3,6", "--quiet", *extra])
     assert res.exit_code == 2 and message in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1 and not out.exists()
+
+
+# --------------------------------------------------------------------------- planted truth
+
+
+def test_toy_model_planted_truth_scores_and_bias():
+    from quanta.qdg.validate import compare_affinities, score, toy_vectors
+
+    v, truth = toy_vectors(800, 20, 500, 0.3, alpha=0.5, seed=0)
+    table = compare_affinities(v, truth, seed=0)
+    relu = table[(table["affinity"] == "relu") & (table["assign"] == "kmeans")].iloc[0]
+    assert relu["ari"] == pytest.approx(1.0) and relu["purity"] == pytest.approx(1.0)
+    assert relu["zipf_recovered"] == pytest.approx(relu["zipf_true"], abs=1e-9)
+    # Heavy noise: the paper's angular transform degrades far more than relu (PAPER.md §5).
+    v, truth = toy_vectors(1000, 30, 1000, 2.0, seed=0)
+    noisy = compare_affinities(v, truth, assigns=("kmeans",), seed=0).set_index("affinity")
+    assert noisy.loc["relu", "ari"] > 0.9 > 0.5 > noisy.loc["angular", "ari"]
+    assert score(np.array([0, 0, 1, 1]), np.array([5, 5, 7, 7])) == {
+        "ari": 1.0,
+        "nmi": 1.0,
+        "purity": 1.0,
+    }
+
+
+def test_parity_gradients_have_one_row_per_sample_with_its_subtask():
+    from quanta.parity import ParityConfig
+    from quanta.qdg.validate import parity_gradients
+
+    cfg = ParityConfig(
+        n_tasks=5, n_bits=8, widths=(16,), steps=50, batch_size=64, test_per_task=8, eval_points=2
+    )
+    g, truth = parity_gradients(cfg, samples_per_task=4)
+    assert g.shape == (20, (5 + 8 + 1) * 16 + 2 * 16 + 2) and truth.tolist() == sorted(truth)
+    assert np.isfinite(g).all()
+
+
+def test_validate_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from quanta.cli import app
+
+    args = ["qdg", "validate", "--samples", "300", "--subtasks", "10", "--dims", "50"]
+    res = CliRunner().invoke(app, [*args, "--sigmas", "0.2", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "best on average" in res.output
+    assert len(pd.read_parquet(tmp_path / "validate.parquet")) == 6
+    bad = CliRunner().invoke(app, ["qdg", "validate", "--source", "pile", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "'source'" in bad.output
