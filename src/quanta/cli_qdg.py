@@ -172,3 +172,16 @@ def qdg_validate(
         f"best on average: {aff} + {how} (mean ARI {float(mean.iloc[0]):.3f}); "
         f"{out_dir / 'validate.parquet'}"
     )
+
+
+@qdg_app.command("report")
+@user_errors
+def qdg_report(
+    qdg_dir: Path = typer.Argument(..., help="A 'quanta qdg run' directory."),
+    k: int | None = typer.Option(None, "--k", help="Which K [the largest clustered]."),
+    per_cluster: int = typer.Option(20, help="Samples shown per cluster."),
+) -> None:
+    """Write a self-contained HTML page to browse the clusters of one K (offline)."""
+    from quanta.qdg.browser import write_browser
+
+    out.print(str(write_browser(qdg_dir, k=k, per_cluster=per_cluster)))

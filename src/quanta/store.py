@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+# mkstemp creates 0600 files; results should get the usual permissions (0666 minus umask).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -57,6 +60,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

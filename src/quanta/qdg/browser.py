@@ -1,0 +1,106 @@
+"""A self-contained HTML page for browsing QDG clusters (no network, no JavaScript).
+
+Clusters of one K are listed by size, each a ``<details>`` block with its size, rank, top
+tokens and samples: the context with the predicted token highlighted and newlines made visible
+(``↵``). The rank-frequency figure is embedded as a data URI.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from quanta._validation import QuantaInputError, check_int
+
+__all__ = ["write_browser"]
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+h1 { font-size: 1.4em; } summary { cursor: pointer; padding: .3em 0; }
+.size { font-weight: bold; } .top { color: #555; font-family: monospace; }
+pre.sample { background: #f6f6f6; padding: .4em .6em; margin: .3em 0; white-space: pre-wrap;
+  word-break: break-all; border-left: 3px solid #ccc; }
+mark { background: #ffd54f; outline: 1px solid #e0a800; }
+.nl { color: #aaa; } img { max-width: 36em; } table { border-collapse: collapse; }
+td, th { padding: .1em .6em; text-align: right; }
+"""
+
+
+def _show(text: str) -> str:
+    """HTML-escaped text with visible newlines and tabs."""
+    out = html.escape(text)
+    return out.replace("\n", '<span class="nl">↵</span>\n').replace(
+        "\t", '<span class="nl">→</span>\t'
+    )
+
+
+def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int = 20) -> Path:
+    """Write ``QDG_DIR/clusters_K<k>.html`` (default: the largest K) and return its path."""
+    qdg_dir = Path(qdg_dir)
+    for name in ("samples.parquet", "labels.parquet", "zipf.json"):
+        if not (qdg_dir / name).exists():
+            raise QuantaInputError(
+                f"'{qdg_dir}' holds no finished QDG run (no {name}); run 'quanta qdg run' first."
+            )
+    per_cluster = check_int(per_cluster, "per_cluster", "quanta qdg report", low=1)
+    samples = pd.read_parquet(qdg_dir / "samples.parquet")
+    labels = pd.read_parquet(qdg_dir / "labels.parquet")
+    ks = sorted(int(c[1:]) for c in labels.columns if c.startswith("K"))
+    k = ks[-1] if k is None else k
+    if k not in ks:
+        raise QuantaInputError(f"K = {k} was not clustered here; available: {ks}.")
+    zipf = json.loads((qdg_dir / "zipf.json").read_text())
+    fit = zipf["zipf"].get(str(k), {})
+    lab = labels[f"K{k}"].to_numpy()
+    sizes = pd.Series(lab).value_counts()
+    figure = ""
+    png = qdg_dir / "rank_frequency.png"
+    if png.exists():
+        data = base64.b64encode(png.read_bytes()).decode()
+        figure = f'<img alt="rank-frequency of cluster sizes" src="data:image/png;base64,{data}">'
+    exponent = fit.get("exponent")
+    ci = fit.get("ci")
+    fit_text = (
+        f"Zipf exponent of cluster sizes (discrete MLE): {exponent:.3f}"
+        + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        if exponent is not None
+        else f"Zipf fit: {fit.get('message', 'n/a')}"
+    )
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>QDG clusters, K = {k}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>QDG clusters of {len(samples):,} tokens ({html.escape(str(zipf.get('model')))}), "
+        f"K = {k}</h1>",
+        f"<p>{html.escape(fit_text)}. Other K: {', '.join(map(str, ks))} "
+        "(<code>quanta qdg report --k K</code>).</p>",
+        figure,
+    ]
+    for rank, (cluster, size) in enumerate(sizes.items(), start=1):
+        members = samples[lab == cluster]
+        top = members["token"].value_counts().head(5)
+        top_text = ", ".join(f"{html.escape(repr(t))}×{c}" for t, c in top.items())
+        parts.append(
+            f'<details class="cluster" id="c{cluster}"{" open" if rank <= 3 else ""}><summary>'
+            f'#{rank} <span class="size">{size} samples</span> '
+            f'<span class="top">{top_text}</span></summary>'
+        )
+        for r in members.head(per_cluster).itertuples():
+            parts.append(
+                f'<pre class="sample" title="doc {r.doc_id}, pos {r.pos}, loss {r.loss:.3f}">'
+                f"{_show(str(r.context))}<mark>{_show(str(r.token))}</mark></pre>"
+            )
+        if size > per_cluster:
+            parts.append(f"<p>… {size - per_cluster} more</p>")
+        parts.append("</details>")
+    parts.append("</body></html>")
+    from quanta.store import atomic_write
+
+    path = qdg_dir / f"clusters_K{k}.html"
+    with atomic_write(path, "w") as fh:
+        fh.write("\n".join(parts))
+    return path
