@@ -22,6 +22,7 @@ demo: $(BIN)/quanta
 	$(BIN)/quanta lm losses --suite $(OUT)/suite --corpus stdlib:test --max-docs 100 --out $(OUT)/losses
 	$(BIN)/quanta lm analyze $(OUT)/losses
 	$(BIN)/quanta qdg run $(OUT)/losses --out $(OUT)/qdg --threshold 0.7 --n 400 --ks 10,20,50,100
+	$(BIN)/quanta qdg report $(OUT)/qdg
 	$(BIN)/quanta qdg validate --samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0 --out $(OUT)/qdg-validate
 
 test: $(BIN)/quanta
