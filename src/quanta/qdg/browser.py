@@ -64,9 +64,11 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
         figure = f'<img alt="rank-frequency of cluster sizes" src="data:image/png;base64,{data}">'
     exponent = fit.get("exponent")
     ci = fit.get("ci")
+    corrected = fit.get("exponent_corrected")
     fit_text = (
         f"Zipf exponent of cluster sizes (discrete MLE): {exponent:.3f}"
-        + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        + (f", bias-corrected {corrected:.3f}" if corrected is not None else "")
+        + (f", 95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
         if exponent is not None
         else f"Zipf fit: {fit.get('message', 'n/a')}"
     )
