@@ -230,6 +230,12 @@ def test_qdg_run_end_to_end_through_the_cli(losses_dir, tmp_path):
     assert (out / "rank_frequency.png").stat().st_size > 10_000
     again = CliRunner().invoke(app, [*args, "--ks", "3,6,12", "--quiet"])
     assert again.exit_code == 0  # complete: reported again, nothing recomputed
+    sparse_out = tmp_path / "knn"
+    res = CliRunner().invoke(
+        app, [*args[:4], str(sparse_out), *args[5:], "--ks", "3,6", "--knn", "10", "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    assert pd.read_parquet(sparse_out / "labels.parquet")["K6"].nunique() == 6
 
 
 @pytest.mark.parametrize(
@@ -348,3 +354,16 @@ def test_cluster_browser_renders_offline(losses_dir, tmp_path):
         timeout=120,
     )
     assert shot.stat().st_size > 10_000
+
+
+def test_sparse_knn_affinity_recovers_planted_clusters_with_little_memory():
+    from scipy import sparse
+    from sklearn.metrics import adjusted_rand_score
+
+    from quanta.qdg.cluster import knn_affinity
+
+    g, truth = planted(n=3000, k=20, d=48, noise=0.3)
+    a = knn_affinity(g, n_neighbors=15, block=700)
+    assert sparse.issparse(a) and a.nnz <= 2 * 15 * 3000 and (a != a.T).nnz == 0
+    labels = spectral_sweep(a, [20], assign="cluster_qr", seed=0)[20]
+    assert adjusted_rand_score(truth, labels) == 1.0

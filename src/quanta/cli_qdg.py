@@ -33,6 +33,9 @@ def qdg_run(
     ),
     affinity: str = typer.Option("angular", help="angular (the paper's) | relu | shift."),
     center: bool = typer.Option(False, "--center", help="Subtract the mean gradient first."),
+    knn: int = typer.Option(
+        0, help="Sparse affinity over this many nearest neighbours (for 50k+ samples); 0 = dense."
+    ),
     ks: str = typer.Option("10,20,50,100,200", help="Cluster counts K, comma-separated."),
     assign: str = typer.Option("cluster_qr", help="cluster_qr | kmeans | discretize."),
     seed: int = typer.Option(0, help="Seed of selection, projection and clustering."),
@@ -68,6 +71,7 @@ def qdg_run(
             param_filter=param_filter,
             transform=affinity,
             center=center,
+            knn=knn,
             ks=k_list,
             assign=assign,
             seed=seed,

@@ -43,6 +43,7 @@ def run_qdg(
     param_filter: str | None = None,
     transform: str = "angular",
     center: bool = False,
+    knn: int = 0,
     ks: tuple[int, ...] = (10, 20, 50, 100, 200),
     assign: str = "cluster_qr",
     seed: int = 0,
@@ -59,6 +60,7 @@ def run_qdg(
         affinity,
         cosine_similarity,
         envelope_slope,
+        knn_affinity,
         rank_frequency,
         spectral_sweep,
         zipf_mle,
@@ -103,6 +105,7 @@ def run_qdg(
         "param_filter": param_filter,
         "affinity": transform,
         "center": center,
+        "knn": knn,
         "ks": list(ks),
         "assign": assign,
         "seed": seed,
@@ -112,6 +115,7 @@ def run_qdg(
     check_choice(assign, "assign", "quanta qdg run", ["kmeans", "cluster_qr", "discretize"])
     if projection_dim is not None:
         check_int(projection_dim, "projection_dim", "quanta qdg run", low=1)
+    check_int(knn, "knn", "quanta qdg run", low=0, high=len(samples) - 1)
     spec = manifest["config"]["models"][column]
     net = load_model(ModelRef(spec["name"], spec["source"], spec["revision"]))
     select_params(net, param_filter)
@@ -141,8 +145,12 @@ def run_qdg(
             progress=tick,
         )
         write_json(out / "grads.json", info)
-    sim = cosine_similarity(np.load(grads_file, mmap_mode="r"), center=center)
-    labels = spectral_sweep(affinity(sim, transform), ks, assign=assign, seed=seed)
+    grads = np.load(grads_file, mmap_mode="r")
+    if knn:
+        aff = knn_affinity(grads, n_neighbors=knn, transform=transform, center=center)
+    else:
+        aff = affinity(cosine_similarity(grads, center=center), transform)
+    labels = spectral_sweep(aff, ks, assign=assign, seed=seed)
     write_parquet(
         out / "labels.parquet",
         pd.DataFrame(
