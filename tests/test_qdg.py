@@ -222,6 +222,7 @@ def test_qdg_run_end_to_end_through_the_cli(losses_dir, tmp_path):
     assert res.exit_code == 0, res.output
     result = json.loads((out / "zipf.json").read_text())
     assert result["n_samples"] == 60 and set(result["zipf"]) == {"3", "6", "12"}
+    assert result["alpha_n"] is None  # lm analyze was not run on this directory
     labels = pd.read_parquet(out / "labels.parquet")
     assert [labels[f"K{k}"].nunique() for k in (3, 6, 12)] == [3, 6, 12]
     clusters = pd.read_parquet(out / "clusters.parquet")
@@ -290,8 +291,10 @@ def test_parity_gradients_have_one_row_per_sample_with_its_subtask():
     cfg = ParityConfig(
         n_tasks=5, n_bits=8, widths=(16,), steps=50, batch_size=64, test_per_task=8, eval_points=2
     )
-    g, truth = parity_gradients(cfg, samples_per_task=4)
-    assert g.shape == (20, (5 + 8 + 1) * 16 + 2 * 16 + 2) and truth.tolist() == sorted(truth)
+    g, truth = parity_gradients(cfg, n_samples=200)
+    assert g.shape == (200, (5 + 8 + 1) * 16 + 2 * 16 + 2) and truth.tolist() == sorted(truth)
+    counts = np.bincount(truth, minlength=5)
+    assert counts[0] > counts[-1]  # Zipf mixture: the first subtask is the most frequent
     assert np.isfinite(g).all()
 
 

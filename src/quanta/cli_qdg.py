@@ -38,6 +38,9 @@ def qdg_run(
     ),
     ks: str = typer.Option("10,20,50,100,200", help="Cluster counts K, comma-separated."),
     assign: str = typer.Option("cluster_qr", help="cluster_qr | kmeans | discretize."),
+    alpha_n: float | None = typer.Option(
+        None, help="Mean-loss exponent for the predicted Zipf exponent [from lm analyze]."
+    ),
     seed: int = typer.Option(0, help="Seed of selection, projection and clustering."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -74,6 +77,7 @@ def qdg_run(
             knn=knn,
             ks=k_list,
             assign=assign,
+            alpha_n=alpha_n,
             seed=seed,
             progress=lambda d, t: progress.update(bar, completed=d, total=t),
         )
@@ -90,6 +94,11 @@ def qdg_run(
             f"{fit['exponent_corrected']:.3f}" if fit.get("exponent_corrected") else "-",
         )
     out.print(table)
+    if result.get("predicted_exponent") is not None:
+        out.print(
+            f"predicted by the quantization model: 1 + α_N = {result['predicted_exponent']:.3f} "
+            f"(α_N = {result['alpha_n']:.4f} from the mean-loss fit)"
+        )
     if result["envelope_slope"] is not None:
         lo, hi = result["envelope_ranks"]
         out.print(
@@ -109,7 +118,7 @@ def qdg_validate(
     alpha: float = typer.Option(0.5, help="toy: Zipf α of the subtask frequencies."),
     dims: str = typer.Option("1000", help="toy: dimensions d, comma-separated (a sweep)."),
     sigmas: str = typer.Option("2.0", help="toy: noise σ, comma-separated (a sweep)."),
-    per_task: int = typer.Option(30, help="parity: samples per subtask."),
+    parity_samples: int = typer.Option(600, help="parity: samples from the Zipf mixture."),
     center: bool = typer.Option(False, "--center", help="Subtract the mean vector first."),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
@@ -150,7 +159,7 @@ def qdg_validate(
             eval_points=5,
             seed=seed,
         )
-        g, truth = parity_gradients(cfg, samples_per_task=per_task, seed=seed)
+        g, truth = parity_gradients(cfg, n_samples=parity_samples, seed=seed)
         frames.append(compare_affinities(g, truth, center=center, seed=seed))
     table = pd.concat(frames, ignore_index=True)
     write_parquet(out_dir / "validate.parquet", table)

@@ -78,7 +78,13 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
         f"<title>QDG clusters, K = {k}</title><style>{_STYLE}</style></head><body>",
         f"<h1>QDG clusters of {len(samples):,} tokens ({html.escape(str(zipf.get('model')))}), "
         f"K = {k}</h1>",
-        f"<p>{html.escape(fit_text)}. Other K: {', '.join(map(str, ks))} "
+        f"<p>{html.escape(fit_text)}"
+        + (
+            f"; the quantization model predicts 1 + α_N = {zipf['predicted_exponent']:.3f}"
+            if zipf.get("predicted_exponent") is not None
+            else ""
+        )
+        + f". Other K: {', '.join(map(str, ks))} "
         "(<code>quanta qdg report --k K</code>).</p>",
         figure,
     ]

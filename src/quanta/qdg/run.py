@@ -46,10 +46,15 @@ def run_qdg(
     knn: int = 0,
     ks: tuple[int, ...] = (10, 20, 50, 100, 200),
     assign: str = "cluster_qr",
+    alpha_n: float | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run QDG with the ``model``-th smallest model of a ``quanta lm losses`` directory."""
+    """Run QDG with the ``model``-th smallest model of a ``quanta lm losses`` directory.
+
+    The quantization model predicts cluster sizes ∝ rank^−(1+α_N); ``alpha_n`` defaults to the
+    mean-loss exponent fitted by ``quanta lm analyze`` on the same directory, if present.
+    """
     from quanta import plots
     from quanta.lm.corpus import load_corpus
     from quanta.lm.curves import load_losses, token_context
@@ -166,7 +171,13 @@ def run_qdg(
         env = envelope_slope(table, env_ranks)
     except QuantaInputError:
         env = None
+    if alpha_n is None:  # the mean-loss exponent of 'quanta lm analyze', when it was run
+        summary = losses_dir / "analysis" / "analysis.json"
+        if summary.exists():
+            alpha_n = (json.loads(summary.read_text()).get("fit") or {}).get("alpha")
     result = {
+        "alpha_n": alpha_n,
+        "predicted_exponent": None if alpha_n is None else 1.0 + float(alpha_n),
         "zipf": fits,
         "envelope_slope": env,
         "envelope_ranks": env_ranks,

@@ -91,11 +91,12 @@ def compare_affinities(
 
 
 def parity_gradients(
-    cfg: Any, *, samples_per_task: int = 20, member: int = -1, seed: int = 0
+    cfg: Any, *, n_samples: int = 600, member: int = -1, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train ``cfg`` (a :class:`quanta.parity.ParityConfig`) and return per-sample gradients
-    of one member's loss (default: the widest) on ``samples_per_task`` fresh samples of every
-    subtask, with each sample's true subtask. Gradients are of all weights and biases."""
+    of one member's loss (default: the widest) on ``n_samples`` fresh samples drawn from the
+    task's Zipf mixture (so the true cluster sizes follow the Zipf law), sorted by subtask,
+    with each sample's true subtask. Gradients are of all weights and biases."""
     import torch
     from torch.func import functional_call, grad, vmap
 
@@ -105,7 +106,8 @@ def parity_gradients(
     net = result.model.member_modules()[member]
     task = cfg.make_task()
     gen = torch.Generator().manual_seed(seed)
-    batch = task.per_task_set(samples_per_task, generator=gen)
+    batch = task.sample_compact(check_int(n_samples, "n_samples", _OWNER, low=2), generator=gen)
+    batch = batch.select(torch.argsort(batch.task, stable=True))
     x, y, t = batch.dense(task.n_tasks), batch.y, batch.task
     params = {k: v.detach() for k, v in net.named_parameters()}
 
