@@ -137,7 +137,8 @@ def test_planted_partition_is_recovered_exactly(transform, assign):
     from sklearn.metrics import adjusted_rand_score
 
     g, truth = planted()
-    a = affinity(cosine_similarity(g, block=500), transform)
+    norms = np.linalg.norm(g, axis=1)
+    a = affinity(cosine_similarity(g, block=500), transform, norms=norms)
     labels = spectral_sweep(a, [3, 12, 30], assign=assign, seed=0)
     assert set(labels) == {3, 12, 30}
     assert adjusted_rand_score(truth, labels[12]) == 1.0
@@ -192,6 +193,8 @@ def test_clustering_bad_input():
         affinity(np.triu(cosine_similarity(g)), "relu")
     with pytest.raises(ValueError, match="'affinity'"):
         affinity(cosine_similarity(g), "cosh")
+    with pytest.raises(QuantaInputError, match="needs one gradient norm per sample"):
+        affinity(cosine_similarity(g), "relu_norm")
     with pytest.raises(QuantaInputError, match="needs ≥ 2 clusters"):
         zipf_mle(np.array([5]))
 
@@ -307,7 +310,7 @@ def test_validate_cli(tmp_path):
     res = CliRunner().invoke(app, [*args, "--sigmas", "0.2", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "best on average" in res.output
-    assert len(pd.read_parquet(tmp_path / "validate.parquet")) == 6
+    assert len(pd.read_parquet(tmp_path / "validate.parquet")) == 8
     bad = CliRunner().invoke(app, ["qdg", "validate", "--source", "pile", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "'source'" in bad.output
 

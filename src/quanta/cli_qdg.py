@@ -31,7 +31,9 @@ def qdg_run(
     param_filter: str | None = typer.Option(
         None, help="Regex of parameter names [all but embeddings, unembedding, layer norms]."
     ),
-    affinity: str = typer.Option("angular", help="angular (the paper's) | relu | shift."),
+    affinity: str = typer.Option(
+        "angular", help="angular (the paper's) | relu | shift | relu_norm."
+    ),
     center: bool = typer.Option(False, "--center", help="Subtract the mean gradient first."),
     knn: int = typer.Option(
         0, help="Sparse affinity over this many nearest neighbours (for 50k+ samples); 0 = dense."

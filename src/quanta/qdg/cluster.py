@@ -5,7 +5,8 @@ Zipf law of cluster sizes.
   (memory-mapped) array, optionally centered first (real gradients share a common direction).
 * :func:`affinity` — an explicit transform of cosine C, recorded by name: ``angular``
   1 − arccos(C)/π (the paper's; C clipped to [−1, 1] first), ``relu`` max(C, 0), ``shift``
-  (1 + C)/2; checked symmetric, finite and non-negative.
+  (1 + C)/2, ``relu_norm`` relu(C)·|g_i||g_j| (norm-weighted); checked symmetric, finite and
+  non-negative.
 * :func:`spectral_sweep` — the spectral embedding is computed **once** for the largest K
   (scikit-learn's ``spectral_embedding``, the same call ``SpectralClustering`` makes) and its
   leading K columns are labelled for every K (``kmeans`` with ``n_init``, ``cluster_qr`` or
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 _OWNER = "quanta qdg cluster"
-AFFINITIES = ("angular", "relu", "shift")
+AFFINITIES = ("angular", "relu", "shift", "relu_norm")
 
 
 def cosine_similarity(g: np.ndarray, *, center: bool = False, block: int = 2048) -> np.ndarray:
@@ -64,16 +65,26 @@ def cosine_similarity(g: np.ndarray, *, center: bool = False, block: int = 2048)
 
 
 def affinity(
-    sim: np.ndarray, transform: str = "angular", *, diagonal: float | None = None
+    sim: np.ndarray,
+    transform: str = "angular",
+    *,
+    diagonal: float | None = None,
+    norms: np.ndarray | None = None,
 ) -> np.ndarray:
     """Affinity from cosine similarity (see the module docstring); ``diagonal`` overwrites
-    the diagonal (``None`` keeps the transform's value)."""
+    the diagonal (``None`` keeps the transform's value). ``relu_norm`` is the |G|·|G| variant:
+    relu(C)·|g_i|·|g_j| / max|g|², weighting pairs of large gradients (needs ``norms``)."""
     transform = check_choice(transform, "affinity", _OWNER, list(AFFINITIES))
     c = np.clip(sim, -1.0, 1.0)
     if transform == "angular":
         a = 1.0 - np.arccos(c) / np.pi
-    elif transform == "relu":
+    elif transform in ("relu", "relu_norm"):
         a = np.maximum(c, 0.0)
+        if transform == "relu_norm":
+            if norms is None or len(norms) != len(sim):
+                raise QuantaInputError("The relu_norm affinity needs one gradient norm per sample.")
+            scale = np.asarray(norms, dtype=np.float64) / float(np.max(norms))
+            a = a * np.outer(scale, scale)
     else:
         a = (1.0 + c) / 2.0
     a = a.astype(np.float32, copy=False)
@@ -101,7 +112,7 @@ def knn_affinity(
     O(n · n_neighbors) instead of O(n²). Rows are compared a block at a time."""
     from scipy import sparse
 
-    transform = check_choice(transform, "affinity", _OWNER, list(AFFINITIES))
+    transform = check_choice(transform, "affinity", _OWNER, ["angular", "relu", "shift"])
     n = len(g)
     n_neighbors = check_int(n_neighbors, "n_neighbors", _OWNER, low=1, high=max(n - 1, 1))
     mean = np.asarray(g, dtype=np.float64).mean(axis=0) if center else 0.0

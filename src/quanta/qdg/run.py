@@ -154,7 +154,15 @@ def run_qdg(
     if knn:
         aff = knn_affinity(grads, n_neighbors=knn, transform=transform, center=center)
     else:
-        aff = affinity(cosine_similarity(grads, center=center), transform)
+        norms = np.sqrt(
+            np.concatenate(
+                [
+                    (np.asarray(grads[i : i + 2048], np.float64) ** 2).sum(1)
+                    for i in range(0, len(grads), 2048)
+                ]
+            )
+        )
+        aff = affinity(cosine_similarity(grads, center=center), transform, norms=norms)
     labels = spectral_sweep(aff, ks, assign=assign, seed=seed)
     write_parquet(
         out / "labels.parquet",

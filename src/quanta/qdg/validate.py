@@ -59,7 +59,7 @@ def compare_affinities(
     truth: np.ndarray,
     *,
     k: int | None = None,
-    transforms: tuple[str, ...] = ("angular", "relu", "shift"),
+    transforms: tuple[str, ...] = ("angular", "relu", "shift", "relu_norm"),
     assigns: tuple[str, ...] = ("cluster_qr", "kmeans"),
     center: bool = False,
     seed: int = 0,
@@ -70,10 +70,11 @@ def compare_affinities(
 
     k = k or len(np.unique(truth))
     sim = cosine_similarity(vectors, center=center)
+    norms = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1)
     true_fit = zipf_mle(np.bincount(truth), bootstrap=0)
     rows = []
     for transform in transforms:
-        a = affinity(sim, transform)
+        a = affinity(sim, transform, norms=norms)
         for assign in assigns:
             labels = spectral_sweep(a, [k], assign=assign, seed=seed)[k]
             fit = zipf_mle(np.bincount(labels), bootstrap=0)
