@@ -64,6 +64,16 @@ def cosine_similarity(g: np.ndarray, *, center: bool = False, block: int = 2048)
     return sim
 
 
+def _transform(sim: np.ndarray, transform: str) -> np.ndarray:
+    """angular, relu or shift of cosine similarities (clipped to [-1, 1] first)."""
+    c = np.clip(sim, -1.0, 1.0)
+    if transform == "angular":
+        return 1.0 - np.arccos(c) / np.pi
+    if transform == "relu":
+        return np.maximum(c, 0.0)
+    return (1.0 + c) / 2.0
+
+
 def affinity(
     sim: np.ndarray,
     transform: str = "angular",
@@ -75,18 +85,12 @@ def affinity(
     the diagonal (``None`` keeps the transform's value). ``relu_norm`` is the |G|·|G| variant:
     relu(C)·|g_i|·|g_j| / max|g|², weighting pairs of large gradients (needs ``norms``)."""
     transform = check_choice(transform, "affinity", _OWNER, list(AFFINITIES))
-    c = np.clip(sim, -1.0, 1.0)
-    if transform == "angular":
-        a = 1.0 - np.arccos(c) / np.pi
-    elif transform in ("relu", "relu_norm"):
-        a = np.maximum(c, 0.0)
-        if transform == "relu_norm":
-            if norms is None or len(norms) != len(sim):
-                raise QuantaInputError("The relu_norm affinity needs one gradient norm per sample.")
-            scale = np.asarray(norms, dtype=np.float64) / float(np.max(norms))
-            a = a * np.outer(scale, scale)
-    else:
-        a = (1.0 + c) / 2.0
+    a = _transform(sim, "relu" if transform == "relu_norm" else transform)
+    if transform == "relu_norm":
+        if norms is None or len(norms) != len(sim):
+            raise QuantaInputError("The relu_norm affinity needs one gradient norm per sample.")
+        scale = np.asarray(norms, dtype=np.float64) / float(np.max(norms))
+        a = a * np.outer(scale, scale)
     a = a.astype(np.float32, copy=False)
     if diagonal is not None:
         np.fill_diagonal(a, diagonal)
@@ -130,13 +134,7 @@ def knn_affinity(
         rows.append(np.repeat(idx, n_neighbors))
         cols.append(nb.ravel())
         vals.append(np.take_along_axis(sim, nb, axis=1).ravel())
-    c = np.clip(np.concatenate(vals), -1.0, 1.0)
-    if transform == "angular":
-        a = 1.0 - np.arccos(c) / np.pi
-    elif transform == "relu":
-        a = np.maximum(c, 0.0)
-    else:
-        a = (1.0 + c) / 2.0
+    a = _transform(np.concatenate(vals), transform)
     m = sparse.csr_matrix((a, (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     return m.maximum(m.T).tocsr()
 
