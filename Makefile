@@ -16,14 +16,9 @@ $(BIN)/quanta: pyproject.toml
 	touch $@
 
 demo: $(BIN)/quanta
-	$(BIN)/quanta parity train --preset cpu --out $(OUT)/parity
-	$(BIN)/quanta parity analyze $(OUT)/parity
-	$(BIN)/quanta lm suite train --preset cpu --out $(OUT)/suite
-	$(BIN)/quanta lm losses --suite $(OUT)/suite --corpus stdlib:test --max-docs 100 --out $(OUT)/losses
-	$(BIN)/quanta lm analyze $(OUT)/losses
-	$(BIN)/quanta qdg run $(OUT)/losses --out $(OUT)/qdg --threshold 0.7 --n 400 --ks 10,20,50,100
-	$(BIN)/quanta qdg report $(OUT)/qdg
-	$(BIN)/quanta qdg validate --samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0 --out $(OUT)/qdg-validate
+	# Every pipeline (theory, toy sweeps, LM suite -> losses -> analysis, QDG, validation) and
+	# one HTML report: $(OUT)/report.html. Resumable: run it again after an interruption.
+	$(BIN)/quanta reproduce --preset cpu --out $(OUT)
 
 test: $(BIN)/quanta
 	# The HTML browser test opens pages in headless Chromium (Debian's package); install it when

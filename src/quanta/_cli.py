@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 from collections.abc import Callable
@@ -12,17 +13,22 @@ from rich.console import Console
 
 from quanta._validation import QuantaInputError
 
-__all__ = ["EXTRA_ARGS", "console", "fail", "out", "user_errors"]
+__all__ = ["EXTRA_ARGS", "RAISE_ERRORS", "console", "fail", "out", "user_errors"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console(stderr=True)
 out = Console()
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+# Set by callers that run commands in-process (``quanta reproduce``): user errors then propagate
+# as exceptions, so the caller can name the stage that failed instead of exiting.
+RAISE_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("RAISE_ERRORS", default=False)
 
 
 def fail(message: str) -> typer.Exit:
     """Print one error line and return the exit-2 exception to raise."""
+    if RAISE_ERRORS.get():
+        raise QuantaInputError(message)
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
@@ -35,7 +41,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (QuantaInputError, ValueError, TypeError, OSError) as exc:
-            if os.environ.get("QUANTA_DEBUG"):
+            if os.environ.get("QUANTA_DEBUG") or RAISE_ERRORS.get():
                 raise
             raise fail(str(exc)) from None
 

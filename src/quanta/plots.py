@@ -481,3 +481,43 @@ def rank_frequency_figure(table: pd.DataFrame, fits: dict[str, Any]) -> Figure:
     _legend(ax)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- prior exponents
+
+
+def plot_prior_exponents(
+    prior: pd.DataFrame, ours: pd.DataFrame | None = None, *, ax: Axes | None = None
+) -> Axes:
+    """Published (α_N, α_D) pairs against α_D = α_N/(α_N+1) (the quantization model) and
+    α_D = α_N (PAPER.md App. E), on log axes so every pair is visible; ``ours`` (columns
+    label, alpha_N, alpha_D) adds this run's measured pairs as stars."""
+    ax = _axes(ax)
+    for study, group in prior.groupby("study", sort=False):
+        ax.scatter(group["alpha_N"], group["alpha_D"], s=18, label=str(study))
+    grid = np.geomspace(0.01, 6.0, 200)
+    ax.plot(grid, grid / (grid + 1), color="black", lw=1.2, label="α_D = α_N/(α_N+1)")
+    ax.plot(grid, grid, color="grey", ls="--", lw=1, label="α_D = α_N")
+    if ours is not None:
+        for r in ours.to_dict("records"):
+            ax.scatter(
+                [float(r["alpha_N"])],
+                [float(r["alpha_D"])],
+                marker="*",
+                s=140,
+                edgecolor="black",
+                label=str(r["label"]),
+            )
+    ax.set(xscale="log", yscale="log", xlabel="α_N (parameters)", ylabel="α_D (data)")
+    ax.set_title("published scaling exponents", fontsize=9)
+    ax.legend(fontsize=6, loc="upper left")
+    return ax
+
+
+def prior_exponents_figure(prior: pd.DataFrame, ours: pd.DataFrame | None = None) -> Figure:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    plot_prior_exponents(prior, ours, ax=ax)
+    fig.tight_layout()
+    return fig

@@ -205,6 +205,11 @@ def run_losses(
     # Check the first model is loadable before claiming the directory (no hub hang, no write).
     tokenizer = load_tokenizer(refs[0])
     run = RunDir(out, KIND, config, config_hash_dict(config))
+    tokens = None
+    if run.read_manifest() is None:  # a new run: read the corpus before writing anything
+        docs, unreadable = load_documents(corpus, max_docs=max_docs, text_field=text_field)
+        tokens = tokenize_documents(docs, tokenizer, max_len=max_len, bos=bos)
+        tokens.n_skipped_unreadable = unreadable
     status = run.open()
     if status != "complete":
         _cleanup_stale(out)
@@ -212,9 +217,10 @@ def run_losses(
     if (out / "corpus" / "corpus.json").exists():
         tokens = load_corpus(out / "corpus")
     else:
-        docs, unreadable = load_documents(corpus, max_docs=max_docs, text_field=text_field)
-        tokens = tokenize_documents(docs, tokenizer, max_len=max_len, bos=bos)
-        tokens.n_skipped_unreadable = unreadable
+        if tokens is None:  # claimed earlier but interrupted before the corpus was saved
+            docs, unreadable = load_documents(corpus, max_docs=max_docs, text_field=text_field)
+            tokens = tokenize_documents(docs, tokenizer, max_len=max_len, bos=bos)
+            tokens.n_skipped_unreadable = unreadable
         save_corpus(tokens, out / "corpus")
     rows = []
     models_file = out / "models.parquet"

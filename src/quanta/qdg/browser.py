@@ -7,13 +7,13 @@ tokens and samples: the context with the predicted token highlighted and newline
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from quanta._html import img, show_text
 from quanta._validation import QuantaInputError, check_int
 
 __all__ = ["write_browser"]
@@ -28,14 +28,6 @@ mark { background: #ffd54f; outline: 1px solid #e0a800; }
 .nl { color: #aaa; } img { max-width: 36em; } table { border-collapse: collapse; }
 td, th { padding: .1em .6em; text-align: right; }
 """
-
-
-def _show(text: str) -> str:
-    """HTML-escaped text with visible newlines and tabs."""
-    out = html.escape(text)
-    return out.replace("\n", '<span class="nl">↵</span>\n').replace(
-        "\t", '<span class="nl">→</span>\t'
-    )
 
 
 def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int = 20) -> Path:
@@ -60,8 +52,7 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
     figure = ""
     png = qdg_dir / "rank_frequency.png"
     if png.exists():
-        data = base64.b64encode(png.read_bytes()).decode()
-        figure = f'<img alt="rank-frequency of cluster sizes" src="data:image/png;base64,{data}">'
+        figure = img(png, "rank-frequency of cluster sizes")
     exponent = fit.get("exponent")
     ci = fit.get("ci")
     corrected = fit.get("exponent_corrected")
@@ -100,7 +91,7 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
         for r in members.head(per_cluster).itertuples():
             parts.append(
                 f'<pre class="sample" title="doc {r.doc_id}, pos {r.pos}, loss {r.loss:.3f}">'
-                f"{_show(str(r.context))}<mark>{_show(str(r.token))}</mark></pre>"
+                f"{show_text(str(r.context))}<mark>{show_text(str(r.token))}</mark></pre>"
             )
         if size > per_cluster:
             parts.append(f"<p>… {size - per_cluster} more</p>")

@@ -1,0 +1,169 @@
+"""`quanta reproduce` and the HTML report: the whole chain on the tiny preset, resuming, bad
+input, failing stages, and the report opened in a real (headless) browser."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from quanta.cli import app
+from quanta.reproduce import PRESETS, plan, read_stages, reproduce
+
+STAGES = [s.name for s in PRESETS["tiny"]]
+SECTIONS = ["theory", "emergence", "scaling", "alpha", "lm", "qdg", "prior", "compare"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "tiny"
+    res = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_tiny_preset_runs_every_stage_and_writes_the_report(tiny_run):
+    out, output = tiny_run
+    state = read_stages(out)
+    assert [n for n in STAGES if state[n]["status"] == "done"] == STAGES
+    for n in STAGES:  # progress display per stage, in order
+        assert f"] {n}" in output
+    page = (out / "report.html").read_text()
+    for section in SECTIONS:
+        assert f"id='{section}'" in page
+    assert "Missing" not in page
+    # self-contained: figures embedded, nothing fetched from a network
+    assert page.count("data:image/png;base64,") >= 12
+    assert not re.search(r"(src|href)=['\"]?https?:", page)
+    # numbers come from the directory: the theory table and the LM fit are the files' values
+    theory = json.loads((out / "theory" / "theory.json").read_text())
+    assert f"{theory['exponents'][0]['fitted']:.4f}" in page
+    lm = json.loads((out / "lm/losses/analysis/analysis.json").read_text())
+    assert f"{lm['fit']['alpha']:.4f}" in page
+    # every stage's command is shown, and the configs that produced the numbers
+    assert "quanta parity train --out" in page and "config of <code>toy/params</code>" in page
+    # the cluster browser is linked (relative path, beside the report)
+    link = re.search(r"href='(qdg/clusters/clusters_K\d+\.html)'", page)
+    assert link and (out / link.group(1)).is_file()
+
+
+def test_rerun_reuses_finished_stages(tiny_run):
+    out, _ = tiny_run
+    before = read_stages(out)
+    losses = (out / "lm/losses/losses.npy").stat().st_mtime_ns
+    seen = []
+    reproduce(out, "tiny", on_stage=lambda i, n, s, status: seen.append(status))
+    assert seen == ["reused"] * len(STAGES)
+    assert read_stages(out) == before
+    assert (out / "lm/losses/losses.npy").stat().st_mtime_ns == losses
+
+
+def test_report_has_the_prior_exponents_with_ardalani_unswapped(tiny_run):
+    from quanta.report import load_prior_exponents
+
+    prior = load_prior_exponents()
+    assert {"study", "year", "title", "venue", "alpha_N", "alpha_D"} <= set(prior.columns)
+    assert (prior[["alpha_N", "alpha_D"]] > 0).all().all() and prior["title"].notna().all()
+    pairs = {r.study: (r.alpha_N, r.alpha_D) for r in prior.itertuples()}
+    assert pairs["Kaplan et al."] == (0.076, 0.095)
+    assert pairs["Hoffmann et al."] == (0.34, 0.28)
+    assert pairs["Ardalani et al."] == (4.0, 0.1)  # the paper's scatter has (0.1, 4.0)
+    assert len(prior[prior["study"] == "Rosenfeld et al."]) == 9
+    page = (tiny_run[0] / "report.html").read_text()
+    assert "Ardalani et al. (2022)" in page and "swapped" in page
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tiny_run, tmp_path):
+    out, _ = tiny_run
+    runner = CliRunner()
+    res = runner.invoke(app, ["reproduce", "--preset", "huge", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "'huge'" in res.output and "cpu" in res.output
+    assert not (tmp_path / "a").exists()
+    res = runner.invoke(app, ["reproduce", "--only", "toy,llm", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "'llm'" in res.output and "qdg" in res.output
+    assert not (tmp_path / "b").exists()
+    report = (out / "report.html").read_bytes()
+    res = runner.invoke(app, ["reproduce", "--preset", "cpu", "--out", str(out)])
+    assert res.exit_code == 2 and "preset 'tiny'" in res.output
+    assert (out / "report.html").read_bytes() == report
+    res = runner.invoke(app, ["report", str(out / "theory")])
+    assert res.exit_code == 2 and "not a 'quanta reproduce' directory" in res.output
+    with pytest.raises(Exception, match="stage or group"):
+        plan("tiny", " , ")
+
+
+def test_a_failing_stage_is_named_and_the_report_marks_it(tmp_path):
+    out = tmp_path / "r"
+    args = ["reproduce", "--preset", "tiny", "--only", "lm,qdg", "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--corpus", str(tmp_path / "no-such-corpus")])
+    assert res.exit_code == 1, res.output
+    assert "stage lm-losses failed" in res.output and "no-such-corpus" in res.output
+    assert not (out / "lm" / "losses").exists()  # refused before writing anything
+    state = read_stages(out)
+    assert state["lm-suite"]["status"] == "done" and state["qdg-validate"]["status"] == "done"
+    assert state["lm-analyze"]["status"] == "skipped"
+    assert "needs stage lm-losses (failed)" in state["lm-analyze"]["message"]
+    assert state["qdg-clusters"]["status"] == "skipped"
+    page = (out / "report.html").read_text()
+    assert "stage <b>lm-losses</b> failed" in page and "no-such-corpus" in page
+    assert "stage <b>toy-params</b> was not run" in page  # not selected: marked, not hidden
+    assert "Planted-truth validation" in page and "mean ARI" in page  # the rest still renders
+    # fixing the cause and running again finishes the remaining stages only
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "lm-suite reused" in res.output
+    assert all(read_stages(out)[n]["status"] == "done" for n in ("lm-losses", "qdg-clusters"))
+
+
+def test_an_unexpected_error_keeps_its_traceback(tmp_path, monkeypatch):
+    import quanta.reproduce as rep
+
+    def boom(argv):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(rep, "_run_command", boom)
+    state = reproduce(tmp_path / "r", "tiny", only="theory")
+    assert state["theory"]["status"] == "failed"
+    assert state["theory"]["message"] == "RuntimeError: simulated crash"
+    log = (tmp_path / "r" / state["theory"]["log"]).read_text()
+    assert "Traceback" in log and "simulated crash" in log
+    assert "RuntimeError: simulated crash" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make test installs it with apt-get)")
+    page = tiny_run[0] / "report.html"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
+    dom = subprocess.run(
+        [chromium, *flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    n_images = page.read_text().count("<img ")
+    loaded = re.search(r'data-figures="(\d+)/(\d+)"', dom.stdout)
+    assert loaded, "the page's load check did not run"
+    assert int(loaded.group(1)) == int(loaded.group(2)) == n_images >= 12
+    assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
+        capture_output=True,
+        timeout=180,
+    )
+    assert shot.stat().st_size > 20_000
