@@ -17,3 +17,37 @@ def tiny_cfg() -> ParityConfig:
         eval_points=6,
         threads=1,
     )
+
+
+@pytest.fixture
+def headless_chromium():
+    """Run Debian's chromium headless on a page: ``run(page, *flags) -> CompletedProcess``.
+
+    Calling it skips the test (from that point) when chromium is not installed; ``make test``
+    installs Debian's package with apt-get when it can.
+    Console messages go to stderr (``--enable-logging=stderr``) for the caller to check.
+    """
+    import shutil
+    import subprocess
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
+
+    def run(page, *extra):
+        if binary is None:
+            pytest.skip("chromium is not installed (make test installs it with apt-get)")
+        return subprocess.run(
+            [binary, *flags, *extra, page.as_uri()], capture_output=True, text=True, timeout=180
+        )
+
+    return run

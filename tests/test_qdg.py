@@ -315,10 +315,7 @@ def test_validate_cli(tmp_path):
     assert bad.exit_code == 2 and "'source'" in bad.output
 
 
-def test_cluster_browser_renders_offline(losses_dir, tmp_path):
-    import shutil
-    import subprocess
-
+def test_cluster_browser_renders_offline(losses_dir, tmp_path, headless_chromium):
     from quanta.qdg.browser import write_browser
     from quanta.qdg.run import run_qdg
 
@@ -333,32 +330,12 @@ def test_cluster_browser_renders_offline(losses_dir, tmp_path):
     assert "↵" in text  # newlines in code contexts are visible
     with pytest.raises(QuantaInputError, match="K = 7 was not clustered"):
         write_browser(out, k=7)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (make test installs it with apt-get)")
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--enable-logging=stderr",
-        "--v=0",
-    ]
-    dom = subprocess.run(
-        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
-    )
+    dom = headless_chromium(page, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert dom.stdout.count('class="cluster"') == 6 and "<mark>" in dom.stdout
     assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr
     shot = tmp_path / "clusters.png"
-    subprocess.run(
-        [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
-        capture_output=True,
-        timeout=120,
-    )
+    headless_chromium(page, f"--screenshot={shot}", "--window-size=1200,900")
     assert shot.stat().st_size > 10_000
 
 

@@ -3,14 +3,12 @@ input, failing stages, and the report opened in a real (headless) browser."""
 
 import json
 import re
-import shutil
-import subprocess
 
 import pytest
 from typer.testing import CliRunner
 
 from quanta.cli import app
-from quanta.reproduce import PRESETS, plan, read_stages, reproduce
+from quanta.pipeline import PRESETS, plan, read_stages, reproduce
 
 STAGES = [s.name for s in PRESETS["tiny"]]
 SECTIONS = ["theory", "emergence", "scaling", "alpha", "lm", "qdg", "prior", "compare"]
@@ -117,8 +115,29 @@ def test_a_failing_stage_is_named_and_the_report_marks_it(tmp_path):
     assert all(read_stages(out)[n]["status"] == "done" for n in ("lm-losses", "qdg-clusters"))
 
 
+def test_paper_preset_without_gpu_or_hub_fails_fast_by_stage(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never download Pythia, even where one could
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the paper preset would start training")
+    out = tmp_path / "p"
+    args = ["reproduce", "--preset", "paper", "--only", "toy-params,toy-data,lm", "--out"]
+    res = CliRunner().invoke(app, [*args, str(out)])
+    assert res.exit_code == 1, res.output
+    for stage in ("toy-params", "toy-data", "lm-losses"):
+        assert f"stage {stage} failed" in res.output
+    assert "sees no CUDA GPU" in res.output and "note: stage lm-analyze skipped" in res.output
+    assert not (out / "toy").exists() and not (out / "lm").exists()  # nothing claimed
+    # with the device overridden, the LM stage gets as far as the hub, offline here
+    res = CliRunner().invoke(app, [*args, str(out), "--device", "cpu", "--only", "lm-losses"])
+    assert res.exit_code == 1 and "HF_HUB_OFFLINE" in res.output
+    assert "stage <b>lm-losses</b> failed" in (out / "report.html").read_text()
+
+
 def test_an_unexpected_error_keeps_its_traceback(tmp_path, monkeypatch):
-    import quanta.reproduce as rep
+    import quanta.pipeline as rep
 
     def boom(argv):
         raise RuntimeError("simulated crash")
@@ -132,28 +151,9 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path, monkeypatch):
     assert "RuntimeError: simulated crash" in (tmp_path / "r" / "report.html").read_text()
 
 
-def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (make test installs it with apt-get)")
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path, headless_chromium):
     page = tiny_run[0] / "report.html"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--enable-logging=stderr",
-        "--v=0",
-    ]
-    dom = subprocess.run(
-        [chromium, *flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    dom = headless_chromium(page, "--virtual-time-budget=5000", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     n_images = page.read_text().count("<img ")
     loaded = re.search(r'data-figures="(\d+)/(\d+)"', dom.stdout)
@@ -161,9 +161,31 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     assert int(loaded.group(1)) == int(loaded.group(2)) == n_images >= 12
     assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr
     shot = tmp_path / "report.png"
-    subprocess.run(
-        [chromium, *flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
-        capture_output=True,
-        timeout=180,
-    )
+    headless_chromium(page, f"--screenshot={shot}", "--window-size=1280,2000")
     assert shot.stat().st_size > 20_000
+
+
+def test_readme_python_api_block_matches_the_signatures():
+    """The README's 10-line API tour: every call binds to the real function's signature."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("<!-- api-tour -->", 2)[1].split("```python", 1)[1].split("```", 1)[0]
+    tree = ast.parse(block)
+    assert len(block.strip().splitlines()) <= 10
+    import quanta
+
+    checked = 0
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        func = call.func
+        is_api = isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+        if is_api and func.value.id == "quanta":
+            sig = inspect.signature(getattr(quanta, func.attr))
+            args = [object()] * len(call.args)
+            sig.bind(*args, **{k.arg: object() for k in call.keywords if k.arg})
+            checked += 1
+    assert checked >= 8
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = quanta.nope

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "QuantaInputError",
     "check_choice",
+    "check_device",
     "check_int",
     "check_int_sequence",
     "check_real",
@@ -135,3 +136,23 @@ def closest(word: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to ``word`` (difflib ratio >= 0.6), or ``None``."""
     hits = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return hits[0] if hits else None
+
+
+def check_device(device: str, owner: str) -> None:
+    """Refuse a CUDA device this torch build cannot see, before any work or write."""
+    if not str(device).startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise QuantaInputError(
+            f"{owner} asks for device {device!r}, but this torch build ({torch.__version__}) "
+            "sees no CUDA GPU; pass --device cpu (slow at paper scale) or install a CUDA build "
+            "of torch on a GPU machine."
+        )
+    index = str(device).partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise QuantaInputError(
+            f"{owner} asks for device {device!r}, but only {torch.cuda.device_count()} CUDA "
+            "device(s) are visible."
+        )

@@ -445,6 +445,9 @@ def reproduce_cmd(
     ),
     executor: str = typer.Option("local", help="Executor of the toy sweeps: local | ray | slurm."),
     ray_address: str | None = typer.Option(None, help="HOST:PORT of a running Ray cluster."),
+    device: str | None = typer.Option(
+        None, help="torch device of toy training and LM losses [the preset's: cpu; paper: cuda]."
+    ),
 ) -> None:
     """Run every pipeline of the paper in order (theory, toy sweeps, LM suite → losses →
     analysis, QDG → clusters → validation) and write DIR/report.html.
@@ -455,13 +458,16 @@ def reproduce_cmd(
     """
     import time
 
-    from quanta.reproduce import plan, reproduce
+    from quanta.pipeline import plan, reproduce
 
     check_choice(executor, "executor", "quanta reproduce", ["local", "ray", "slurm"])
     stages = plan(preset, only)
     extra: dict[str, list[str]] = {}
+    if device:
+        for command in ("parity train", "parity sweep", "lm losses"):
+            extra[command] = ["--device", device]
     if executor != "local":
-        extra["parity sweep"] = ["--executor", executor]
+        extra.setdefault("parity sweep", []).extend(["--executor", executor])
         if ray_address:
             extra["parity sweep"] += ["--ray-address", ray_address]
     t0 = {"stage": time.perf_counter()}

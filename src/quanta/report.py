@@ -100,6 +100,22 @@ def _read_parquet(path: Path) -> pd.DataFrame | None:
         return None
 
 
+def _frame_table(frame: pd.DataFrame, columns: dict[str, str]) -> str:
+    """``frame[columns]`` as a table: floats to 3 decimals (right-aligned), text escaped."""
+    numeric = {i for i, c in enumerate(columns) if pd.api.types.is_float_dtype(frame[c])}
+    rows = [
+        [_num(float(v)) if i in numeric else escape(str(v)) for i, v in enumerate(r)]
+        for r in frame[list(columns)].itertuples(index=False)
+    ]
+    return _table(list(columns.values()), rows, numeric)
+
+
+def _unreadable(rel: str) -> str:
+    return (
+        f'<div class="missing">Missing: <code>{escape(rel)}</code> is absent or unreadable.</div>'
+    )
+
+
 def _table(header: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
     numeric = numeric or set()
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
@@ -124,7 +140,7 @@ class _Report:
                 f"'{out}' is not a 'quanta reproduce' directory (no reproduction manifest.json); "
                 "pass the --out directory of 'quanta reproduce'."
             )
-        from quanta.reproduce import PRESETS, read_stages
+        from quanta.pipeline import PRESETS, read_stages
 
         self.manifest = manifest
         self.preset = manifest["config"]["preset"]
@@ -224,7 +240,7 @@ class _Report:
         miss = self.missing("theory")
         data = _read_json(self.out / "theory" / "theory.json")
         if miss or data is None:
-            return h + (miss or "")
+            return h + (miss or _unreadable("theory/theory.json"))
         rows = [
             [
                 _num(r["alpha"], 2),
@@ -369,7 +385,7 @@ class _Report:
         miss = self.missing("lm-losses", "lm-analyze")
         summary = _read_json(self.out / "lm/losses/analysis/analysis.json")
         if miss or summary is None:
-            return h + (miss or "")
+            return h + (miss or _unreadable("lm/losses/analysis/analysis.json"))
         a = "lm/losses/analysis"
         fit = summary.get("fit") or {}
         fit_text = (
@@ -428,7 +444,7 @@ class _Report:
         miss = self.missing("qdg-clusters")
         zipf = _read_json(self.out / "qdg/clusters/zipf.json")
         if miss or zipf is None:
-            parts.append(miss or "")
+            parts.append(miss or _unreadable("qdg/clusters/zipf.json"))
         else:
             rows = [
                 [
@@ -438,7 +454,7 @@ class _Report:
                     _num(f.get("exponent_corrected")),
                     str(f.get("n_clusters", "—")),
                 ]
-                for k, f in zipf["zipf"].items()
+                for k, f in sorted(zipf["zipf"].items(), key=lambda kv: int(kv[0]))
             ]
             pred = zipf.get("predicted_exponent")
             env = zipf.get("envelope_slope")
@@ -481,7 +497,7 @@ class _Report:
         miss_v = self.missing("qdg-validate")
         table = _read_parquet(self.out / "qdg/validate/validate.parquet")
         if miss_v or table is None:
-            parts.append(miss_v or "")
+            parts.append(miss_v or _unreadable("qdg/validate/validate.parquet"))
         else:
             mean = (
                 table.groupby(["affinity", "assign"], sort=False)[["ari", "nmi", "purity"]]
@@ -494,39 +510,31 @@ class _Report:
                 f"noise), clustered by every affinity × label assigner; scores averaged over "
                 f"{len(table.groupby(['d', 'sigma']))} (d, σ) settings. The paper's method is "
                 "angular + k-means.</p>"
-                + _table(
-                    ["affinity", "assign", "mean ARI", "mean NMI", "mean purity"],
-                    [
-                        [
-                            escape(str(r.affinity)),
-                            escape(str(r.assign)),
-                            _num(r.ari),
-                            _num(r.nmi),
-                            _num(r.purity),
-                        ]
-                        for r in mean.itertuples()
-                    ],
-                    {2, 3, 4},
+                + _frame_table(
+                    mean,
+                    {
+                        "affinity": "affinity",
+                        "assign": "assign",
+                        "ari": "mean ARI",
+                        "nmi": "mean NMI",
+                        "purity": "mean purity",
+                    },
                 )
             )
             per = table.assign(
                 setting=[f"d={d}, σ={s}" for d, s in zip(table["d"], table["sigma"], strict=True)]
             )
             parts.append(
-                _table(
-                    ["setting", "affinity", "assign", "ARI", "Zipf recovered", "Zipf true"],
-                    [
-                        [
-                            escape(str(r.setting)),
-                            escape(str(r.affinity)),
-                            escape(str(r.assign)),
-                            _num(r.ari),
-                            _num(r.zipf_recovered),
-                            _num(r.zipf_true),
-                        ]
-                        for r in per.itertuples()
-                    ],
-                    {3, 4, 5},
+                _frame_table(
+                    per,
+                    {
+                        "setting": "setting",
+                        "affinity": "affinity",
+                        "assign": "assign",
+                        "ari": "ARI",
+                        "zipf_recovered": "Zipf recovered",
+                        "zipf_true": "Zipf true",
+                    },
                 )
             )
         parts.append(self.provenance(["qdg-clusters", "qdg-validate"], ["qdg/clusters"]))
@@ -609,10 +617,10 @@ class _Report:
         val_text = "—"
         if validate is not None and len(validate):
             best = validate.groupby(["affinity", "assign"])["ari"].mean().sort_values()
-            ang = validate[validate["affinity"] == "angular"]["ari"].mean()
+            paper = best.get(("angular", "kmeans"), float("nan"))
             val_text = (
                 f"best {best.index[-1][0]} + {best.index[-1][1]}: mean ARI {best.iloc[-1]:.3f}; "
-                f"angular (the paper's): {ang:.3f}"
+                f"angular + kmeans (the paper's): {paper:.3f}"
             )
         rows = [
             ["toy α_N (parameters)", "≈ α", _num(alpha), _num(self._exponent("toy/params", "N"))],

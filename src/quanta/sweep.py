@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quanta._validation import QuantaInputError, check_choice, closest
+from quanta._validation import QuantaInputError, check_choice, check_device, closest
 from quanta.config import build_config, config_fields, config_hash, config_to_dict, normalize
 from quanta.parity.config import PRESETS, ParityConfig, paper_widths
 from quanta.store import RunDir, write_parquet
@@ -279,6 +279,9 @@ def run_sweep(
     executor = check_choice(executor, "executor", "quanta parity sweep", list(EXECUTORS))
     configs = [dataclasses.replace(c, **(runtime or {})) for c in spec.configs()]
     _preflight(executor, ray_address)
+    if executor in ("local", "submitit-local"):  # remote workers bring their own GPUs
+        for device in {c.device for c in configs}:
+            check_device(device, "quanta parity sweep")
     out = Path(out)
     sweep = RunDir(out, KIND, spec.to_dict(), _spec_hash(spec))
     status = sweep.open()

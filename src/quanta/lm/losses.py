@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quanta._validation import QuantaInputError, check_choice, check_int
+from quanta._validation import QuantaInputError, check_choice, check_device, check_int
 from quanta.lm.corpus import TokenizedCorpus
 
 __all__ = ["next_token_targets", "paper_token_losses", "run_losses", "token_losses"]
@@ -202,6 +202,7 @@ def run_losses(
         "dtype": dtype,
     }
     out = Path(out)
+    check_device(device, "quanta lm losses")
     # Check the first model is loadable before claiming the directory (no hub hang, no write).
     tokenizer = load_tokenizer(refs[0])
     run = RunDir(out, KIND, config, config_hash_dict(config))

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from quanta._validation import check_device
 from quanta.config import config_hash, config_to_dict
 from quanta.parity.config import ParityConfig
 from quanta.parity.train import TrainState, summarize, train_parity
@@ -61,6 +62,7 @@ def run_parity(
     ``on_start(step)`` is called once with the step training starts from (0, or the resumed
     step) before any training, so a progress display can start at the right place.
     """
+    check_device(cfg.device, "quanta parity train")
     run = open_parity_run(cfg, out)
     status = run.open()
     if status == "complete":

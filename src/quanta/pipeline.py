@@ -100,17 +100,9 @@ def _toy(train: str, data: str, alpha: str) -> tuple[Stage, ...]:
 
 
 _ANALYZE = "parity analyze {out}/toy/%s"
-_LM_ANALYZE = Stage(
-    "lm-analyze",
-    "lm",
-    "mean loss vs N, p(L), monogenic / polygenic tokens",
-    (_cmd("lm analyze {out}/lm/losses"),),
-    "lm/losses/analysis/analysis.json",
-    needs=("lm-losses",),
-)
 
 
-def _lm(suite: str | None, losses: str) -> tuple[Stage, ...]:
+def _lm(suite: str | None, losses: str, analyze: str = "") -> tuple[Stage, ...]:
     stages = []
     needs: tuple[str, ...] = ()
     suite_arg = "pythia"
@@ -140,11 +132,20 @@ def _lm(suite: str | None, losses: str) -> tuple[Stage, ...]:
             needs=needs,
         )
     )
-    stages.append(_LM_ANALYZE)
+    stages.append(
+        Stage(
+            "lm-analyze",
+            "lm",
+            "mean loss vs N, p(L), monogenic / polygenic tokens",
+            (_cmd(f"lm analyze {{out}}/lm/losses {analyze}"),),
+            "lm/losses/analysis/analysis.json",
+            needs=("lm-losses",),
+        )
+    )
     return tuple(stages)
 
 
-def _qdg(run: str, validate: str) -> tuple[Stage, ...]:
+def _qdg(run: str, validate: str, report: str = "") -> tuple[Stage, ...]:
     return (
         Stage(
             "qdg-clusters",
@@ -152,7 +153,7 @@ def _qdg(run: str, validate: str) -> tuple[Stage, ...]:
             "QDG: gradients → similarity → spectral clusters → Zipf fit; cluster browser",
             (
                 _cmd(f"qdg run {{out}}/lm/losses --out {{out}}/qdg/clusters {run}"),
-                _cmd("qdg report {out}/qdg/clusters"),
+                _cmd(f"qdg report {{out}}/qdg/clusters {report}"),
             ),
             "qdg/clusters/zipf.json",
             needs=("lm-losses", "lm-analyze"),
@@ -189,10 +190,11 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
     "paper": (
         _THEORY,
         *_toy("--preset paper", "--preset paper", "--preset paper"),
-        *_lm(None, "--max-docs 20000 --device cuda"),
+        *_lm(None, "--max-docs 20000 --device cuda", "--fit-models 0,1,2,3,4,5"),
         *_qdg(
             "--threshold 0.1 --every 50 --n 10000 --ks 10,20,50,100,200,400,800,1500",
             "--samples 10000 --subtasks 1000 --dims 1000 --sigmas 2.0",
+            "--k 400",
         ),
     ),
     # Seconds per stage: a smoke test of the whole chain (used by the tests).
