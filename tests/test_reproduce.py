@@ -136,6 +136,30 @@ def test_paper_preset_without_gpu_or_hub_fails_fast_by_stage(tmp_path, monkeypat
     assert "stage <b>lm-losses</b> failed" in (out / "report.html").read_text()
 
 
+def test_ctrl_c_stops_the_job_and_a_rerun_resumes(tmp_path, monkeypatch):
+    import quanta.pipeline as rep
+
+    real = rep._run_command
+
+    def interrupt_lm(argv):
+        if argv[:2] == ["lm", "losses"]:
+            raise KeyboardInterrupt
+        real(argv)
+
+    monkeypatch.setattr(rep, "_run_command", interrupt_lm)
+    out = tmp_path / "r"
+    args = ["reproduce", "--preset", "tiny", "--only", "lm", "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 130 and "Run the same command again to resume" in res.output
+    state = read_stages(out)
+    assert state["lm-suite"]["status"] == "done" and state["lm-losses"]["status"] == "interrupted"
+    assert "lm-analyze" not in state  # nothing ran after the interruption
+    monkeypatch.setattr(rep, "_run_command", real)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "lm-suite reused" in res.output
+    assert read_stages(out)["lm-analyze"]["status"] == "done"
+
+
 def test_an_unexpected_error_keeps_its_traceback(tmp_path, monkeypatch):
     import quanta.pipeline as rep
 

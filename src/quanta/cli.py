@@ -485,7 +485,15 @@ def reproduce_cmd(
         else:
             failed.append(stage.name)
 
-    state = reproduce(out_dir, preset, only=only, corpus=corpus, extra=extra, on_stage=on_stage)
+    try:
+        state = reproduce(out_dir, preset, only=only, corpus=corpus, extra=extra, on_stage=on_stage)
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted; finished stages are kept in '{out_dir}'. Run the same command again "
+            "to resume.",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     table = Table(title=f"quanta reproduce --preset {preset}")
     for name in ("stage", "status", "seconds"):
         table.add_column(name, justify="right")

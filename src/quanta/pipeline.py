@@ -261,6 +261,8 @@ def _run_command(argv: list[str]) -> None:
             code = command.main(args=argv, prog_name="quanta", standalone_mode=False)
         except click.UsageError as exc:
             raise QuantaInputError(exc.format_message()) from None
+        except click.exceptions.Abort:  # Ctrl-C inside a command: stop the whole job
+            raise KeyboardInterrupt("interrupted") from None
     finally:
         RAISE_ERRORS.reset(token)
     if code == 130:
