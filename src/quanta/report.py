@@ -110,6 +110,15 @@ def _frame_table(frame: pd.DataFrame, columns: dict[str, str]) -> str:
     return _table(list(columns.values()), rows, numeric)
 
 
+_EXPONENTS = ["axis", "group", "fitted α", "95% CI", "theory", "points"]
+_SLOPES = ["quantity", "group", "slope", "95% CI", "theory", "points"]
+
+
+def _fit_table(header: list[str], rows: list[list[str]]) -> str:
+    """A table of fits (exponents or slopes) with their CIs; empty when there are none."""
+    return _table(header, rows, {2, 3, 4, 5}) if rows else ""
+
+
 def _unreadable(rel: str) -> str:
     return (
         f'<div class="missing">Missing: <code>{escape(rel)}</code> is absent or unreadable.</div>'
@@ -146,7 +155,6 @@ class _Report:
         self.preset = manifest["config"]["preset"]
         self.stages = read_stages(out)
         self.plan = PRESETS.get(self.preset, ())
-        self.n_figures = 0
 
     # -- stage status -----------------------------------------------------------------------
     def missing(self, *names: str) -> str | None:
@@ -193,7 +201,6 @@ class _Report:
         path = self.out / rel
         if not path.is_file():
             return f'<div class="missing">Missing figure: <code>{escape(rel)}</code></div>'
-        self.n_figures += 1
         return f"<figure>{img(path, caption)}<figcaption>{escape(caption)}</figcaption></figure>"
 
     # -- sections ---------------------------------------------------------------------------
@@ -313,11 +320,7 @@ class _Report:
             + self.figure(f"{a}/heatmaps.png", "per-subtask loss vs scale (heat maps)")
             + self.figure(f"{a}/convergence.png", "convergence step vs subtask frequency p_i")
             + self.figure(f"{a}/learned.png", "number of subtasks learned vs scale")
-            + _table(
-                ["quantity", "group", "slope", "95% CI", "theory", "points"],
-                self._slope_rows("toy/params"),
-                {2, 3, 4, 5},
-            )
+            + _fit_table(_SLOPES, self._slope_rows("toy/params"))
             + self.provenance(["toy-params"], ["toy/params"])
         )
 
@@ -340,26 +343,9 @@ class _Report:
             parts.append(miss_d)
         else:
             parts.append(self.figure("toy/data/analysis/scaling.png", "L vs D"))
-        rows = self._exponent_rows("toy/params", ("N", "S")) + self._exponent_rows(
-            "toy/data", ("D",)
-        )
-        if rows:
-            parts.append(
-                _table(
-                    ["axis", "group", "fitted α", "95% CI", "theory", "points"],
-                    rows,
-                    {2, 3, 4, 5},
-                )
-            )
-        data_slopes = self._slope_rows("toy/data")
-        if data_slopes:
-            parts.append(
-                _table(
-                    ["quantity", "group", "slope", "95% CI", "theory", "points"],
-                    data_slopes,
-                    {2, 3, 4, 5},
-                )
-            )
+        rows = self._exponent_rows("toy/params", ("N", "S"))
+        parts.append(_fit_table(_EXPONENTS, rows + self._exponent_rows("toy/data", ("D",))))
+        parts.append(_fit_table(_SLOPES, self._slope_rows("toy/data")))
         parts.append(self.provenance(["toy-params", "toy-data"], ["toy/params", "toy/data"]))
         return "".join(parts)
 
@@ -372,11 +358,7 @@ class _Report:
             h + "<p>The same fits for every Zipf exponent α of the task (the paper's Fig. 10): "
             "theory α_N = α and α_S = α/(α+1).</p>"
             + self.figure("toy/alpha/analysis/alpha_sweep.png", "fitted exponents vs α")
-            + _table(
-                ["axis", "group", "fitted α", "95% CI", "theory", "points"],
-                self._exponent_rows("toy/alpha", ("N", "S", "D")),
-                {2, 3, 4, 5},
-            )
+            + _fit_table(_EXPONENTS, self._exponent_rows("toy/alpha", ("N", "S", "D")))
             + self.provenance(["toy-alpha"], ["toy/alpha"])
         )
 
