@@ -82,6 +82,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_run, tmp_path):
     res = runner.invoke(app, ["reproduce", "--only", "toy,llm", "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "'llm'" in res.output and "qdg" in res.output
     assert not (tmp_path / "b").exists()
+    res = runner.invoke(app, ["reproduce", "--ray-address", "h:1", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "--executor ray" in res.output
+    assert not (tmp_path / "c").exists()
     report = (out / "report.html").read_bytes()
     res = runner.invoke(app, ["reproduce", "--preset", "cpu", "--out", str(out)])
     assert res.exit_code == 2 and "preset 'tiny'" in res.output

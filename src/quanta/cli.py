@@ -443,7 +443,9 @@ def reproduce_cmd(
     corpus: str = typer.Option(
         "stdlib:test", help="Corpus of the LM stages (see 'quanta lm losses --corpus')."
     ),
-    executor: str = typer.Option("local", help="Executor of the toy sweeps: local | ray | slurm."),
+    executor: str = typer.Option(
+        "local", help="Executor of the toy sweeps: local | ray | slurm | submitit-local."
+    ),
     ray_address: str | None = typer.Option(None, help="HOST:PORT of a running Ray cluster."),
     device: str | None = typer.Option(
         None, help="torch device of toy training and LM losses [the preset's: cpu; paper: cuda]."
@@ -460,7 +462,11 @@ def reproduce_cmd(
 
     from quanta.pipeline import plan, reproduce
 
-    check_choice(executor, "executor", "quanta reproduce", ["local", "ray", "slurm"])
+    check_choice(
+        executor, "executor", "quanta reproduce", ["local", "ray", "slurm", "submitit-local"]
+    )
+    if ray_address and executor != "ray":
+        raise QuantaInputError("--ray-address is used with --executor ray only.")
     stages = plan(preset, only)
     extra: dict[str, list[str]] = {}
     if device:
