@@ -13,7 +13,15 @@ from rich.console import Console
 
 from quanta._validation import QuantaInputError
 
-__all__ = ["EXTRA_ARGS", "RAISE_ERRORS", "console", "fail", "out", "user_errors"]
+__all__ = [
+    "EXTRA_ARGS",
+    "RAISE_ERRORS",
+    "console",
+    "fail",
+    "out",
+    "progress_bar",
+    "user_errors",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,3 +54,26 @@ def user_errors(fn: F) -> F:
             raise fail(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def progress_bar(*fields: str) -> Any:
+    """A rich progress display on stderr: description, bar, M/N, ``fields`` (extra text
+    columns such as ``"loss {task.fields[loss]:.4f}"``), elapsed and remaining time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn("[bold]{task.description}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(f) for f in fields),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    return Progress(*columns, console=console)

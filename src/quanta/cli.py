@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from quanta._cli import EXTRA_ARGS, console, out, user_errors
+from quanta._cli import EXTRA_ARGS, console, out, progress_bar, user_errors
 from quanta._validation import QuantaInputError, check_choice
 from quanta.cli_lm import lm_app
 from quanta.cli_qdg import qdg_app
@@ -91,15 +91,6 @@ def parity_train(
     Re-running the same command resumes an interrupted run (Ctrl-C checkpoints first) or
     reports that it is complete.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from quanta.parity.run import CURVES, run_parity
 
     cfg = _parity_config(ctx, config, preset)
@@ -109,15 +100,8 @@ def parity_train(
         interrupted["flag"] = True
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    columns = (
-        TextColumn("[bold]train[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    progress = Progress(*columns, console=console, disable=quiet)
+    progress = progress_bar("loss {task.fields[loss]:.4f}")
+    progress.disable = quiet
     bar = progress.add_task("train", total=cfg.steps, loss=float("nan"))
 
     def on_start(step: int) -> None:  # only once the directory is claimed: no bar on refusal

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from quanta._cli import console, out, user_errors
+from quanta._cli import out, progress_bar, user_errors
 from quanta._validation import QuantaInputError
 
 __all__ = ["lm_app"]
@@ -20,27 +20,6 @@ lm_app = typer.Typer(
 )
 suite_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Model suites.")
 lm_app.add_typer(suite_app, name="suite")
-
-
-def _progress(*fields: str) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = [
-        TextColumn("[bold]{task.description}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        *(TextColumn(f) for f in fields),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    return Progress(*columns, console=console)
 
 
 @suite_app.command("train")
@@ -73,7 +52,7 @@ def suite_train(
         seed=seed,
         threads=threads,
     )
-    progress = _progress("loss {task.fields[loss]:.3f}")
+    progress = progress_bar("loss {task.fields[loss]:.3f}")
     progress.disable = quiet
     bars: dict[str, Any] = {}
 
@@ -124,7 +103,7 @@ def lm_losses(
     [n_tokens, n_models] + the token index table; resumable per model."""
     from quanta.lm.losses import run_losses
 
-    progress = _progress("{task.fields[tps]}")
+    progress = progress_bar("{task.fields[tps]}")
     progress.disable = quiet
     state: dict[str, Any] = {}
 

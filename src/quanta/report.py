@@ -155,6 +155,14 @@ class _Report:
         self.preset = manifest["config"]["preset"]
         self.stages = read_stages(out)
         self.plan = PRESETS.get(self.preset, ())
+        self._tables: dict[str, pd.DataFrame | None] = {}
+
+    def table(self, rel: str | Path) -> pd.DataFrame | None:
+        """The Parquet table at ``rel`` in the directory (read once), or None."""
+        key = str(rel)
+        if key not in self._tables:
+            self._tables[key] = _read_parquet(self.out / key)
+        return self._tables[key]
 
     # -- stage status -----------------------------------------------------------------------
     def missing(self, *names: str) -> str | None:
@@ -273,7 +281,7 @@ class _Report:
         )
 
     def _exponent_rows(self, rel: str, axes: tuple[str, ...]) -> list[list[str]]:
-        exps = _read_parquet(self.out / rel / "analysis" / "exponents.parquet")
+        exps = self.table(f"{rel}/analysis/exponents.parquet")
         if exps is None:
             return []
         rows = []
@@ -292,7 +300,7 @@ class _Report:
         return rows
 
     def _slope_rows(self, rel: str) -> list[list[str]]:
-        slopes = _read_parquet(self.out / rel / "analysis" / "slopes.parquet")
+        slopes = self.table(f"{rel}/analysis/slopes.parquet")
         if slopes is None:
             return []
         return [
@@ -399,7 +407,7 @@ class _Report:
             self.figure(f"{a}/loss_distribution.png", "p(L) and L·p(L) of per-token losses"),
             self.figure(f"{a}/token_curves.png", "per-token loss vs scale"),
         ]
-        ex = _read_parquet(self.out / a / "examples.parquet")
+        ex = self.table(f"{a}/examples.parquet")
         if ex is not None and len(ex):
             labels = [escape(str(m["label"])) for m in models]
             ex_rows = [
@@ -477,7 +485,7 @@ class _Report:
             ]
         parts.append("<h3>Planted-truth validation (appendix D)</h3>")
         miss_v = self.missing("qdg-validate")
-        table = _read_parquet(self.out / "qdg/validate/validate.parquet")
+        table = self.table("qdg/validate/validate.parquet")
         if miss_v or table is None:
             parts.append(miss_v or _unreadable("qdg/validate/validate.parquet"))
         else:
@@ -532,7 +540,7 @@ class _Report:
         return pd.DataFrame(rows, columns=["label", "alpha_N", "alpha_D"])
 
     def _exponent(self, rel: str, axis: str, key: str = "exponent") -> float | None:
-        exps = _read_parquet(self.out / rel / "analysis" / "exponents.parquet")
+        exps = self.table(f"{rel}/analysis/exponents.parquet")
         if exps is None:
             return None
         sel = exps[(exps["fit"] == "power") & (exps["axis"] == axis) & exps["success"]]
@@ -574,12 +582,12 @@ class _Report:
         cfg = _read_json(self.out / "toy/params/manifest.json")
         if cfg:
             alpha = float(cfg.get("config", {}).get("alpha", alpha))
-        slopes = _read_parquet(self.out / "toy/params/analysis/slopes.parquet")
+        slopes = self.table("toy/params/analysis/slopes.parquet")
         conv = None
         if slopes is not None:
             sel = slopes[slopes["quantity"] == "convergence_step_vs_p"]
             conv = float(sel["slope"].iloc[0]) if len(sel) else None
-        data_slopes = _read_parquet(self.out / "toy/data/analysis/slopes.parquet")
+        data_slopes = self.table("toy/data/analysis/slopes.parquet")
         learned_d = None
         if data_slopes is not None:
             sel = data_slopes[data_slopes["quantity"] == "learned_vs_D"]
@@ -588,14 +596,14 @@ class _Report:
         lm_alpha = (lm.get("fit") or {}).get("alpha")
         zipf = _read_json(self.out / "qdg/clusters/zipf.json") or {}
         alpha_rows = []
-        exps = _read_parquet(self.out / "toy/alpha/analysis/exponents.parquet")
+        exps = self.table("toy/alpha/analysis/exponents.parquet")
         if exps is not None:
             sel = exps[(exps["fit"] == "power") & (exps["axis"] == "N")]
             alpha_rows = [
                 f"α = {r['alpha']:g}: {_num(r['exponent']) if r['success'] else 'failed'}"
                 for r in sel.to_dict("records")
             ]
-        validate = _read_parquet(self.out / "qdg/validate/validate.parquet")
+        validate = self.table("qdg/validate/validate.parquet")
         val_text = "—"
         if validate is not None and len(validate):
             best = validate.groupby(["affinity", "assign"])["ari"].mean().sort_values()
