@@ -31,7 +31,9 @@ def planted_curves(config: ParityConfig, *, mode: str) -> pd.DataFrame:
     ``mode="N"``: members of N_PARAMS parameters; final mixture loss 3·N^-0.4; the first N/100
     subtasks learned. ``mode="S"``: one member; mixture loss 5·S^-0.3; subtask i learned from
     step 20/p_i on (convergence slope −1). ``mode="D"``: one member, a validation split whose
-    minimum sits at step 1000, where the test loss is 2·D^-0.25.
+    minimum sits at step 1000, where the test loss is 2·D^-0.25 and 2·(D/1000)^0.5 subtasks are
+    learned; at every other step (the first, the last, and the minimum of the *test* loss) a
+    different law holds: test loss 0.5·D^-0.6 and D/1000 subtasks learned.
     """
     p = zipf_probs(config.n_tasks, config.alpha)
     rows = []
@@ -45,9 +47,12 @@ def planted_curves(config: ParityConfig, *, mode: str) -> pd.DataFrame:
                 mix = 5.0 * step**-0.3
                 learned = step >= 20 / p
             else:
-                at_best = step == 1000
-                mix = 2.0 * config.n_train**-0.25 * (1.0 if at_best else 1.5)
-                learned = np.arange(config.n_tasks) < (8 if at_best else 2)
+                d = config.n_train
+                if step == 1000:  # the early-stopping step
+                    mix, n_learned = 2.0 * d**-0.25, 2 * round((d / 1000) ** 0.5)
+                else:  # lower test loss than at step 1000: a trap for the wrong step or split
+                    mix, n_learned = 0.5 * d**-0.6, d // 1000
+                learned = np.arange(config.n_tasks) < n_learned
                 rows.append((member, n_params, step, "val", -1, 0.1 + abs(np.log(step / 1000))))
             rows.append((member, n_params, step, "test", -1, mix))
             rows += [
@@ -121,11 +126,20 @@ def test_planted_data_scaling_uses_the_early_stopping_step(tmp_path):
     write_sweep(tmp_path / "sweep", configs, "data", mode="D")
     a = analyze(tmp_path / "sweep", bootstrap=100)
     assert a.experiment == "data"
+    # Step 1000 (min validation loss) holds L = 2·D^-0.25 and 2·(D/1000)^0.5 learned; every
+    # other step (first, last, min test loss) holds 0.5·D^-0.6 and D/1000 learned, so reading
+    # any other step or split gives exponent 0.6 and slope 1 instead.
     fit = row(a.exponents, axis="D", fit="power")
     assert fit["exponent"] == pytest.approx(0.25, abs=1e-6)
+    assert fit["c1"] == pytest.approx(2.0, rel=1e-6)
     assert fit["predicted"] == pytest.approx(0.4 / 1.4) and fit["group"] == "width=4"
+    assert row(a.exponents, axis="D", fit="offset")["exponent"] == pytest.approx(0.25, abs=1e-4)
     learned = row(a.slopes, quantity="learned_vs_D")
-    assert learned["n_points"] == 4 and learned["slope"] == pytest.approx(0.0)  # 8 at every D
+    assert learned["n_points"] == 4 and learned["slope"] == pytest.approx(0.5, abs=1e-9)
+    points = a.points[a.points["axis"] == "D"].sort_values("x")
+    assert points["n_learned"].tolist() == [2, 4, 8, 16]
+    heat = a.subtasks[a.subtasks["panel"] == "heat_D"]
+    assert (heat["loss"] < 0.1).groupby(heat["scale"]).sum().tolist() == [2, 4, 8, 16]
     assert a.exponents["axis"].isin(["D"]).all()  # no online run: no S, one width: no N
 
 
