@@ -4,10 +4,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from quanta._validation import QuantaInputError
-from quanta.parity import ParityConfig, summarize, train_parity
-from quanta.parity.run import CHECKPOINT, CURVES, run_parity
+from quanta.parity import ParityConfig, SparseParityTask, summarize, train_parity
+from quanta.parity.model import FusedParityMLP
+from quanta.parity.run import CHECKPOINT, CURVES, MODEL, run_parity
 from quanta.parity.train import CURVE_COLUMNS, eval_schedule
 
 
@@ -89,6 +91,94 @@ def test_fixed_dataset_mode_with_validation(tmp_path):
     last = res.curves[res.curves["step"] == 300]
     by_split = last[last["task"] == -1].pivot(index="member", columns="split", values="loss_nats")
     assert (by_split["train"] < by_split["test"]).all()
+
+
+def _row_keys(bits, task, y) -> list[bytes]:
+    """One hashable key per sample: its subtask, task bits and label."""
+    rows = torch.cat([task[:, None], bits.to(torch.int64), y[:, None]], dim=1)
+    return [r.tobytes() for r in rows.numpy()]
+
+
+def _fixed_d_cfg(**kw) -> ParityConfig:
+    # 40 task bits: a freshly drawn sample coincides with one of the D by chance with
+    # probability ~D / 2^40, so a batch that is not from the D set shows.
+    base = {
+        "n_tasks": 4,
+        "n_bits": 40,
+        "k": 2,
+        "widths": (4,),
+        "steps": 12,
+        "batch_size": 50,
+        "n_train": 120,
+        "test_per_task": 4,
+        "eval_points": 2,
+        "threads": 1,
+    }
+    return ParityConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch_size", "steps", "sizes"),
+    [
+        # Batches never straddle epochs: an epoch of 120 at batch 50 is 50, 50, then 20.
+        (120, 50, 12, [50, 50, 20]),
+        (100, 25, 12, [25, 25, 25, 25]),
+        (30, 50, 4, [30]),  # batch larger than D: every step is one whole epoch
+    ],
+)
+def test_fixed_dataset_epochs_visit_each_sample_once_reshuffled(
+    monkeypatch, n_train, batch_size, steps, sizes
+):
+    drawn, batches = [], []
+    real_dataset, real_step = SparseParityTask.dataset, FusedParityMLP.loss_and_grad
+
+    def dataset(self, n_samples, **kw):
+        drawn.append(real_dataset(self, n_samples, **kw))
+        return drawn[-1]
+
+    def loss_and_grad(self, bits, task, y, **kw):
+        batches.append(_row_keys(bits, task, y))
+        return real_step(self, bits, task, y, **kw)
+
+    monkeypatch.setattr(SparseParityTask, "dataset", dataset)
+    monkeypatch.setattr(FusedParityMLP, "loss_and_grad", loss_and_grad)
+    train_parity(_fixed_d_cfg(n_train=n_train, batch_size=batch_size, steps=steps))
+    assert len(drawn) == 1  # the D samples are drawn once, not per epoch
+    index = {key: i for i, key in enumerate(_row_keys(*drawn[0]))}
+    assert len(index) == n_train  # D distinct samples (40 bits: no accidental repeats)
+    assert len(batches) == steps and [len(b) for b in batches] == sizes * (steps // len(sizes))
+    orders = []
+    for e in range(steps // len(sizes)):
+        epoch = [key for b in batches[e * len(sizes) : (e + 1) * len(sizes)] for key in b]
+        assert all(key in index for key in epoch)  # only rows of the D-sample set
+        orders.append([index[key] for key in epoch])
+        assert sorted(orders[-1]) == list(range(n_train))  # each sample exactly once
+    assert len({tuple(o) for o in orders}) == len(orders)  # reshuffled every epoch
+
+
+def test_interrupted_fixed_dataset_run_resumes_to_identical_result(tmp_path):
+    # Stopped at step 17 = 5 epochs of 3 batches + 2: mid-epoch, so the resumed run must carry
+    # on with the same permutation from the same position, then reshuffle identically.
+    cfg = _fixed_d_cfg(widths=(4, 16), steps=30, eval_points=8, checkpoint_seconds=0.0)
+    calls = {"n": 0}
+
+    def stop_at_17() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 17
+
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 17"):
+        run_parity(cfg, tmp_path / "run", stop=stop_at_17)
+    state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    assert state.step == 17 and state.cursor == 100 and state.order is not None
+    resumed = run_parity(cfg, tmp_path / "run")
+    assert resumed.status == "resumed" and resumed.resumed_from == 17
+    fresh = train_parity(cfg)
+    pd.testing.assert_frame_equal(resumed.curves, fresh.curves)
+    assert set(fresh.curves["split"]) == {"test", "val", "train"}
+    weights = torch.load(tmp_path / "run" / MODEL, weights_only=False)["state_dict"]
+    expected = fresh.model.state_dict()
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in expected)
 
 
 def test_eval_schedule_dense_early_sparse_late():
