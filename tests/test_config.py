@@ -56,3 +56,76 @@ def test_type_errors_name_the_parameter():
 def test_auto_threads():
     assert ParityConfig(widths=(4,), batch_size=10).resolved_threads() == 1
     assert ParityConfig(threads=3).resolved_threads() == 3
+
+
+# Hashes name run directories, so a changed value orphans every existing run (no resume). These
+# were computed by the three functions that config_hash replaced: config.config_hash (parity
+# dataclasses), minisuite.config_hash_dict (LM suite, losses, QDG dicts) and sweep._spec_hash.
+_PARITY_CLI = {"widths": "4,8", "steps": "200", "alpha": "0.8", "threads": "3"}
+_LOSSES_CONFIG = {
+    "suite": "pythia",
+    "checkpoints": None,
+    "models": [{"name": "m", "source": "s", "revision": None}],
+    "corpus": "stdlib:test",
+    "max_docs": 50,
+    "max_len": 128,
+    "bos": True,
+    "text_field": "text",
+    "dtype": "float32",
+}
+
+
+def test_hash_known_answers_match_the_old_functions():
+    from pathlib import Path
+
+    from quanta.lm.minisuite import SUITE_PRESETS, MiniSuiteConfig
+    from quanta.sweep import SWEEP_PRESETS, SweepSpec, _spec_hash
+
+    parity = {
+        "cpu": build_config(ParityConfig, layers=[("p", PRESETS["cpu"])]),
+        "paper": build_config(ParityConfig, layers=[("p", PRESETS["paper"])]),
+        "cli": build_config(ParityConfig, layers=[("cli", _PARITY_CLI)]),
+    }
+    assert {k: config_hash(c) for k, c in parity.items()} == {
+        "cpu": "37550f33e86299e4",
+        "paper": "07a007053168e13c",
+        "cli": "8f03b0ecb57059de",
+    }
+    assert config_hash(MiniSuiteConfig(**SUITE_PRESETS["tiny"]).to_dict()) == "10b0185009c1f819"
+    assert config_hash(MiniSuiteConfig().to_dict()) == "0645e7c5fc76f05a"
+    assert config_hash(_LOSSES_CONFIG) == "30f39cc4aeaa36b1"
+    # The dict runs always hashed non-JSON values by str(): a Path must keep doing so.
+    assert config_hash({"losses": Path("/tmp/x"), "ks": [2, 4], "seed": 0}) == "222376ddcbe50b99"
+    assert _spec_hash(SWEEP_PRESETS[("params", "cpu")]) == "49d47d28160bacaf"
+    assert _spec_hash(SWEEP_PRESETS[("alpha", "paper")]) == "e67e4b5ce5cdf24b"
+    custom = SweepSpec({"steps": "200", "widths": "4,8"}, {"seed": [0, 1]})
+    assert _spec_hash(custom) == "dfc5de02157f1c73"
+
+
+def test_hash_is_sha256_of_canonical_json():
+    import hashlib
+
+    # Written out by hand: sorted keys, no spaces, tuples as lists.
+    blob = b'{"a":[1,2],"b":{"c":0.5,"d":"x"}}'
+    want = hashlib.sha256(blob).hexdigest()[:16]
+    assert config_hash({"b": {"d": "x", "c": 0.5}, "a": (1, 2)}) == want
+
+
+def test_hash_ignores_key_order_and_sees_every_value():
+    config = dict(_LOSSES_CONFIG)
+    shuffled = dict(reversed(list(config.items())))
+    assert list(shuffled) != list(config)
+    assert config_hash(shuffled) == config_hash(config)
+    for key, value in [("max_len", 129), ("bos", False), ("checkpoints", "final"), ("x", 1)]:
+        assert config_hash({**config, key: value}) != config_hash(config), key
+    base = ParityConfig()
+    assert config_hash(dataclasses.replace(base, alpha=0.41)) != config_hash(base)
+
+
+def test_hash_refuses_other_types():
+    with pytest.raises(
+        TypeError,
+        match=r"The 'config' parameter of config_hash must be a dataclass instance or a "
+        r"mapping\. Got list instead\.",
+    ):
+        config_hash([1, 2])

@@ -174,9 +174,47 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
-def config_hash(cfg: Any) -> str:
-    """16 hex digits of SHA-256 over the canonical JSON of the non-runtime fields."""
-    runtime = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("runtime")}
-    semantic = {k: v for k, v in config_to_dict(cfg).items() if k not in runtime}
-    blob = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
+def config_hash(config: Any) -> str:
+    """The identity of a config: 16 hex digits of SHA-256 over its canonical JSON.
+
+    Run directories are named and resumed by this value, so it must never drift: every run
+    kind (parity runs, sweeps, the LM suite, LM losses, QDG) hashes through this one function.
+
+    Parameters
+    ----------
+    config : dataclass instance or mapping
+        A dataclass config (its fields marked ``metadata={"runtime": True}`` are left out, so a
+        run can be resumed with other thread counts or devices) or a JSON-ready mapping, hashed
+        as given.
+
+    Returns
+    -------
+    str
+        16 lowercase hex digits.
+
+    Notes
+    -----
+    Canonical JSON: keys sorted at every depth, separators ``","`` and ``":"``, ASCII escapes,
+    tuples as lists, and any value JSON cannot hold (a ``Path``, say) as its ``str``.
+
+    Examples
+    --------
+    >>> config_hash({"b": 1, "a": [1, 2]})
+    '94a786c3662bc7be'
+    >>> config_hash({"a": (1, 2), "b": 1})
+    '94a786c3662bc7be'
+    """
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        runtime = {f.name for f in dataclasses.fields(config) if f.metadata.get("runtime")}
+        data = {k: v for k, v in config_to_dict(config).items() if k not in runtime}
+    elif isinstance(config, Mapping):
+        data = dict(config)
+    else:
+        raise TypeError(
+            "The 'config' parameter of config_hash must be a dataclass instance or a mapping. "
+            f"Got {type(config).__name__} instead."
+        )
+    # default=str: the dict-keyed runs (LM suite, losses, QDG) and sweeps always hashed with it;
+    # a dataclass config is all JSON values, so it never fires there and old hashes still hold.
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,6 +1,12 @@
 """Plot functions: data in, ``ax=None``, the axes out. matplotlib is imported lazily.
 
 Computing lives elsewhere; these only draw tidy tables produced by the pipelines.
+
+Nothing here touches matplotlib's global state: the backend is never set. ``plot_*`` functions
+given no axes draw on a new pyplot figure (so a notebook shows it inline); the ``*_figure(s)``
+builders, whose figures go to files, draw on bare :class:`matplotlib.figure.Figure` objects,
+outside pyplot's registry, which :meth:`~matplotlib.figure.Figure.savefig` renders with Agg
+whatever the backend, and which need no closing.
 """
 
 from __future__ import annotations
@@ -17,13 +23,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "analysis_figures",
+    "lm_figures",
     "plot_alpha_sweep",
     "plot_convergence",
     "plot_heatmap",
     "plot_learned",
+    "plot_lm_mean_loss",
+    "plot_loss_distribution",
     "plot_mean_loss",
+    "plot_prior_exponents",
     "plot_scaling",
     "plot_subtask_curves",
+    "plot_token_curves",
+    "prior_exponents_figure",
     "rank_frequency_figure",
     "save_figure",
     "subtask_figure",
@@ -34,12 +46,15 @@ __all__ = [
 def _axes(ax: Axes | None) -> Axes:
     if ax is not None:
         return ax
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt.subplots(figsize=(5, 3.5))[1]
+
+
+def _figure(**kwargs: Any) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def _legend(ax: Axes) -> None:
@@ -102,18 +117,12 @@ def plot_mean_loss(curves: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
 def subtask_figure(curves: pd.DataFrame, *, max_panels: int = 4) -> Figure:
     """Per-subtask curves of up to ``max_panels`` members (spread over widths) and the mean
     loss of all members, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     members = sorted(curves["member"].unique())
     picks = sorted(
         {members[round(i)] for i in np.linspace(0, len(members) - 1, min(max_panels, len(members)))}
     )
-    fig, axes = plt.subplots(
-        1, len(picks) + 1, figsize=(4.2 * (len(picks) + 1), 3.6), squeeze=False
-    )
+    fig = _figure(figsize=(4.2 * (len(picks) + 1), 3.6))
+    axes = fig.subplots(1, len(picks) + 1, squeeze=False)
     for ax, m in zip(axes[0], picks, strict=False):
         plot_subtask_curves(curves, int(m), ax=ax)
     plot_mean_loss(curves, ax=axes[0][-1])
@@ -121,16 +130,17 @@ def subtask_figure(curves: pd.DataFrame, *, max_panels: int = 4) -> Figure:
     return fig
 
 
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save ``fig`` as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Save ``fig`` as PNG atomically (Agg, whatever the backend); a pyplot figure is closed."""
     from quanta.store import atomic_write
 
     path = Path(path)
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+    if getattr(fig.canvas, "manager", None) is not None:  # only pyplot figures have a manager
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return path
 
 
@@ -294,18 +304,14 @@ def plot_alpha_sweep(exponents: pd.DataFrame, *, ax: Axes | None = None) -> Axes
 
 def analysis_figures(analysis: Any) -> dict[str, Figure]:
     """The figures of a :class:`quanta.parity.analyze.Analysis`, by file stem."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     figs: dict[str, Figure] = {}
     pts, exps = analysis.points, analysis.exponents
     axes_present = [a for a in ("N", "D", "S") if len(pts) and (pts["axis"] == a).any()]
     if not axes_present:
         return figs
     for name, draw in (("scaling", plot_scaling), ("learned", plot_learned)):
-        fig, axs = plt.subplots(1, len(axes_present), figsize=(5.2 * len(axes_present), 4))
+        fig = _figure(figsize=(5.2 * len(axes_present), 4))
+        axs = fig.subplots(1, len(axes_present))
         for ax, axis in zip(np.atleast_1d(axs), axes_present, strict=True):
             draw(pts, exps if name == "scaling" else analysis.slopes, axis, ax=ax)
         fig.tight_layout()
@@ -313,19 +319,22 @@ def analysis_figures(analysis: Any) -> dict[str, Figure]:
     sub = analysis.subtasks
     heat = [a for a in axes_present if len(sub) and (sub["panel"] == f"heat_{a}").any()]
     if heat:
-        fig, axs = plt.subplots(1, len(heat), figsize=(5.2 * len(heat), 4))
+        fig = _figure(figsize=(5.2 * len(heat), 4))
+        axs = fig.subplots(1, len(heat))
         for ax, axis in zip(np.atleast_1d(axs), heat, strict=True):
             plot_heatmap(sub, axis, ax=ax)
         fig.tight_layout()
         figs["heatmaps"] = fig
     if len(sub) and (sub["panel"] == "convergence").any():
-        fig, ax = plt.subplots(figsize=(5.2, 4))
+        fig = _figure(figsize=(5.2, 4))
+        ax = fig.subplots()
         plot_convergence(sub, analysis.slopes, ax=ax)
         fig.tight_layout()
         figs["convergence"] = fig
     ok = exps[(exps["fit"] == "power") & exps["success"].astype(bool)]
     if ok["alpha"].nunique() >= 2:
-        fig, ax = plt.subplots(figsize=(5.2, 4))
+        fig = _figure(figsize=(5.2, 4))
+        ax = fig.subplots()
         plot_alpha_sweep(exps, ax=ax)
         fig.tight_layout()
         figs["alpha_sweep"] = fig
@@ -335,12 +344,8 @@ def analysis_figures(analysis: Any) -> dict[str, Figure]:
 def theory_figure(curves: pd.DataFrame, exponents: pd.DataFrame) -> Figure:
     """The quantization model's simulated L(N), L(D), L(S) for every α (log-log), labelled
     with fitted vs predicted exponents (from :func:`quanta.theory.theory_table`)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axs = plt.subplots(1, 3, figsize=(14, 4))
+    fig = _figure(figsize=(14, 4))
+    axs = fig.subplots(1, 3)
     labels = {"N": "parameters N (quanta capacity)", "D": "samples D", "S": "steps S"}
     for ax, kind in zip(axs, ("N", "D", "S"), strict=True):
         for i, alpha in enumerate(dict.fromkeys(curves["alpha"])):
@@ -427,22 +432,20 @@ def plot_token_curves(analysis: Any, kind: str, *, n: int = 30, ax: Axes | None 
 
 def lm_figures(analysis: Any) -> dict[str, Figure]:
     """The figures of a :class:`quanta.lm.curves.LMAnalysis`, by file stem."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     figs: dict[str, Figure] = {}
-    fig, ax = plt.subplots(figsize=(5.2, 4))
+    fig = _figure(figsize=(5.2, 4))
+    ax = fig.subplots()
     plot_lm_mean_loss(analysis, ax=ax)
     fig.tight_layout()
     figs["mean_loss"] = fig
-    fig, axs = plt.subplots(1, 2, figsize=(11, 4))
+    fig = _figure(figsize=(11, 4))
+    axs = fig.subplots(1, 2)
     plot_loss_distribution(analysis, weighted=False, ax=axs[0])
     plot_loss_distribution(analysis, weighted=True, ax=axs[1])
     fig.tight_layout()
     figs["loss_distribution"] = fig
-    fig, axs = plt.subplots(1, 2, figsize=(11, 4))
+    fig = _figure(figsize=(11, 4))
+    axs = fig.subplots(1, 2)
     plot_token_curves(analysis, "monogenic", ax=axs[0])
     plot_token_curves(analysis, "polygenic", ax=axs[1])
     fig.tight_layout()
@@ -453,13 +456,10 @@ def lm_figures(analysis: Any) -> dict[str, Figure]:
 def rank_frequency_figure(table: pd.DataFrame, fits: dict[str, Any]) -> Figure:
     """Cluster size vs rank for every K (thin) and the envelope over K (thick), log-log, with
     each K's Zipf MLE exponent."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from matplotlib import colormaps
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    fig = _figure(figsize=(5.5, 4.2))
+    ax = fig.subplots()
     ks = sorted(k for k in table["K"].unique() if k > 0)
     cmap = colormaps["viridis"]
     for i, k in enumerate(ks):
@@ -515,9 +515,9 @@ def plot_prior_exponents(
 
 
 def prior_exponents_figure(prior: pd.DataFrame, ours: pd.DataFrame | None = None) -> Figure:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    """:func:`plot_prior_exponents` on a figure of its own."""
+    fig = _figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     plot_prior_exponents(prior, ours, ax=ax)
     fig.tight_layout()
     return fig

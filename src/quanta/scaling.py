@@ -72,11 +72,12 @@ class PowerLawFit:
         return self.c0 + self.c1 * np.asarray(x, dtype=np.float64) ** -self.alpha
 
     def plot(self, ax: Axes | None = None, *, label: str | None = None, **kwargs: Any) -> Axes:
-        """Data points and the fitted curve on log-log axes; returns the axes."""
-        if ax is None:
-            import matplotlib
+        """Data points and the fitted curve on log-log axes; returns the axes.
 
-            matplotlib.use("Agg", force=False)
+        With no ``ax`` it draws on a new pyplot figure (shown inline in a notebook); the
+        backend is left alone.
+        """
+        if ax is None:
             import matplotlib.pyplot as plt
 
             ax = plt.subplots(figsize=(4.5, 3.5))[1]

@@ -320,11 +320,8 @@ def run_sweep(
 
 
 def _spec_hash(spec: SweepSpec) -> str:
-    import hashlib
-    import json
-
-    blob = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    # The manifest's JSON form of the spec, as sweep hashes were always taken.
+    return config_hash(spec.to_dict())
 
 
 def _complete(path: str) -> bool:

@@ -183,8 +183,8 @@ def run_losses(
     """Per-token losses of every model of ``suite`` on ``corpus`` into ``out`` (resumable per
     model). ``on_model(label, n_tokens)`` announces each model; ``on_tokens(n)`` counts tokens.
     Returns the models table."""
+    from quanta.config import config_hash
     from quanta.lm.corpus import load_corpus, load_documents, save_corpus, tokenize_documents
-    from quanta.lm.minisuite import config_hash_dict
     from quanta.lm.suite import load_model, load_tokenizer, non_embedding_params, resolve_suite
     from quanta.store import RunDir, atomic_write, write_parquet
 
@@ -205,7 +205,7 @@ def run_losses(
     check_device(device, "quanta lm losses")
     # Check the first model is loadable before claiming the directory (no hub hang, no write).
     tokenizer = load_tokenizer(refs[0])
-    run = RunDir(out, KIND, config, config_hash_dict(config))
+    run = RunDir(out, KIND, config, config_hash(config))
     tokens = None
     if run.read_manifest() is None:  # a new run: read the corpus before writing anything
         docs, unreadable = load_documents(corpus, max_docs=max_docs, text_field=text_field)

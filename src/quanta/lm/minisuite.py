@@ -175,13 +175,14 @@ def train_minisuite(
 
     hf_logging.disable_progress_bar()  # our own progress display owns the terminal
 
+    from quanta.config import config_hash
     from quanta.lm.corpus import load_documents
     from quanta.lm.suite import non_embedding_params
     from quanta.store import RunDir, write_json, write_parquet
 
     out = Path(out)
     config = cfg.to_dict()
-    run = RunDir(out, KIND, config, config_hash_dict(config))
+    run = RunDir(out, KIND, config, config_hash(config))
     status = run.open()
     models_file = out / "suite.json"
     if status == "complete":
@@ -260,13 +261,6 @@ def train_minisuite(
         extra={"n_models": len(done), "n_chunks": len(chunks)},
     )
     return pd.DataFrame(done)
-
-
-def config_hash_dict(config: dict[str, Any]) -> str:
-    import hashlib
-
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _chunks(docs: list[Any], tokenizer: Any, context: int) -> np.ndarray:

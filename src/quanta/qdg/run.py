@@ -56,9 +56,9 @@ def run_qdg(
     mean-loss exponent fitted by ``quanta lm analyze`` on the same directory, if present.
     """
     from quanta import plots
+    from quanta.config import config_hash
     from quanta.lm.corpus import load_corpus
     from quanta.lm.curves import load_losses, token_context
-    from quanta.lm.minisuite import config_hash_dict
     from quanta.lm.suite import ModelRef, load_model
     from quanta.qdg.cluster import (
         AFFINITIES,
@@ -124,7 +124,7 @@ def run_qdg(
     spec = manifest["config"]["models"][column]
     net = load_model(ModelRef(spec["name"], spec["source"], spec["revision"]))
     select_params(net, param_filter)
-    run = RunDir(out, KIND, config, config_hash_dict(config))
+    run = RunDir(out, KIND, config, config_hash(config))
     if run.open() == "complete":
         return json.loads((out / "zipf.json").read_text())
     t0 = time.perf_counter()
