@@ -168,8 +168,8 @@ def spectral_sweep(
     maps = spectral_embedding(
         aff, n_components=ks[-1], eigen_solver=eigen_solver, random_state=seed, drop_first=False
     )
-    # cluster_qr and discretize are owned (below), not imported from sklearn.cluster._spectral:
-    # a private module may change or vanish in any release without a deprecation, and labels
+    # cluster_qr and discretize are owned (below), not imported from scikit-learn's private
+    # module, which may change or vanish in any release without a deprecation, and labels
     # recorded under an assigner's name must stay reproducible. Tests pin both to scikit-learn.
     out = {}
     for k in ks:
