@@ -9,8 +9,11 @@ Zipf law of cluster sizes.
   non-negative.
 * :func:`spectral_sweep` — the spectral embedding is computed **once** for the largest K
   (scikit-learn's ``spectral_embedding``, the same call ``SpectralClustering`` makes) and its
-  leading K columns are labelled for every K (``kmeans`` with ``n_init``, ``cluster_qr`` or
-  ``discretize``, scikit-learn's assigners), instead of recomputing everything per K.
+  leading K columns are labelled for every K (``kmeans`` with ``n_init``, :func:`cluster_qr` or
+  :func:`discretize`), instead of recomputing everything per K.
+* :func:`cluster_qr`, :func:`discretize` — the two non-k-means assigners of scikit-learn's
+  ``SpectralClustering``, owned here (scikit-learn keeps them in a private module); they give
+  the same labels as scikit-learn's on the same embedding (tested).
 * :func:`zipf_mle` — the exponent s of cluster sizes ∝ rank^−s by discrete maximum likelihood
   over ranks 1…K with a bootstrap CI; :func:`rank_frequency` and the envelope over K, and
   :func:`envelope_slope` — the paper's log-log OLS on the envelope, for comparison.
@@ -29,7 +32,9 @@ from quanta._validation import QuantaInputError, check_choice, check_int
 __all__ = [
     "AFFINITIES",
     "affinity",
+    "cluster_qr",
     "cosine_similarity",
+    "discretize",
     "envelope_slope",
     "knn_affinity",
     "rank_frequency",
@@ -151,7 +156,6 @@ def spectral_sweep(
     """Labels for every K in ``ks`` from one spectral embedding of the precomputed affinity
     ``aff`` (dense or sparse, symmetric, non-negative)."""
     from sklearn.cluster import KMeans
-    from sklearn.cluster._spectral import cluster_qr, discretize
     from sklearn.manifold import spectral_embedding
 
     assign = check_choice(assign, "assign", _OWNER, ["kmeans", "cluster_qr", "discretize"])
@@ -164,6 +168,9 @@ def spectral_sweep(
     maps = spectral_embedding(
         aff, n_components=ks[-1], eigen_solver=eigen_solver, random_state=seed, drop_first=False
     )
+    # cluster_qr and discretize are owned (below), not imported from scikit-learn's private
+    # module, which may change or vanish in any release without a deprecation, and labels
+    # recorded under an assigner's name must stay reproducible. Tests pin both to scikit-learn.
     out = {}
     for k in ks:
         emb = maps[:, :k]
@@ -172,9 +179,128 @@ def spectral_sweep(
         elif assign == "cluster_qr":
             labels = cluster_qr(emb)
         else:
-            labels = discretize(emb, random_state=seed)
+            labels = discretize(emb, seed=seed)
         out[k] = np.asarray(labels, dtype=np.int32)
     return out
+
+
+def cluster_qr(vectors: np.ndarray) -> np.ndarray:
+    """Labels from a spectral embedding by column-pivoted QR (Damle, Minden & Ying 2019).
+
+    The K pivots of a QR with column pivoting of ``vectorsᵀ`` are the K samples whose embedded
+    rows are the most linearly independent, one per cluster when the clusters are separated.
+    The orthogonal factor ``U Vᵀ`` of those K rows (their polar factor, from an SVD) rotates the
+    embedding so that each cluster lies along one axis; a sample's label is the axis it is
+    closest to. Deterministic: no seed, no restarts. The same algorithm as scikit-learn's
+    ``SpectralClustering(assign_labels="cluster_qr")``.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n, K)
+        The spectral embedding (``n`` samples, ``K`` clusters).
+
+    Returns
+    -------
+    ndarray of int, shape (n,)
+        Cluster labels in ``0 … K-1``.
+
+    References
+    ----------
+    A. Damle, V. Minden, L. Ying, "Simple, direct and efficient multi-way spectral
+    clustering", Information and Inference 8(1), 2019. doi:10.1093/imaiai/iay008.
+
+    Examples
+    --------
+    >>> v = np.array([[1.0, 0.1], [0.9, -0.1], [0.1, 1.0], [-0.1, 0.8]])
+    >>> cluster_qr(v).tolist()
+    [0, 0, 1, 1]
+    """
+    from scipy.linalg import qr, svd
+
+    v = np.asarray(vectors)
+    k = v.shape[1]
+    _, piv = qr(v.T, mode="r", pivoting=True)  # only the pivots are needed, not Q
+    u, _, vt = svd(v[piv[:k]].T)  # (K, K)
+    return np.abs(v @ (u @ vt).conj()).argmax(axis=1)
+
+
+def discretize(
+    vectors: np.ndarray, *, seed: int = 0, max_restarts: int = 30, max_iter: int = 20
+) -> np.ndarray:
+    """Labels from a spectral embedding by Yu & Shi's (2003) discretization.
+
+    The embedding's columns are scaled to norm √n and its rows to the unit sphere; then a
+    partition matrix X and a rotation R are alternated: X = the one-hot argmax of the rotated
+    rows, R = the orthogonal Procrustes solution mapping the rows onto X, until the relaxed
+    normalized-cut value stops changing (or after ``max_iter`` rounds). R starts from a random
+    row (``seed``) and then, greedily, the rows most orthogonal to those already taken.
+    The random draws are those of scikit-learn's ``discretize`` (a legacy ``RandomState``), so
+    the same embedding and seed give the same labels as scikit-learn.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n, K)
+        The spectral embedding (``n`` samples, ``K`` clusters); not modified.
+    seed : int, default 0
+        Seed of the first row of the initial rotation.
+    max_restarts : int, default 30
+        New random starts allowed when an SVD does not converge.
+    max_iter : int, default 20
+        Rounds of the alternation before it stops anyway.
+
+    Returns
+    -------
+    ndarray of int, shape (n,)
+        Cluster labels in ``0 … K-1``.
+
+    References
+    ----------
+    S. X. Yu, J. Shi, "Multiclass spectral clustering", ICCV 2003.
+
+    Examples
+    --------
+    >>> v = np.array([[1.0, 0.1], [0.9, -0.1], [0.1, 1.0], [-0.1, 0.8]])
+    >>> labels = discretize(v, seed=0)
+    >>> bool(labels[0] == labels[1] != labels[2] == labels[3])
+    True
+    """
+    from scipy import sparse
+
+    max_restarts = check_int(max_restarts, "max_restarts", "discretize", low=1)
+    max_iter = check_int(max_iter, "max_iter", "discretize", low=1)
+    rng = np.random.RandomState(seed)
+    x = np.array(vectors, dtype=np.float64)  # (n, K), a copy
+    n, k = x.shape
+    # The operations (and their order) follow Yu & Shi as scikit-learn writes them, so that
+    # rounding, and with it every argmax, is the same as in scikit-learn.
+    col_norms = np.array([np.linalg.norm(col) for col in x.T])  # per column: BLAS dot rounding
+    x = x / col_norms * np.sqrt(n)
+    x = x * np.where(x[0] != 0, -np.sign(x[0]), 1.0)  # each column starts ≤ 0
+    x = x / np.sqrt((x**2).sum(axis=1))[:, None]
+    for _ in range(max_restarts):
+        rot = np.zeros((k, k))
+        rot[:, 0] = x[rng.randint(n)]
+        far = np.zeros(n)
+        for j in range(1, k):
+            far += np.abs(x @ rot[:, j - 1])
+            rot[:, j] = x[far.argmin()]
+        ncut_before = 0.0
+        for step in range(1, max_iter + 2):
+            labels = (x @ rot).argmax(axis=1)
+            onehot = sparse.csc_array((np.ones(n), (np.arange(n), labels)), shape=(n, k))
+            sums = onehot.T @ x  # (K, K): the sum of each cluster's rows
+            try:
+                u, s, vt = np.linalg.svd(sums)
+            except np.linalg.LinAlgError:
+                break  # a fresh random start
+            ncut = 2.0 * (n - s.sum())
+            if abs(ncut - ncut_before) < np.finfo(float).eps or step > max_iter:
+                return labels
+            ncut_before = ncut
+            rot = vt.T @ u.T
+    raise np.linalg.LinAlgError(
+        f"discretize: the SVD did not converge in {max_restarts} random starts."
+    )
 
 
 def rank_frequency(labels: dict[int, np.ndarray]) -> pd.DataFrame:
