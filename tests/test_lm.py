@@ -1,9 +1,13 @@
 """The language-model pipeline on a tiny offline suite trained here (no hub anywhere)."""
 
+import errno
 import json
 import os
 import subprocess
 import sys
+import sysconfig
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,10 +15,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from quanta._validation import QuantaInputError
 from quanta.cli import app
-from quanta.lm.corpus import Document, load_documents, tokenize_documents
+from quanta.lm.corpus import (
+    Document,
+    load_corpus,
+    load_documents,
+    stdlib_files,
+    tokenize_documents,
+)
 from quanta.lm.curves import classify_tokens
-from quanta.lm.losses import run_losses, token_losses
+from quanta.lm.losses import HeadFallbackWarning, resolve_head, run_losses, token_losses
 from quanta.lm.minisuite import build_suite_config, train_minisuite
 from quanta.lm.suite import load_model, load_tokenizer, non_embedding_params, resolve_suite
 
@@ -89,6 +100,79 @@ def test_per_token_losses_equal_the_models_own_loss(tok_model):
         np.testing.assert_allclose(means, reference, rtol=0, atol=1e-5)
 
 
+def _reference_losses(model, corpus):
+    """Loss of every predicted token, in index-table order, by an independent route: one
+    document per forward through the model's own logits, aligned by ``(doc_id, pos)``."""
+    by_token = {}
+    with torch.no_grad():
+        for d in range(corpus.n_docs):
+            ids = torch.from_numpy(corpus.doc(d).astype(np.int64))
+            logits = model(input_ids=ids[None]).logits[0]
+            ce = torch.nn.functional.cross_entropy(logits[:-1], ids[1:], reduction="none")
+            by_token.update({(d, pos): v for pos, v in enumerate(ce.tolist(), start=1)})
+    table = corpus.index_table()
+    assert len(by_token) == len(table)
+    return np.array([by_token[k] for k in zip(table["doc_id"], table["pos"], strict=True)])
+
+
+def test_per_token_losses_match_one_document_forwards_token_by_token(tok_model):
+    tok, model = tok_model
+    docs, _ = load_documents("stdlib:test", max_docs=6)
+    cut = (30, 80, 150, 220, 300, 6000)  # characters: lengths from a few tokens to max_len
+    corpus = tokenize_documents(
+        [Document(d.name, d.text[:n]) for d, n in zip(docs, cut, strict=True)], tok, max_len=300
+    )
+    assert len(set(corpus.lengths.tolist())) >= 5  # batched together, so padding is present
+    expected = _reference_losses(model, corpus)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HeadFallbackWarning)
+        assert resolve_head(model, corpus, chunk_rows=37) == "chunked"  # what "auto" runs
+    # One padded batch of all documents, then batches of mixed composition; "chunked" raises
+    # rather than fall back, so it is the fast path that is compared here.
+    for batch_tokens in (10**6, 700):
+        ours = token_losses(model, corpus, batch_tokens=batch_tokens, chunk_rows=37, head="chunked")
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
+    full = token_losses(model, corpus, batch_tokens=10**6, head="full")
+    np.testing.assert_allclose(full, expected, rtol=0, atol=1e-5)
+
+
+def _soft_capped(model, cap=2.0):
+    """``model`` with Gemma-2-style soft-capped logits: no longer a plain linear head."""
+    forward = model.forward
+
+    def capped(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = cap * torch.tanh(out.logits / cap)
+        return out
+
+    model.forward = capped
+    return model
+
+
+def test_a_head_that_disagrees_falls_back_visibly_and_is_recorded(suite_dir, tmp_path, monkeypatch):
+    import quanta.lm.suite
+
+    real_load = quanta.lm.suite.load_model
+    monkeypatch.setattr(
+        quanta.lm.suite, "load_model", lambda *a, **k: _soft_capped(real_load(*a, **k))
+    )
+    out = tmp_path / "F"
+    with pytest.warns(HeadFallbackWarning, match="disagrees with the model's own logits") as seen:
+        models = run_losses(str(suite_dir), "stdlib:test", out, max_docs=3, max_len=64)
+    assert len(seen) == len(models) == 4 and models["head"].tolist() == ["full"] * 4
+    assert pd.read_parquet(out / "models.parquet")["head"].tolist() == ["full"] * 4
+    corpus = load_corpus(out / "corpus")
+    model = _soft_capped(real_load(resolve_suite(str(suite_dir))[0]))
+    # The fallback's losses are the capped model's own, token by token.
+    np.testing.assert_allclose(
+        np.load(out / "losses.npy")[:, 0], _reference_losses(model, corpus), rtol=0, atol=1e-5
+    )
+    with pytest.raises(QuantaInputError, match="disagrees with the model's own logits"):
+        token_losses(model, corpus, head="chunked")
+    with pytest.raises(ValueError, match=r"'head' parameter .* Got 'fast' instead"):
+        token_losses(model, corpus, head="fast")
+
+
 def test_index_table_round_trips_to_the_text(tok_model):
     tok, _ = tok_model
     docs = [Document("a", "def f(x):\n    return x + 1\n"), Document("b", "x"), Document("c", "")]
@@ -124,11 +208,24 @@ def test_corpus_formats(tmp_path):
     for name in ("c.jsonl", "c.jsonl.zst"):
         assert [d.text for d in load_documents(tmp_path / name)[0]] == ["one", "two", "three"]
     assert len(load_documents(tmp_path / "c.jsonl", max_docs=2)[0]) == 2
+
+
+def test_saved_hf_dataset_corpus(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"text": ["x y", "z"]}).save_to_disk(str(tmp_path / "hf"))
     assert [d.text for d in load_documents(tmp_path / "hf")[0]] == ["x y", "z"]
-    test, train = load_documents("stdlib:test")[0], load_documents("stdlib:train", max_docs=50)[0]
-    assert not {d.name for d in test} & {d.name for d in train}
+
+
+def test_stdlib_train_and_test_split_the_stdlib_without_overlap():
+    root = Path(sysconfig.get_paths()["stdlib"])
+    names = [p.relative_to(root).as_posix() for p in stdlib_files()]
+    test, test_skipped = load_documents("stdlib:test")
+    train, train_skipped = load_documents("stdlib:train")
+    test_names, train_names = {d.name for d in test}, {d.name for d in train}
+    assert not test_names & train_names
+    assert test_names | train_names <= set(names)
+    assert len(test) + test_skipped + len(train) + train_skipped == len(names)
+    assert test_names <= set(names[::10]) and len(test) + test_skipped == len(names[::10])
 
 
 @pytest.mark.parametrize(
@@ -157,6 +254,7 @@ def test_losses_and_analyze_end_to_end_through_the_cli(suite_dir, tmp_path):
     models = pd.read_parquet(out / "models.parquet")
     assert losses.shape == (len(index), 4) and losses.dtype == np.float32
     assert models["mean_loss"].is_monotonic_decreasing
+    assert models["head"].tolist() == ["chunked"] * 4  # the fast path ran, never the fallback
     np.testing.assert_allclose(losses.mean(axis=0), models["mean_loss"], rtol=1e-5)
     # A second run is complete; a different corpus into the same dir is refused untouched.
     before = (out / "losses.npy").read_bytes()
@@ -186,31 +284,104 @@ def test_checkpoint_suite_is_analyzed_over_steps(suite_dir, tmp_path):
     assert [m["revision"] for m in summary["models"]] == ["step1", "step6", "step40"]
 
 
-def test_losses_resume_per_model_and_disk_full_leaves_nothing_corrupt(
-    suite_dir, tmp_path, monkeypatch
+class _FillsUp:
+    """A file that takes ``room`` more bytes and then fails like a full disk: the bytes that
+    fit reach the file, the rest raises ENOSPC."""
+
+    def __init__(self, fh, room):
+        self._fh, self._room = fh, room
+
+    def write(self, data):
+        if len(data) > self._room:
+            self._fh.write(bytes(data)[: self._room])
+            self._fh.flush()
+            self._room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+def _state(path):
+    st = path.stat()
+    return path.read_bytes(), st.st_ino, st.st_mtime_ns
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="tells files apart by /proc")
+@pytest.mark.parametrize(
+    ("target", "nth", "n_columns", "n_finished"),
+    [
+        ("columns/2.npy", 1, 2, 2),  # a model's losses: models 0 and 1 are done
+        ("models.parquet", 3, 3, 2),  # its 3rd version, after model 2's column: 2 is redone
+        ("losses.npy", 1, 4, 4),  # the assembly, after every model
+    ],
+)
+def test_disk_full_mid_write_leaves_nothing_partial_and_a_rerun_completes(
+    suite_dir, tmp_path, monkeypatch, target, nth, n_columns, n_finished
 ):
-    import quanta.lm.losses as mod
+    args = ["lm", "losses", "--suite", str(suite_dir), "--max-docs", "3", "--max-len", "128"]
+    clean, out = tmp_path / "clean", tmp_path / "R"
+    assert CliRunner().invoke(app, [*args, "--quiet", "--out", str(clean)]).exit_code == 0
+    room = 1000
+    assert (clean / target).stat().st_size > room + 200  # so the disk fills mid-file
+    # The fault is in the write itself: the nth file the writer opens for `target` (its
+    # temporary file, or `target` itself if it wrote in place) fills up after `room` bytes.
+    faulty = tmp_path.resolve() / "R" / target
+    real_fdopen, opened, previous = os.fdopen, [], []
 
-    out = tmp_path / "R"
-    real = mod.token_losses
-    calls = []
+    def fdopen(fd, *a, **kw):
+        fh = real_fdopen(fd, *a, **kw)
+        where = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if where.parent == faulty.parent and faulty.name in where.name:
+            opened.append(where)
+            if len(opened) == nth:
+                previous.append((out / target).read_bytes() if (out / target).exists() else None)
+                return _FillsUp(fh, room)
+        return fh
 
-    def flaky(model, corpus, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise OSError(28, "No space left on device")
-        return real(model, corpus, **kw)
-
-    monkeypatch.setattr(mod, "token_losses", flaky)
-    with pytest.raises(OSError, match="No space left"):
-        run_losses(str(suite_dir), "stdlib:test", out, max_docs=3)
-    assert sorted(p.name for p in (out / "columns").iterdir()) == ["0.npy", "1.npy"]
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    res = CliRunner().invoke(app, [*args, "--quiet", "--out", str(out)])
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert len(opened) == nth, opened
+    assert res.exit_code == 2, res.output
+    message = f"error: [Errno 28] No space left on device: '{out / target}'"
+    assert res.output.strip().splitlines() == [message]
+    # `target` as it was before the failed write (absent, or its previous version), no
+    # temporary file left, the run still unfinished.
+    if previous[0] is None:
+        assert not (out / target).exists()
+    else:
+        assert (out / target).read_bytes() == previous[0]
+    assert [p for p in out.rglob("*") if p.name.startswith(".")] == []
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+    columns = sorted(p.name for p in (out / "columns").iterdir())
+    assert columns == [f"{i}.npy" for i in range(n_columns)]
+    finished = [f"{i}.npy" for i in range(n_finished)]
+    assert pd.read_parquet(out / "models.parquet")["model"].tolist() == list(range(n_finished))
     assert not (out / "losses.npy").exists()
-    assert not list(out.rglob("*.tmp"))
-    monkeypatch.setattr(mod, "token_losses", real)
-    calls.clear()
-    models = run_losses(str(suite_dir), "stdlib:test", out, max_docs=3)
-    assert len(models) == 4 and np.load(out / "losses.npy").shape[1] == 4
+    before = {name: _state(out / "columns" / name) for name in finished}
+    # With the fault gone a rerun completes: finished columns are reused, not rewritten.
+    again = CliRunner().invoke(app, [*args, "--quiet", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert {name: _state(out / "columns" / name) for name in finished} == before
+    assert (out / "losses.npy").read_bytes() == (clean / "losses.npy").read_bytes()
+    for i in range(4):
+        name = f"columns/{i}.npy"
+        assert (out / name).read_bytes() == (clean / name).read_bytes()
+    timing = ["seconds", "tokens_per_second"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "models.parquet").drop(columns=timing),
+        pd.read_parquet(clean / "models.parquet").drop(columns=timing),
+    )
+    assert [p for p in out.rglob("*") if p.name.startswith(".")] == []
 
 
 def test_classification_rules():

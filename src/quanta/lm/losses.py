@@ -4,8 +4,10 @@ The engine (:func:`token_losses`) sorts documents by length (so batches hold sim
 and padding is small), packs as many as fit in ``batch_tokens`` padded tokens, runs the model's
 body under ``torch.inference_mode`` and applies the output head and log-softmax in chunks of
 ``chunk_rows`` positions (512: measured fastest on a 50k vocabulary, logits of a chunk stay
-near cache size), so the ``[tokens, vocab]`` logits never exist at once. Padding is on the
-right and causal, so it changes no loss (tested) and needs no attention mask.
+near cache size), so the ``[tokens, vocab]`` logits never exist at once. That chunked head is
+checked against the model's own logits before use (:func:`resolve_head`); a model whose logits
+are not a plain linear head falls back, visibly, to full logits. Padding is on the right and
+causal, so it changes no loss (tested) and needs no attention mask.
 
 **The next-token shift lives in one place**, :func:`next_token_targets`: for inputs ``[batch,
 pos]`` the hidden state at position ``j`` predicts token ``j + 1``, so targets and losses are
@@ -19,12 +21,14 @@ On disk (:func:`run_losses`), ``DIR`` is a quanta run directory::
     columns/<i>.npy      model i's losses, written atomically when the model is done (resume)
     losses.npy           [n_tokens, n_models] float32 (or float16), row r = index row r;
                          open with numpy.load(..., mmap_mode="r")
-    models.parquet       model, name, revision, n_params (non-embedding), mean loss, tokens/s
+    models.parquet       model, name, revision, n_params (non-embedding), mean loss, tokens/s,
+                         head ("chunked" | "full": the output-head path that ran)
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,10 +39,20 @@ import pandas as pd
 from quanta._validation import QuantaInputError, check_choice, check_device, check_int
 from quanta.lm.corpus import TokenizedCorpus
 
-__all__ = ["next_token_targets", "paper_token_losses", "run_losses", "token_losses"]
+__all__ = [
+    "HEADS",
+    "HeadFallbackWarning",
+    "next_token_targets",
+    "paper_token_losses",
+    "resolve_head",
+    "run_losses",
+    "token_losses",
+]
 
 _OWNER = "quanta lm losses"
 KIND = "lm.losses"
+HEADS = ("auto", "chunked", "full")
+_HEAD_ATOL = 1e-4  # nats: chunked vs full must agree this well on the check document
 
 
 def next_token_targets(input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
@@ -72,11 +86,17 @@ def token_losses(
     *,
     batch_tokens: int = 8192,
     chunk_rows: int = 512,
+    head: str = "auto",
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Per-token cross-entropy (nats, float32) of ``model`` on every predicted token of
-    ``corpus``, in index-table order. ``progress(n)`` is called with the tokens just done."""
+    ``corpus``, in index-table order. ``progress(n)`` is called with the tokens just done.
+
+    ``head`` picks how logits are made: ``"chunked"``, ``"full"`` or ``"auto"`` (the default:
+    chunked when it agrees with the model's own logits, else full with a
+    :class:`HeadFallbackWarning`); see :func:`resolve_head`, which tells which one runs.
+    """
     import torch
 
     batch_tokens = check_int(batch_tokens, "batch_tokens", _OWNER, low=1)
@@ -87,7 +107,8 @@ def token_losses(
             f"Tokenizer/model vocabulary mismatch: the corpus has token id "
             f"{int(corpus.tokens.max())} but the model's vocabulary has {vocab} entries."
         )
-    head = _head_fn(model, corpus, device)
+    path = resolve_head(model, corpus, head=head, chunk_rows=chunk_rows, device=device)
+    losses_of = _chunked_losses if path == "chunked" else _full_losses
     rows = corpus.row_offsets()
     lengths = corpus.lengths
     out = np.empty(corpus.n_predicted, dtype=np.float32)
@@ -100,7 +121,7 @@ def token_losses(
                 n = int(lengths[d])
                 ids[b, :n] = torch.from_numpy(corpus.doc(int(d)).astype(np.int64))
                 mask[b, :n] = 1
-            losses = head(ids.to(device), mask.to(device), chunk_rows)
+            losses = losses_of(model, ids.to(device), mask.to(device), chunk_rows)
             dest = np.concatenate([np.arange(rows[d], rows[d + 1]) for d in docs])
             out[dest] = losses
             if progress is not None:
@@ -108,43 +129,131 @@ def token_losses(
     return out
 
 
-def _head_fn(model: Any, corpus: TokenizedCorpus, device: str) -> Callable[..., np.ndarray]:
-    """The loss computation: the model's body + chunked output head, verified once against
-    the model's own logits on the first document; models whose logits are not a plain linear
-    head of the body's output (e.g. soft-capped logits) fall back to full logits."""
+class HeadFallbackWarning(UserWarning):
+    """The chunked output head disagreed with the model's own logits; full logits were used.
+
+    Turn it into an error with ``warnings.simplefilter("error", HeadFallbackWarning)``, or
+    ask for ``head="chunked"``.
+    """
+
+
+def resolve_head(
+    model: Any,
+    corpus: TokenizedCorpus,
+    *,
+    head: str = "auto",
+    chunk_rows: int = 512,
+    device: str = "cpu",
+) -> str:
+    """The output-head path :func:`token_losses` takes for ``model``: ``"chunked"`` or ``"full"``.
+
+    *chunked* runs the model's body and applies the output head and cross-entropy to
+    ``chunk_rows`` positions at a time, so the ``[tokens, vocab]`` logits never exist at once.
+    It is exact only where the logits are a plain linear head of the body's output, so it is
+    checked once, on the first 64 tokens of document 0 and with chunks of at most 16 rows (so
+    chunk boundaries are crossed), against *full*: the model's own forward,
+    ``model(input_ids).logits`` (``[batch, pos, vocab]`` at once: slower, more memory).
+
+    Parameters
+    ----------
+    model : transformers causal LM
+    corpus : TokenizedCorpus
+        Its first document is the check's input.
+    head : {"auto", "chunked", "full"}, default "auto"
+        ``"auto"``: chunked if the check passes, else full with a :class:`HeadFallbackWarning`
+        (full without a warning for models with no separate output head).
+        ``"chunked"``: chunked, or an error if the check fails. ``"full"``: full, no check.
+    chunk_rows : int, default 512
+    device : str, default "cpu"
+
+    Returns
+    -------
+    str
+        ``"chunked"`` or ``"full"``.
+
+    Raises
+    ------
+    QuantaInputError
+        ``head="chunked"`` for a model whose chunked head disagrees with its logits.
+
+    Warns
+    -----
+    HeadFallbackWarning
+        ``head="auto"`` and the chunked head disagrees: full logits are used instead.
+    """
     import torch
 
-    body, lm_head = model.base_model, model.get_output_embeddings()
-
-    def chunked(ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
-        # No attention mask: padding is on the right, so under the causal mask a real token
-        # only ever attends to real tokens; without a padding mask attention takes the fused
-        # causal kernel instead of materializing [batch, heads, pos, pos] scores.
-        hidden = body(input_ids=ids).last_hidden_state
-        targets, valid = next_token_targets(ids, mask)
-        h, t = hidden[:, :-1][valid], targets[valid]
-        parts = []
-        for i in range(0, len(t), chunk_rows):
-            logits = lm_head(h[i : i + chunk_rows]).float()
-            ce = torch.nn.functional.cross_entropy(logits, t[i : i + chunk_rows], reduction="none")
-            parts.append(ce.cpu())
-        return torch.cat(parts).numpy()
-
-    def full(ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
-        logits = model(input_ids=ids).logits.float()  # right padding: see chunked()
-        targets, valid = next_token_targets(ids, mask)
-        ce = torch.nn.functional.cross_entropy(
-            logits[:, :-1].transpose(1, 2), targets, reduction="none"
-        )
-        return ce[valid].cpu().numpy()
-
-    if lm_head is None or body is model:
-        return full
+    head = check_choice(head, "head", _OWNER, list(HEADS))
+    chunk_rows = check_int(chunk_rows, "chunk_rows", _OWNER, low=1)
+    if head == "full":
+        return "full"
+    name = type(model).__name__
+    if model.get_output_embeddings() is None or model.base_model is model:
+        if head == "chunked":
+            raise QuantaInputError(
+                f"head='chunked' needs a model with a separate output head; {name} has none. "
+                "Use head='auto' or 'full'."
+            )
+        return "full"
     with torch.inference_mode():
         first = torch.from_numpy(corpus.doc(0)[:64].astype(np.int64))[None].to(device)
         ones = torch.ones_like(first)
-        ok = np.allclose(chunked(first, ones, 1 << 30), full(first, ones, 0), atol=1e-4)
-    return chunked if ok else full
+        chunked = _chunked_losses(model, first, ones, min(chunk_rows, 16))
+        full = _full_losses(model, first, ones, 0)
+    gap = float(np.max(np.abs(chunked - full), initial=0.0))
+    if gap <= _HEAD_ATOL:  # float32 agrees to ~1e-6 nats; 1e-4 leaves room for kernels
+        return "chunked"
+    # A disagreement is an error only when the fast path was demanded. Under "auto" it is a
+    # warning: the full path *is* the model's own forward, so its losses are right by
+    # construction, and the models that need it (logits soft-capped or scaled after the head,
+    # e.g. Gemma 2's final_logit_softcapping) are legitimate inputs that an error would leave
+    # with no way to run. What must not happen is a silent switch, since a broken fast path
+    # would then pass every check: the warning says so, and run_losses records the path per
+    # model (models.parquet, column "head").
+    message = (
+        f"The chunked output head of {name} disagrees with the model's own logits on document "
+        f"0 (max |loss difference| {gap:.2e} nats > {_HEAD_ATOL:g})"
+    )
+    if head == "chunked":
+        raise QuantaInputError(f"{message}; use head='auto' or 'full' for this model.")
+    warnings.warn(
+        f"{message}; computing full logits instead (slower, [batch, pos, vocab] memory).",
+        HeadFallbackWarning,
+        stacklevel=2,
+    )
+    return "full"
+
+
+def _chunked_losses(model: Any, ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
+    """Losses of the valid targets of ``ids`` ``[batch, pos]``, row-major: the body once, then
+    the output head and cross-entropy ``chunk_rows`` targets at a time."""
+    import torch
+
+    # No attention mask: padding is on the right, so under the causal mask a real token only
+    # ever attends to real tokens; without a padding mask attention takes the fused causal
+    # kernel instead of materializing [batch, heads, pos, pos] scores.
+    hidden = model.base_model(input_ids=ids).last_hidden_state  # (B, T, d)
+    targets, valid = next_token_targets(ids, mask)  # (B, T - 1)
+    h, t = hidden[:, :-1][valid], targets[valid]  # (n, d), (n,)
+    lm_head = model.get_output_embeddings()
+    parts = []
+    for i in range(0, len(t), chunk_rows):
+        logits = lm_head(h[i : i + chunk_rows]).float()  # (≤ chunk_rows, vocab)
+        ce = torch.nn.functional.cross_entropy(logits, t[i : i + chunk_rows], reduction="none")
+        parts.append(ce.cpu())
+    return torch.cat(parts).numpy()
+
+
+def _full_losses(model: Any, ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
+    """Same as :func:`_chunked_losses` from the model's own ``[batch, pos, vocab]`` logits."""
+    import torch
+
+    logits = model(input_ids=ids).logits.float()  # right padding: see _chunked_losses
+    targets, valid = next_token_targets(ids, mask)
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2), targets, reduction="none"
+    )  # (B, T - 1)
+    return ce[valid].cpu().numpy()
 
 
 def paper_token_losses(model: Any, corpus: TokenizedCorpus) -> list[float]:
@@ -176,19 +285,22 @@ def run_losses(
     text_field: str = "text",
     dtype: str = "float32",
     batch_tokens: int = 8192,
+    head: str = "auto",
     device: str = "cpu",
     on_model: Callable[[str, int], None] | None = None,
     on_tokens: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """Per-token losses of every model of ``suite`` on ``corpus`` into ``out`` (resumable per
     model). ``on_model(label, n_tokens)`` announces each model; ``on_tokens(n)`` counts tokens.
-    Returns the models table."""
+    ``head`` is passed to :func:`token_losses`; the path each model took is its row's
+    ``head``. Returns the models table."""
     from quanta.config import config_hash
     from quanta.lm.corpus import load_corpus, load_documents, save_corpus, tokenize_documents
     from quanta.lm.suite import load_model, load_tokenizer, non_embedding_params, resolve_suite
     from quanta.store import RunDir, atomic_write, write_parquet
 
     dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
+    head = check_choice(head, "head", _OWNER, list(HEADS))
     refs = resolve_suite(suite, checkpoints=checkpoints)
     config = {
         "suite": suite,
@@ -235,8 +347,11 @@ def run_losses(
             on_model(ref.label(), tokens.n_predicted)
         model = load_model(ref, device=device)
         start = time.perf_counter()
+        # Resolved here to record it; token_losses checks a "chunked" again (one 64-token
+        # forward), which keeps "chunked" an assertion wherever it is passed.
+        path = resolve_head(model, tokens, head=head, device=device)
         losses = token_losses(
-            model, tokens, batch_tokens=batch_tokens, device=device, progress=on_tokens
+            model, tokens, batch_tokens=batch_tokens, head=path, device=device, progress=on_tokens
         )
         seconds = time.perf_counter() - start
         with atomic_write(column) as fh:
@@ -251,6 +366,7 @@ def run_losses(
                 "mean_loss": float(losses.mean(dtype=np.float64)),
                 "seconds": seconds,
                 "tokens_per_second": tokens.n_predicted / max(seconds, 1e-9),
+                "head": path,
             }
         )
         write_parquet(models_file, pd.DataFrame(rows))
