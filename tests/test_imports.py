@@ -232,7 +232,27 @@ def test_the_graph_builder_on_a_planted_package(tmp_path):
     assert find_cycles(graph) == []
 
 
-@pytest.mark.parametrize("graph", [{"x": {"x"}}, {"x": {"y"}, "y": {"z"}, "z": {"x"}}])
+@pytest.mark.parametrize(
+    "graph",
+    [{"x": {"x"}}, {"x": {"y"}, "y": {"x"}}, {"x": {"y"}, "y": {"z"}, "z": {"x"}, "w": {"x"}}],
+)
 def test_find_cycles_reports_self_loops_and_long_circles(graph):
     (cycle,) = find_cycles(graph)
-    assert cycle[0] == cycle[-1] == "x" and len(cycle) == len(graph) + 1
+    assert cycle[0] == cycle[-1] == "x" and len(cycle) == len(graph.keys() - {"w"}) + 1
+
+
+def test_one_progress_bar_helper_for_every_command():
+    """Only ``quanta.cli._common`` builds rich progress displays; commands call its helper."""
+    root = Path(quanta.__file__).parent
+    users = set()
+    for name, path in _modules(root, "quanta").items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            if "rich.progress" in names:
+                users.add(name)
+    assert users == {"quanta.cli._common"}
