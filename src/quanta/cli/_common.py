@@ -187,7 +187,9 @@ class ConfigKeysCommand(TyperCommand):
             # The widest key sets the column, so every key's type and default share its line.
             formatter.write_dl(rows, col_max=max(len(term) for term, _ in rows))
         changed = {
-            p: ", ".join(k.replace("_", "-") for k in values) or "these defaults"
+            p: "sets " + ", ".join(k.replace("_", "-") for k in values)
+            if values
+            else "the defaults"
             for p, values in presets.items()
         }
         formatter.write_paragraph()
