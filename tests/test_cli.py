@@ -190,3 +190,108 @@ def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
     for key in fresh.model:
         assert torch.equal(fresh.model[key], state.model[key]), key
     assert torch.equal(fresh.stream, state.stream)
+
+
+def test_help_lists_each_config_key_on_its_own_line_with_type_and_default(runner):
+    from dataclasses import fields
+
+    from quanta.parity import ParityConfig
+
+    res = runner.invoke(app, ["parity", "train", "--help"])
+    assert res.exit_code == 0
+    section = res.stdout.split("Config keys", 1)[1].split("Presets:", 1)[0]
+    lines = {ln.split()[0]: ln for ln in section.splitlines() if ln.strip().startswith("--")}
+    assert len(lines) == len(fields(ParityConfig))  # one option line per key, no other
+    for f in fields(ParityConfig):
+        key = "--" + f.name.replace("_", "-")
+        default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        assert f"[default: {str(default).lower()}]" in lines[key].lower(), lines[key]
+    # the type and default share the key's line, as for every other option
+    assert "--widths <int,...>" in lines["--widths"]
+    assert "[default: 8,16,32,64,128,256,512]" in lines["--widths"]
+    assert "--alpha <float>" in lines["--alpha"] and "[default: 0.4]" in lines["--alpha"]
+    assert "--uniform <bool>" in lines["--uniform"] and "[default: false]" in lines["--uniform"]
+    assert "<str>" in lines["--device"] and "[runtime]" in lines["--device"]
+    assert "[runtime]" not in lines["--lr"]
+    describe = runner.invoke(app, ["parity", "describe", "--help"]).stdout
+    assert "--n-tasks <int>" in describe and "[default: 40]" in describe
+
+
+def test_config_keys_are_still_overrides_after_the_help_change(runner):
+    res = runner.invoke(app, ["parity", "describe", "--n-tasks", "7", "--n-bits=9", "--k", "2"])
+    assert res.exit_code == 0, res.output
+    assert "n_tasks=7" in res.stdout and "n_bits=9" in res.stdout
+    res = runner.invoke(app, ["parity", "describe", "--alpah", "0.3"])
+    assert res.exit_code == 2
+    assert "Unknown config key 'alpah' (did you mean 'alpha'?)" in " ".join(res.stderr.split())
+
+
+def test_qdg_run_refuses_knn_with_relu_norm_before_touching_anything(runner, tmp_path):
+    """The combination is refused before the losses are even read: nothing is claimed and no
+    gradient is computed (the losses directory here need not exist)."""
+    fresh, existing = tmp_path / "fresh", tmp_path / "existing"
+    existing.mkdir()
+    for out in (fresh, existing):
+        args = ["qdg", "run", str(tmp_path / "losses"), "--out", str(out), "--quiet"]
+        res = runner.invoke(app, [*args, "--knn", "5", "--affinity", "relu_norm"])
+        assert res.exit_code == 2
+        lines = res.stderr.strip().splitlines()
+        err = " ".join(res.stderr.split())
+        assert "'affinity' parameter of quanta qdg run must be one of 'angular', 'relu', " in err
+        assert "'shift' with knn = 5" in err and "Got 'relu_norm' instead." in err
+        assert len(lines) <= 2 and "Traceback" not in res.output  # one (soft-wrapped) line
+    assert not fresh.exists() and list(existing.iterdir()) == []
+
+
+def test_the_knn_affinities_run_qdg_allows_are_those_knn_affinity_takes():
+    import numpy as np
+
+    from quanta.qdg.cluster import AFFINITIES, knn_affinity
+    from quanta.qdg.run import KNN_AFFINITIES
+
+    g = np.random.default_rng(0).normal(size=(12, 5))
+    taken = []
+    for transform in AFFINITIES:
+        try:
+            knn_affinity(g, n_neighbors=3, transform=transform)
+        except ValueError:  # check_choice's refusal
+            continue
+        taken.append(transform)
+    assert tuple(taken) == KNN_AFFINITIES and "relu_norm" not in taken
+
+
+def test_the_in_process_runner_turns_outcomes_into_exceptions():
+    """What ``quanta reproduce`` relies on: refused input → QuantaInputError with the one line
+    (also when Typer itself refuses a value), Ctrl-C → KeyboardInterrupt, another exit status
+    → RuntimeError; user errors raise only inside the runner."""
+    import typer
+    import typer.main
+
+    from quanta._validation import QuantaInputError
+    from quanta.cli._common import RAISE_ERRORS, fail, in_process_runner, user_errors
+
+    tiny = typer.Typer()
+
+    @tiny.command()
+    @user_errors
+    def go(what: str, n: int = 1) -> None:
+        if what == "refuse":
+            raise fail("'refuse' is refused; use 'ok'.")
+        if what == "ctrl-c":
+            raise KeyboardInterrupt
+        if what == "exit3":
+            raise typer.Exit(3)
+
+    run = in_process_runner(typer.main.get_command(tiny))
+    run(["ok"])
+    with pytest.raises(QuantaInputError, match=r"^'refuse' is refused; use 'ok'\.$"):
+        run(["refuse"])
+    with pytest.raises(QuantaInputError, match="Invalid value for '--n'"):
+        run(["ok", "--n", "many"])
+    with pytest.raises(KeyboardInterrupt):
+        run(["ctrl-c"])
+    with pytest.raises(RuntimeError, match="exited with status 3"):
+        run(["exit3"])
+    assert RAISE_ERRORS.get() is False  # reset after every run, also after an error
+    res = CliRunner().invoke(tiny, ["refuse"])  # outside the runner: one line, exit 2
+    assert res.exit_code == 2 and "'refuse' is refused" in res.stderr

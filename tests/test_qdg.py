@@ -366,6 +366,7 @@ def test_qdg_run_end_to_end_through_the_cli(losses_dir, tmp_path):
         (["--param-filter", "nothing_matches"], "matches no parameter"),
         (["--ks", "3,x"], "--ks takes integers"),
         (["--affinity", "cosh"], "'affinity'"),
+        (["--knn", "5", "--affinity", "relu_norm"], "'shift' with knn = 5"),  # before claiming
     ],
 )
 def test_qdg_run_bad_input(losses_dir, tmp_path, extra, message):

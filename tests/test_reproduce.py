@@ -52,7 +52,9 @@ def test_rerun_reuses_finished_stages(tiny_run):
     before = read_stages(out)
     losses = (out / "lm/losses/losses.npy").stat().st_mtime_ns
     seen = []
-    reproduce(out, "tiny", on_stage=lambda i, n, s, status: seen.append(status))
+    import quanta  # the notebook API: the pipeline with the CLI's runner
+
+    quanta.reproduce(out, "tiny", on_stage=lambda i, n, s, status: seen.append(status))
     assert seen == ["reused"] * len(STAGES)
     assert read_stages(out) == before
     assert (out / "lm/losses/losses.npy").stat().st_mtime_ns == losses
@@ -140,16 +142,21 @@ def test_paper_preset_without_gpu_or_hub_fails_fast_by_stage(tmp_path, monkeypat
 
 
 def test_ctrl_c_stops_the_job_and_a_rerun_resumes(tmp_path, monkeypatch):
-    import quanta.pipeline as rep
+    import quanta.cli.job as job
 
-    real = rep._run_command
+    real = job.in_process_runner
 
-    def interrupt_lm(argv):
-        if argv[:2] == ["lm", "losses"]:
-            raise KeyboardInterrupt
-        real(argv)
+    def interrupting_runner(command):
+        run = real(command)
 
-    monkeypatch.setattr(rep, "_run_command", interrupt_lm)
+        def interrupt_lm(argv):
+            if argv[:2] == ["lm", "losses"]:
+                raise KeyboardInterrupt
+            run(argv)
+
+        return interrupt_lm
+
+    monkeypatch.setattr(job, "in_process_runner", interrupting_runner)
     out = tmp_path / "r"
     args = ["reproduce", "--preset", "tiny", "--only", "lm", "--out", str(out)]
     res = CliRunner().invoke(app, args)
@@ -157,25 +164,63 @@ def test_ctrl_c_stops_the_job_and_a_rerun_resumes(tmp_path, monkeypatch):
     state = read_stages(out)
     assert state["lm-suite"]["status"] == "done" and state["lm-losses"]["status"] == "interrupted"
     assert "lm-analyze" not in state  # nothing ran after the interruption
-    monkeypatch.setattr(rep, "_run_command", real)
+    monkeypatch.setattr(job, "in_process_runner", real)
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "lm-suite reused" in res.output
     assert read_stages(out)["lm-analyze"]["status"] == "done"
 
 
-def test_an_unexpected_error_keeps_its_traceback(tmp_path, monkeypatch):
-    import quanta.pipeline as rep
-
+def test_an_unexpected_error_keeps_its_traceback(tmp_path):
     def boom(argv):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(rep, "_run_command", boom)
-    state = reproduce(tmp_path / "r", "tiny", only="theory")
+    state = reproduce(tmp_path / "r", "tiny", only="theory", run_command=boom)
     assert state["theory"]["status"] == "failed"
     assert state["theory"]["message"] == "RuntimeError: simulated crash"
     log = (tmp_path / "r" / state["theory"]["log"]).read_text()
     assert "Traceback" in log and "simulated crash" in log
     assert "RuntimeError: simulated crash" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_the_pipeline_runs_exactly_the_commands_through_the_runner_it_is_given(tmp_path):
+    out = tmp_path / "r"
+    typed: list[list[str]] = []
+    state = reproduce(out, "tiny", only="theory,toy-params", run_command=typed.append)
+    stages = plan("tiny", "theory,toy-params")
+    want = [[a.format(out=out) for a in c] for s in stages for c in s.commands]
+    assert typed == want and typed[0][:2] == ["theory", "--alpha"]
+    assert [state[n]["status"] for n in ("theory", "toy-params")] == ["done", "done"]
+    assert state["toy-params"]["commands"] == [" ".join(["quanta", *c]) for c in want[1:]]
+
+
+def test_the_report_reads_the_plan_from_stages_json(tmp_path):
+    """The report lists the preset's stages in the order and with the titles recorded in
+    stages.json; an old file without the plan is refused with one line saying how to update
+    it, and re-running reproduce (nothing rerun) writes the plan."""
+    from quanta.report import write_report
+
+    out = tmp_path / "r"
+    reproduce(out, "tiny", only="theory", run_command=lambda argv: None, report=False)
+    recorded = json.loads((out / "stages.json").read_text())
+    assert recorded["format"] == 2 and recorded["stages"]["theory"]["status"] == "done"
+    assert [s["name"] for s in recorded["plan"]] == STAGES  # every stage, also those not run
+    recorded["plan"][1]["title"] = "a title only stages.json knows"
+    recorded["plan"] = recorded["plan"][::-1]
+    (out / "stages.json").write_text(json.dumps(recorded))
+    page = write_report(out).read_text()
+    assert "a title only stages.json knows" in page
+    header = page.split("Total stage time")[0]
+    rows = [header.index(f"<td>{n}</td>") for n in STAGES[::-1]]
+    assert rows == sorted(rows)  # the recorded order, not the preset's in the code
+    (out / "stages.json").write_text(json.dumps(recorded["stages"]))  # the old format
+    res = CliRunner().invoke(app, ["report", str(out)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    err = " ".join(res.output.split())
+    assert "old-format (no stage plan) stages.json" in err
+    assert f"quanta reproduce --preset tiny --out {out}" in err
+    reproduce(out, "tiny", only="theory", run_command=lambda argv: None, report=False)
+    assert json.loads((out / "stages.json").read_text())["format"] == 2
+    assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
 
 
 def test_report_renders_in_headless_chromium(tiny_run, tmp_path, headless_chromium):

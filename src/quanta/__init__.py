@@ -4,7 +4,7 @@ Michaud, Liu, Girit, Tegmark, "The Quantization Model of Neural Scaling", NeurIP
 
 The main entry points are importable from the top level (loaded on first use, so ``import
 quanta`` stays light): ``quanta.ParityConfig``, ``quanta.run_parity``, ``quanta.analyze``,
-``quanta.run_losses``, ``quanta.analyze_losses``, ``quanta.run_qdg``, ``quanta.pipeline``,
+``quanta.run_losses``, ``quanta.analyze_losses``, ``quanta.run_qdg``, ``quanta.reproduce``,
 ``quanta.write_report``, ``quanta.fit_power_law``.
 """
 
@@ -22,7 +22,7 @@ _API = {
     "run_losses": "quanta.lm.losses",
     "analyze_losses": "quanta.lm.curves",
     "run_qdg": "quanta.qdg.run",
-    "reproduce": "quanta.pipeline",
+    "reproduce": "quanta.cli",  # the pipeline run with the CLI's in-process runner
     "write_report": "quanta.report",
     "fit_power_law": "quanta.scaling",
 }

@@ -2,14 +2,17 @@
 
 A reproduction is a list of **stages**; each stage is one or more ``quanta`` commands (the
 same commands a person would type, shown in the report next to what they produced). Stages are
-run in-process, in order; each underlying command is itself resumable, and a stage that
-finished is not run again. A stage that fails is recorded with its message; stages that need
-it are skipped, the others still run, and the report marks what is missing.
+run in order by the ``run_command`` the caller hands in (``quanta reproduce`` and
+``quanta.reproduce`` pass the CLI's in-process runner; this module never imports the CLI); each
+underlying command is itself resumable, and a stage that finished is not run again. A stage
+that fails is recorded with its message; stages that need it are skipped, the others still
+run, and the report marks what is missing.
 
 Directory layout (``quanta reproduce --out DIR``)::
 
     DIR/manifest.json        kind "reproduce", the preset (a directory holds one preset)
-    DIR/stages.json          per stage: status, seconds, commands, error message
+    DIR/stages.json          the preset's plan (stage names, groups, titles, in order) and,
+                             per stage run: status, seconds, commands, error message
     DIR/theory/              quanta theory
     DIR/toy/params|data|alpha/   parity train / sweeps, each with analysis/
     DIR/lm/suite|losses/     mini-suite (cpu), per-token losses, losses/analysis/
@@ -20,7 +23,6 @@ Directory layout (``quanta reproduce --out DIR``)::
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from collections.abc import Callable
@@ -28,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quanta._stages import PlannedStage, read_stages_file, write_stages_file
 from quanta._validation import QuantaInputError, check_choice
-from quanta.store import RunDir, atomic_write, write_json
+from quanta.store import RunDir, atomic_write
 
 __all__ = ["GROUPS", "PRESETS", "Stage", "plan", "read_stages", "reproduce"]
 
 KIND = "reproduce"
-STAGES_FILE = "stages.json"
 
 
 @dataclass(frozen=True)
@@ -232,49 +234,18 @@ def plan(preset: str, only: str | None = None) -> list[Stage]:
 
 def read_stages(out: str | Path) -> dict[str, dict[str, Any]]:
     """The recorded state of every stage run so far in ``out`` ({} when none)."""
-    path = Path(out) / STAGES_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data: dict[str, dict[str, Any]] = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise QuantaInputError(f"Cannot read '{path}': {exc}.") from None
-    return data
+    return read_stages_file(out).stages
 
 
 def _format(command: tuple[str, ...], out: Path, corpus: str) -> list[str]:
     return [a.format(out=out, corpus=corpus) for a in command]
 
 
-def _run_command(argv: list[str]) -> None:
-    """Run one ``quanta`` command in-process; user errors propagate as exceptions."""
-    import click
-    import typer.main
-
-    from quanta._cli import RAISE_ERRORS
-    from quanta.cli import app
-
-    token = RAISE_ERRORS.set(True)
-    try:
-        command = typer.main.get_command(app)
-        try:
-            code = command.main(args=argv, prog_name="quanta", standalone_mode=False)
-        except click.UsageError as exc:
-            raise QuantaInputError(exc.format_message()) from None
-        except click.exceptions.Abort:  # Ctrl-C inside a command: stop the whole job
-            raise KeyboardInterrupt("interrupted") from None
-    finally:
-        RAISE_ERRORS.reset(token)
-    if code == 130:
-        raise KeyboardInterrupt("interrupted")
-    if isinstance(code, int) and code != 0:
-        raise RuntimeError(f"'quanta {argv[0]}' exited with status {code}")
-
-
 def reproduce(
     out: str | Path,
     preset: str = "cpu",
     *,
+    run_command: Callable[[list[str]], None],
     only: str | None = None,
     corpus: str = "stdlib:test",
     extra: dict[str, list[str]] | None = None,
@@ -288,6 +259,12 @@ def reproduce(
     out : path-like
         The reproduction directory; it holds one preset (another preset is refused).
     preset : {"cpu", "paper", "tiny"}
+    run_command : callable
+        ``run_command(argv)`` runs one ``quanta`` command (``argv`` without the program name)
+        and returns once it finished; it raises ``QuantaInputError`` for a refused input (the
+        stage's message), ``KeyboardInterrupt`` to stop the whole job, anything else for a
+        crash (recorded with its traceback). The CLI's is
+        ``quanta.cli._common.in_process_runner``; ``quanta.reproduce`` passes it for you.
     only : str, optional
         Groups (toy, lm, qdg) or stage names, comma-separated; default: every stage.
     corpus : str
@@ -319,6 +296,8 @@ def reproduce(
             )
     run.open()
     state = read_stages(out)
+    planned = [PlannedStage(s.name, s.group, s.title) for s in PRESETS[preset]]
+    _save(out, planned, state)  # the report reads the plan from here, also before any stage
     started = time.perf_counter()
     for i, stage in enumerate(stages):
         old = state.get(stage.name, {})
@@ -335,7 +314,7 @@ def reproduce(
                 f"{preset} --only {','.join(missing)}')"
             )
             state[stage.name] = {"status": "skipped", "message": message, "seconds": 0.0}
-            _save(out, state)
+            _save(out, planned, state)
             if on_stage:
                 on_stage(i, len(stages), stage, "skipped")
             continue
@@ -349,11 +328,11 @@ def reproduce(
         record: dict[str, Any] = {"commands": [" ".join(["quanta", *a]) for a in commands]}
         try:
             for argv in commands:
-                _run_command(argv)
+                run_command(argv)
         except KeyboardInterrupt:
             record.update(status="interrupted", seconds=time.perf_counter() - t0)
             state[stage.name] = record
-            _save(out, state)
+            _save(out, planned, state)
             raise
         except Exception as exc:
             message = (
@@ -367,13 +346,13 @@ def reproduce(
                 fh.write(traceback.format_exc())
             record["log"] = str(log.relative_to(out))
             state[stage.name] = record
-            _save(out, state)
+            _save(out, planned, state)
             if on_stage:
                 on_stage(i, len(stages), stage, "failed")
             continue
         record.update(status="done", seconds=time.perf_counter() - t0)
         state[stage.name] = record
-        _save(out, state)
+        _save(out, planned, state)
         if on_stage:
             on_stage(i, len(stages), stage, "done")
     failed = [n for n, r in state.items() if r.get("status") != "done"]
@@ -389,5 +368,5 @@ def reproduce(
     return state
 
 
-def _save(out: Path, state: dict[str, dict[str, Any]]) -> None:
-    write_json(out / STAGES_FILE, state)
+def _save(out: Path, plan: list[PlannedStage], state: dict[str, dict[str, Any]]) -> None:
+    write_stages_file(out, plan=plan, stages=state)

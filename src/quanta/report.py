@@ -4,8 +4,10 @@ Organized like the paper: theory, toy emergence, toy scaling laws, exponents acr
 models, QDG, published exponents (App. E) and a comparison with the paper's numbers. Every
 number is read from the directory (analysis JSON and Parquet files written by the stages), each
 section shows the commands and configs that produced it, and a section whose stage did not
-finish says so instead of disappearing. Figures are embedded as data URIs; the page needs no
-network. A few lines of inline JavaScript flag any figure that fails to load.
+finish says so instead of disappearing. The preset's stages, their order, status, timings and
+commands come from ``stages.json`` (written by the pipeline; this module never imports it).
+Figures are embedded as data URIs; the page needs no network. A few lines of inline JavaScript
+flag any figure that fails to load.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from quanta._html import escape, img, show_text
+from quanta._stages import STAGES_FILE, read_stages_file
 from quanta._validation import QuantaInputError
 
 __all__ = ["load_prior_exponents", "write_report"]
@@ -149,12 +152,17 @@ class _Report:
                 f"'{out}' is not a 'quanta reproduce' directory (no reproduction manifest.json); "
                 "pass the --out directory of 'quanta reproduce'."
             )
-        from quanta.pipeline import PRESETS, read_stages
-
         self.manifest = manifest
         self.preset = manifest["config"]["preset"]
-        self.stages = read_stages(out)
-        self.plan = PRESETS.get(self.preset, ())
+        recorded = read_stages_file(out)
+        if recorded.plan is None:  # no file yet, or one written before the plan was recorded
+            what = "has no" if recorded.format == 0 else "has an old-format (no stage plan)"
+            raise QuantaInputError(
+                f"'{out}' {what} {STAGES_FILE}; run 'quanta reproduce --preset {self.preset} "
+                f"--out {out}' to write it (finished stages are reused, not rerun)."
+            )
+        self.stages = recorded.stages
+        self.plan = recorded.plan
         self._tables: dict[str, pd.DataFrame | None] = {}
 
     def table(self, rel: str | Path) -> pd.DataFrame | None:

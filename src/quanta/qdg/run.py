@@ -28,6 +28,11 @@ from quanta._validation import QuantaInputError, check_choice, check_int
 __all__ = ["run_qdg"]
 
 KIND = "qdg.run"
+_OWNER = "quanta qdg run"
+# The transforms ``qdg.cluster.knn_affinity`` takes: ``relu_norm`` weights each pair by both
+# gradient norms, which only the dense affinity computes. A test keeps this list equal to what
+# knn_affinity accepts, so the run refuses the combination before anything is written.
+KNN_AFFINITIES = ("angular", "relu", "shift")
 
 
 def run_qdg(
@@ -61,7 +66,6 @@ def run_qdg(
     from quanta.lm.curves import load_losses, token_context
     from quanta.lm.suite import ModelRef, load_model
     from quanta.qdg.cluster import (
-        AFFINITIES,
         affinity,
         cosine_similarity,
         envelope_slope,
@@ -74,10 +78,11 @@ def run_qdg(
     from quanta.qdg.select import select_tokens
     from quanta.store import RunDir, write_json, write_parquet
 
+    _check_arguments(transform, knn=knn, assign=assign, projection_dim=projection_dim)
     losses_dir, out = Path(losses_dir), Path(out)
     manifest, models, losses = load_losses(losses_dir)
     by_size = models.sort_values("n_params", kind="stable").reset_index(drop=True)
-    model = check_int(model, "model", "quanta qdg run", low=0, high=len(by_size) - 1)
+    model = check_int(model, "model", _OWNER, low=0, high=len(by_size) - 1)
     column = int(by_size["model"].iloc[model])
     corpus = load_corpus(losses_dir / "corpus")
     samples = select_tokens(
@@ -89,7 +94,7 @@ def run_qdg(
         every=every,
         seed=seed,
     )
-    ks = tuple(sorted({check_int(k, "K", "quanta qdg run", low=2) for k in ks}))
+    ks = tuple(sorted({check_int(k, "K", _OWNER, low=2) for k in ks}))
     if len(samples) < 10:
         raise QuantaInputError(
             f"Only {len(samples)} tokens were selected; QDG needs at least 10 (raise "
@@ -116,11 +121,7 @@ def run_qdg(
         "seed": seed,
     }
     # Everything that can be refused is checked before the directory is claimed.
-    check_choice(transform, "affinity", "quanta qdg run", list(AFFINITIES))
-    check_choice(assign, "assign", "quanta qdg run", ["kmeans", "cluster_qr", "discretize"])
-    if projection_dim is not None:
-        check_int(projection_dim, "projection_dim", "quanta qdg run", low=1)
-    check_int(knn, "knn", "quanta qdg run", low=0, high=len(samples) - 1)
+    check_int(knn, "knn", _OWNER, low=0, high=len(samples) - 1)
     spec = manifest["config"]["models"][column]
     net = load_model(ModelRef(spec["name"], spec["source"], spec["revision"]))
     select_params(net, param_filter)
@@ -198,6 +199,24 @@ def run_qdg(
         status="complete", wall_seconds=time.perf_counter() - t0, extra={"n_samples": len(samples)}
     )
     return result
+
+
+def _check_arguments(transform: str, *, knn: int, assign: str, projection_dim: int | None) -> None:
+    """Refuse bad settings before any file is read or written."""
+    from quanta.qdg.cluster import AFFINITIES
+
+    check_choice(transform, "affinity", _OWNER, list(AFFINITIES))
+    check_choice(assign, "assign", _OWNER, ["kmeans", "cluster_qr", "discretize"])
+    if projection_dim is not None:
+        check_int(projection_dim, "projection_dim", _OWNER, low=1)
+    check_int(knn, "knn", _OWNER, low=0)
+    if knn and transform not in KNN_AFFINITIES:
+        allowed = ", ".join(repr(a) for a in KNN_AFFINITIES)
+        raise QuantaInputError(
+            f"The 'affinity' parameter of {_OWNER} must be one of {allowed} with knn = {knn} "
+            f"(the sparse nearest-neighbour affinity; {transform!r} needs knn = 0, dense). "
+            f"Got {transform!r} instead."
+        )
 
 
 def _clusters(context: pd.DataFrame, labels: dict[int, np.ndarray]) -> pd.DataFrame:

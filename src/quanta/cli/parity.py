@@ -1,7 +1,7 @@
-"""The ``quanta`` command line: parse → call → write. No logic lives here.
+"""``quanta parity …``: the toy world — train, sweep, analyze, describe (parse → call → write).
 
-Errors in user input become one line on stderr and exit code 2 (set ``QUANTA_DEBUG=1`` for the
-traceback). Config fields are accepted as ``--key value`` options after the subcommand.
+Config fields are accepted as ``--key value`` options after the subcommand; ``--help`` lists
+each key with its type and default.
 """
 
 from __future__ import annotations
@@ -13,45 +13,31 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from quanta._cli import EXTRA_ARGS, console, out, progress_bar, user_errors
 from quanta._validation import QuantaInputError, check_choice
-from quanta.cli_lm import lm_app
-from quanta.cli_qdg import qdg_app
-
-__all__ = ["app", "main"]
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    help="quanta: the science of neural scaling (the Quantization Model).",
+from quanta.cli._common import (
+    EXTRA_ARGS,
+    config_keys_command,
+    console,
+    out,
+    progress_bar,
+    user_errors,
 )
+
+__all__ = ["parity_app"]
+
 parity_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="The toy world: multitask sparse parity."
 )
-app.add_typer(parity_app, name="parity")
-app.add_typer(lm_app, name="lm")
-app.add_typer(qdg_app, name="qdg")
 
 
-def _config_epilog(cls: type, presets: dict[str, dict[str, Any]]) -> str:
-    from quanta.config import config_fields
+def _parity_config_source() -> tuple[type, dict[str, dict[str, Any]]]:
+    from quanta.parity.config import PRESETS, ParityConfig
 
-    lines = ["Config keys (as --key value, or in a TOML file given with --config):", ""]
-    for name, (_tp, f) in config_fields(cls).items():
-        default = f.default
-        if isinstance(default, tuple):
-            default = ",".join(map(str, default))
-        tag = " [runtime]" if f.metadata.get("runtime") else ""
-        lines.append(
-            f"  --{name.replace('_', '-')}  (default {default}){tag}: {f.metadata.get('help', '')}"
-        )
-    lines += [
-        "",
-        "Presets: " + ", ".join(presets) + ". Precedence: defaults < preset < "
-        "--config file < command line.",
-    ]
-    return "\n".join(lines)
+    return ParityConfig, PRESETS
+
+
+# ``parity train`` and ``parity describe`` take ParityConfig keys; their help lists them.
+ParityConfigCommand = config_keys_command(_parity_config_source)
 
 
 def _parity_config(ctx: typer.Context, config: Path | None, preset: str) -> Any:
@@ -66,17 +52,11 @@ def _parity_config(ctx: typer.Context, config: Path | None, preset: str) -> Any:
     return build_config(ParityConfig, layers=layers)
 
 
-def _parity_epilog() -> str:
-    from quanta.parity.config import PRESETS, ParityConfig
-
-    return _config_epilog(ParityConfig, PRESETS)
-
-
 CONFIG_OPT = typer.Option(None, "--config", help="TOML file of config keys.")
 PRESET_OPT = typer.Option("cpu", "--preset", help="cpu (minutes on 2 cores) or paper (GPU).")
 
 
-@parity_app.command("train", context_settings=EXTRA_ARGS, epilog=_parity_epilog())
+@parity_app.command("train", cls=ParityConfigCommand, context_settings=EXTRA_ARGS)
 @user_errors
 def parity_train(
     ctx: typer.Context,
@@ -165,14 +145,6 @@ def parity_sweep(
     Base config keys are given as --key value (see 'quanta parity train --help'); runtime keys
     (threads, device, …) apply to every run without changing the sweep's identity.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     from quanta.config import config_fields, load_toml, parse_overrides
     from quanta.parity.config import PRESETS, ParityConfig
     from quanta.sweep import SWEEP_PRESETS, SweepSpec, run_sweep
@@ -214,14 +186,8 @@ def parity_sweep(
 
     runtime_values = build_config(ParityConfig, layers=[("the command line", runtime)])
     runtime = {k: getattr(runtime_values, k) for k in runtime}
-    progress = Progress(
-        TextColumn("[bold]{task.description}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    )
+    progress = progress_bar()
+    progress.disable = quiet
     bar = progress.add_task("runs", total=None)
     steps = progress.add_task("steps of the current run", total=None, visible=False)
 
@@ -293,65 +259,6 @@ def parity_analyze(
     out.print(f"{written[0].parent}/  ({', '.join(p.name for p in written)})")
 
 
-@app.command("theory")
-@user_errors
-def theory(
-    alpha: str = typer.Option("0.2,0.4,0.8", help="Zipf exponents α > 0, comma-separated."),
-    n_quanta: int | None = typer.Option(
-        None, help="Number of quanta [default: infinitely many, ζ(α+1) normalization]."
-    ),
-    tau: float = typer.Option(10.0, help="Occurrences needed to learn a quantum (D and S)."),
-    batch_size: int = typer.Option(100, help="Samples per step for L(S)."),
-    seeds: int = typer.Option(5, help="Monte-Carlo repetitions averaged per curve."),
-    seed: int = typer.Option(0, help="Random seed."),
-    out_dir: Path = typer.Option(Path("runs/theory"), "--out", help="Output directory."),
-) -> None:
-    """Simulate the quantization model: L(N), L(D), L(S) for each α, fitted exponents vs the
-    predicted α and α/(α+1); writes theory.parquet, theory.json and theory.png."""
-    from quanta import plots
-    from quanta.store import write_json, write_parquet
-    from quanta.theory import theory_table
-
-    try:
-        alphas = [float(a) for a in alpha.split(",") if a.strip()]
-    except ValueError:
-        raise QuantaInputError(f"--alpha takes numbers like 0.2,0.4; got {alpha!r}.") from None
-    if not alphas:
-        raise QuantaInputError("--alpha needs at least one value, e.g. --alpha 0.4.")
-    curves, exps = theory_table(
-        alphas, n_quanta=n_quanta, tau=tau, batch_size=batch_size, seeds=seeds, seed=seed
-    )
-    write_parquet(out_dir / "theory.parquet", curves)
-    write_json(
-        out_dir / "theory.json",
-        {
-            "settings": {
-                "n_quanta": n_quanta,
-                "tau": tau,
-                "batch_size": batch_size,
-                "seeds": seeds,
-                "seed": seed,
-            },
-            "exponents": exps.to_dict("records"),
-        },
-    )
-    plots.save_figure(plots.theory_figure(curves, exps), out_dir / "theory.png")
-    table = Table(title="quantization model: fitted vs predicted exponents")
-    for name in ("α", "kind", "fitted", "predicted", "learned slope", "predicted slope"):
-        table.add_column(name, justify="right")
-    for r in exps.to_dict("records"):
-        table.add_row(
-            f"{r['alpha']:g}",
-            r["kind"],
-            f"{r['fitted']:.4f}",
-            f"{r['predicted']:.4f}",
-            f"{r['n_learned_slope']:.4f}",
-            f"{r['predicted_slope']:.4f}",
-        )
-    out.print(table)
-    out.print(f"{out_dir}/  (theory.parquet, theory.json, theory.png)")
-
-
 def _print_summary(summary: Any, threshold: float, n_tasks: int) -> None:
     table = Table(title=f"members (learned = test loss < {threshold:g} nats, of {n_tasks})")
     cols = [
@@ -374,7 +281,7 @@ def _print_summary(summary: Any, threshold: float, n_tasks: int) -> None:
     out.print(table)
 
 
-@parity_app.command("describe", context_settings=EXTRA_ARGS, epilog=_parity_epilog())
+@parity_app.command("describe", cls=ParityConfigCommand, context_settings=EXTRA_ARGS)
 @user_errors
 def parity_describe(
     ctx: typer.Context,
@@ -414,115 +321,3 @@ def parity_describe(
     for row in members_table(cfg).itertuples(index=False):
         members.add_row(*(f"{v:,}" for v in row))
     out.print(members)
-
-
-@app.command("reproduce")
-@user_errors
-def reproduce_cmd(
-    preset: str = typer.Option("cpu", help="cpu (minutes on 2 cores) | paper (GPUs) | tiny."),
-    only: str | None = typer.Option(
-        None, help="Groups (toy, lm, qdg) or stage names, comma-separated [every stage]."
-    ),
-    out_dir: Path = typer.Option(Path("runs/reproduce"), "--out", help="Reproduction directory."),
-    corpus: str = typer.Option(
-        "stdlib:test", help="Corpus of the LM stages (see 'quanta lm losses --corpus')."
-    ),
-    executor: str = typer.Option(
-        "local", help="Executor of the toy sweeps: local | ray | slurm | submitit-local."
-    ),
-    ray_address: str | None = typer.Option(None, help="HOST:PORT of a running Ray cluster."),
-    device: str | None = typer.Option(
-        None, help="torch device of toy training and LM losses [the preset's: cpu; paper: cuda]."
-    ),
-) -> None:
-    """Run every pipeline of the paper in order (theory, toy sweeps, LM suite → losses →
-    analysis, QDG → clusters → validation) and write DIR/report.html.
-
-    Resumable: finished stages are reused, and each stage's own command resumes where it
-    stopped. A failing stage is reported by name; the others still run and the report marks
-    what is missing (exit code 1).
-    """
-    import time
-
-    from quanta.pipeline import plan, reproduce
-
-    check_choice(
-        executor, "executor", "quanta reproduce", ["local", "ray", "slurm", "submitit-local"]
-    )
-    if ray_address and executor != "ray":
-        raise QuantaInputError("--ray-address is used with --executor ray only.")
-    stages = plan(preset, only)
-    extra: dict[str, list[str]] = {}
-    if device:
-        for command in ("parity train", "parity sweep", "lm losses"):
-            extra[command] = ["--device", device]
-    if executor != "local":
-        extra.setdefault("parity sweep", []).extend(["--executor", executor])
-        if ray_address:
-            extra["parity sweep"] += ["--ray-address", ray_address]
-    t0 = {"stage": time.perf_counter()}
-    failed: list[str] = []
-
-    def on_stage(i: int, n: int, stage: Any, status: str) -> None:
-        head = f"[{i + 1}/{n}] {stage.name}"
-        if status == "start":
-            t0["stage"] = time.perf_counter()
-            console.rule(f"[bold]{head}[/]: {stage.title}", align="left")
-        elif status == "done":
-            console.print(f"{head} done in {time.perf_counter() - t0['stage']:,.1f} s")
-        elif status == "reused":
-            console.print(f"{head} reused (finished earlier in '{out_dir}')")
-        else:
-            failed.append(stage.name)
-
-    try:
-        state = reproduce(out_dir, preset, only=only, corpus=corpus, extra=extra, on_stage=on_stage)
-    except KeyboardInterrupt:
-        console.print(
-            f"interrupted; finished stages are kept in '{out_dir}'. Run the same command again "
-            "to resume.",
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
-    table = Table(title=f"quanta reproduce --preset {preset}")
-    for name in ("stage", "status", "seconds"):
-        table.add_column(name, justify="right")
-    for stage in stages:
-        r = state.get(stage.name, {})
-        table.add_row(stage.name, str(r.get("status")), f"{float(r.get('seconds', 0.0)):,.1f}")
-    out.print(table)
-    out.print(f"{out_dir / 'report.html'}")
-    if failed:
-        for name in failed:
-            status = state[name]["status"]
-            label = "[bold red]error:[/]" if status == "failed" else "[yellow]note:[/]"
-            console.print(
-                f"{label} stage {name} {status}: {state[name].get('message', '')}",
-                highlight=False,
-                soft_wrap=True,
-            )
-        console.print(
-            "The report marks what is missing; fix the cause and run the same command "
-            "again to finish."
-        )
-        raise typer.Exit(1)
-
-
-@app.command("report")
-@user_errors
-def report_cmd(
-    source: Path = typer.Argument(..., help="A 'quanta reproduce' directory."),
-) -> None:
-    """Re-render SOURCE/report.html from what the directory holds (one self-contained page)."""
-    from quanta.report import write_report
-
-    out.print(str(write_report(source)))
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="quanta")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -8,8 +8,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from quanta._cli import out, progress_bar, user_errors
 from quanta._validation import QuantaInputError
+from quanta.cli._common import out, progress_bar, user_errors
 
 __all__ = ["lm_app"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from quanta._cli import console, out, user_errors
 from quanta._validation import QuantaInputError
+from quanta.cli._common import out, progress_bar, user_errors
 
 __all__ = ["qdg_app"]
 
@@ -48,8 +48,6 @@ def qdg_run(
 ) -> None:
     """Select confident tokens, take their gradients, cluster them for every K and fit the
     Zipf law of cluster sizes."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from quanta.qdg.run import run_qdg
 
     try:
@@ -58,12 +56,15 @@ def qdg_run(
         raise QuantaInputError(f"--ks takes integers like 10,50,100; got {ks!r}.") from None
     if projection_dim < 0:
         raise QuantaInputError(f"--projection-dim must be ≥ 0 (0 = exact); got {projection_dim}.")
-    progress = Progress(
-        TextColumn("[bold]gradients[/]"), BarColumn(), MofNCompleteColumn(), console=console
-    )
+    progress = progress_bar()
     progress.disable = quiet
-    bar = progress.add_task("grads", total=None)
-    with progress:
+    bar = progress.add_task("gradients", total=None)
+
+    def on_gradients(done: int, total: int) -> None:  # shown once work starts: not on refusal
+        progress.start()
+        progress.update(bar, completed=done, total=total)
+
+    try:
         result = run_qdg(
             losses,
             out_dir,
@@ -81,8 +82,10 @@ def qdg_run(
             assign=assign,
             alpha_n=alpha_n,
             seed=seed,
-            progress=lambda d, t: progress.update(bar, completed=d, total=t),
+            progress=on_gradients,
         )
+    finally:
+        progress.stop()
     table = Table(title=f"QDG on {result['n_samples']} tokens of {result['model']}")
     for name in ("K", "Zipf exponent (MLE)", "95% CI", "bias-corrected"):
         table.add_column(name, justify="right")

@@ -1,0 +1,5 @@
+"""``python -m quanta.cli …`` is ``quanta …``."""
+
+from quanta.cli import main
+
+main()

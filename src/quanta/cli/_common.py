@@ -1,0 +1,208 @@
+"""Shared pieces of the command line: consoles, the user-error wrapper, the one progress bar,
+config-key help and the in-process command runner that ``quanta reproduce`` hands to the
+pipeline."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import typer
+from rich.console import Console
+from typer.core import TyperCommand
+
+from quanta._validation import QuantaInputError
+
+__all__ = [
+    "EXTRA_ARGS",
+    "RAISE_ERRORS",
+    "ConfigKeysCommand",
+    "RootCommand",
+    "config_keys_command",
+    "console",
+    "fail",
+    "in_process_runner",
+    "out",
+    "progress_bar",
+    "user_errors",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(stderr=True)
+out = Console()
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+# Set by the in-process runner (``quanta reproduce``): user errors then propagate as
+# exceptions, so the pipeline can name the stage that failed instead of the process exiting.
+RAISE_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("RAISE_ERRORS", default=False)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one error line and return the exit-2 exception to raise."""
+    if RAISE_ERRORS.get():
+        raise QuantaInputError(message)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def user_errors(fn: F) -> F:
+    """Turn user-input errors raised inside ``fn`` into one line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (QuantaInputError, ValueError, TypeError, OSError) as exc:
+            if os.environ.get("QUANTA_DEBUG") or RAISE_ERRORS.get():
+                raise
+            raise fail(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress_bar(*fields: str) -> Any:
+    """The progress display of every command, on stderr: description, bar, M/N, ``fields``
+    (extra text columns such as ``"loss {task.fields[loss]:.4f}"``), elapsed and remaining
+    time. Tasks added with ``total=None`` show a pulsing bar until a total is known."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn("[bold]{task.description}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(f) for f in fields),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    return Progress(*columns, console=console)
+
+
+class RootCommand(Protocol):
+    """The click command of a Typer app (``typer.main.get_command(app)``, or
+    ``ctx.find_root().command`` inside a command)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes of refused command lines. Typer ≥ 0.29 vendors click
+    (``typer._click``; its errors derive from ``typer.TyperException``), so ``click``'s own
+    classes match only under older Typer, where click is installed with it."""
+    errors: list[type[BaseException]] = []
+    if hasattr(typer, "TyperException"):
+        errors.append(typer.TyperException)
+    try:
+        import click
+    except ImportError:
+        pass
+    else:
+        errors.append(click.ClickException)
+    return tuple(errors)
+
+
+def in_process_runner(command: RootCommand) -> Callable[[list[str]], None]:
+    """A runner of ``quanta`` argument lists through ``command`` (the root of the CLI) in this
+    process, for :func:`quanta.pipeline.reproduce`.
+
+    User errors propagate as :class:`QuantaInputError` (so the pipeline records the stage as
+    failed with that one line), also those Typer itself refuses (a bad option value); Ctrl-C
+    inside a command becomes ``KeyboardInterrupt``; any other non-zero exit status a
+    ``RuntimeError``.
+    """
+    usage_errors = _usage_errors()
+
+    def run(argv: list[str]) -> None:
+        token = RAISE_ERRORS.set(True)
+        try:
+            try:
+                code = command.main(args=argv, prog_name="quanta", standalone_mode=False)
+            except usage_errors as exc:
+                raise QuantaInputError(exc.format_message()) from None  # type: ignore[attr-defined]
+            except typer.Abort:  # end of input inside a command: stop the whole job
+                raise KeyboardInterrupt("interrupted") from None
+        finally:
+            RAISE_ERRORS.reset(token)
+        if code == 130:  # Ctrl-C inside a command (Typer turns it into exit status 130)
+            raise KeyboardInterrupt("interrupted")
+        if isinstance(code, int) and code != 0:
+            raise RuntimeError(f"'quanta {argv[0]}' exited with status {code}")
+
+    return run
+
+
+def _type_name(tp: Any) -> str:
+    """How a config field's type is written on the command line: int, float, int,... ."""
+    origin = typing.get_origin(tp)
+    args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+    if origin is tuple:
+        return f"{_type_name(args[0])},..."
+    if args and type(None) in args:
+        return "|".join(_type_name(a) for a in args if a is not type(None)) + "|none"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class ConfigKeysCommand(TyperCommand):
+    """A command that takes the keys of a config dataclass as ``--key value`` extra arguments
+    and lists each key in ``--help`` as its own option line: ``--key <type>``, its default,
+    ``[runtime]`` for keys outside the config hash, and the field's ``help`` metadata.
+
+    Subclasses set ``config_source`` (see :func:`config_keys_command`); it is called only when
+    help is shown, so listing commands never imports the config's module.
+    """
+
+    config_source: ClassVar[Callable[[], tuple[type, Mapping[str, Mapping[str, Any]]]]]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:  # Typer's click, maybe vendored
+        from quanta.config import config_fields
+
+        super().format_options(ctx, formatter)
+        cls, presets = type(self).config_source()
+        rows = []
+        for name, (tp, f) in config_fields(cls).items():
+            tag = " [runtime]" if f.metadata.get("runtime") else ""
+            rows.append(
+                (
+                    f"--{name.replace('_', '-')} <{_type_name(tp)}>",
+                    f"[default: {_default_text(f.default)}]{tag} {f.metadata.get('help', '')}",
+                )
+            )
+        with formatter.section("Config keys (--key value, or key = value in the --config file)"):
+            # The widest key sets the column, so every key's type and default share its line.
+            formatter.write_dl(rows, col_max=max(len(term) for term, _ in rows))
+        changed = {
+            p: "sets " + ", ".join(k.replace("_", "-") for k in values)
+            if values
+            else "the defaults"
+            for p, values in presets.items()
+        }
+        formatter.write_paragraph()
+        formatter.write_text(
+            "Presets: "
+            + "; ".join(f"{p} ({keys})" for p, keys in changed.items())
+            + ". Precedence: defaults < --preset < --config file < command line."
+        )
+
+
+def config_keys_command(
+    source: Callable[[], tuple[type, Mapping[str, Mapping[str, Any]]]],
+) -> type[ConfigKeysCommand]:
+    """A :class:`ConfigKeysCommand` class for ``source() -> (config class, presets)``, to pass
+    as ``cls=`` to ``typer.Typer.command``."""
+    return type("ConfigKeysCommand", (ConfigKeysCommand,), {"config_source": staticmethod(source)})

@@ -1,0 +1,133 @@
+"""``quanta reproduce`` and ``quanta report``: the main job and its page (parse → call → write).
+
+``reproduce`` hands the pipeline a runner of this CLI's own commands (in-process, user errors as
+exceptions), so the pipeline runs what a person would type without importing the CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from quanta._validation import QuantaInputError, check_choice
+from quanta.cli._common import console, in_process_runner, out, user_errors
+
+__all__ = ["job_app"]
+
+# Merged into the root app (no group name): ``quanta reproduce``, ``quanta report``.
+job_app = typer.Typer(rich_markup_mode=None)
+
+
+@job_app.command("reproduce")
+@user_errors
+def reproduce_cmd(
+    ctx: typer.Context,
+    preset: str = typer.Option("cpu", help="cpu (minutes on 2 cores) | paper (GPUs) | tiny."),
+    only: str | None = typer.Option(
+        None, help="Groups (toy, lm, qdg) or stage names, comma-separated [every stage]."
+    ),
+    out_dir: Path = typer.Option(Path("runs/reproduce"), "--out", help="Reproduction directory."),
+    corpus: str = typer.Option(
+        "stdlib:test", help="Corpus of the LM stages (see 'quanta lm losses --corpus')."
+    ),
+    executor: str = typer.Option(
+        "local", help="Executor of the toy sweeps: local | ray | slurm | submitit-local."
+    ),
+    ray_address: str | None = typer.Option(None, help="HOST:PORT of a running Ray cluster."),
+    device: str | None = typer.Option(
+        None, help="torch device of toy training and LM losses [the preset's: cpu; paper: cuda]."
+    ),
+) -> None:
+    """Run every pipeline of the paper in order (theory, toy sweeps, LM suite → losses →
+    analysis, QDG → clusters → validation) and write DIR/report.html.
+
+    Resumable: finished stages are reused, and each stage's own command resumes where it
+    stopped. A failing stage is reported by name; the others still run and the report marks
+    what is missing (exit code 1).
+    """
+    import time
+
+    from quanta.pipeline import plan, reproduce
+
+    check_choice(
+        executor, "executor", "quanta reproduce", ["local", "ray", "slurm", "submitit-local"]
+    )
+    if ray_address and executor != "ray":
+        raise QuantaInputError("--ray-address is used with --executor ray only.")
+    stages = plan(preset, only)
+    extra: dict[str, list[str]] = {}
+    if device:
+        for command in ("parity train", "parity sweep", "lm losses"):
+            extra[command] = ["--device", device]
+    if executor != "local":
+        extra.setdefault("parity sweep", []).extend(["--executor", executor])
+        if ray_address:
+            extra["parity sweep"] += ["--ray-address", ray_address]
+    t0 = {"stage": time.perf_counter()}
+    failed: list[str] = []
+
+    def on_stage(i: int, n: int, stage: Any, status: str) -> None:
+        head = f"[{i + 1}/{n}] {stage.name}"
+        if status == "start":
+            t0["stage"] = time.perf_counter()
+            console.rule(f"[bold]{head}[/]: {stage.title}", align="left")
+        elif status == "done":
+            console.print(f"{head} done in {time.perf_counter() - t0['stage']:,.1f} s")
+        elif status == "reused":
+            console.print(f"{head} reused (finished earlier in '{out_dir}')")
+        else:
+            failed.append(stage.name)
+
+    try:
+        state = reproduce(
+            out_dir,
+            preset,
+            run_command=in_process_runner(ctx.find_root().command),
+            only=only,
+            corpus=corpus,
+            extra=extra,
+            on_stage=on_stage,
+        )
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted; finished stages are kept in '{out_dir}'. Run the same command again "
+            "to resume.",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    table = Table(title=f"quanta reproduce --preset {preset}")
+    for name in ("stage", "status", "seconds"):
+        table.add_column(name, justify="right")
+    for stage in stages:
+        r = state.get(stage.name, {})
+        table.add_row(stage.name, str(r.get("status")), f"{float(r.get('seconds', 0.0)):,.1f}")
+    out.print(table)
+    out.print(f"{out_dir / 'report.html'}")
+    if failed:
+        for name in failed:
+            status = state[name]["status"]
+            label = "[bold red]error:[/]" if status == "failed" else "[yellow]note:[/]"
+            console.print(
+                f"{label} stage {name} {status}: {state[name].get('message', '')}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            "The report marks what is missing; fix the cause and run the same command "
+            "again to finish."
+        )
+        raise typer.Exit(1)
+
+
+@job_app.command("report")
+@user_errors
+def report_cmd(
+    source: Path = typer.Argument(..., help="A 'quanta reproduce' directory."),
+) -> None:
+    """Re-render SOURCE/report.html from what the directory holds (one self-contained page)."""
+    from quanta.report import write_report
+
+    out.print(str(write_report(source)))
