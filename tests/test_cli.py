@@ -246,8 +246,7 @@ def test_qdg_run_refuses_knn_with_relu_norm_before_touching_anything(runner, tmp
 def test_the_knn_affinities_run_qdg_allows_are_those_knn_affinity_takes():
     import numpy as np
 
-    from quanta.qdg.cluster import AFFINITIES, knn_affinity
-    from quanta.qdg.run import KNN_AFFINITIES
+    from quanta.qdg.cluster import AFFINITIES, KNN_AFFINITIES, knn_affinity
 
     g = np.random.default_rng(0).normal(size=(12, 5))
     taken = []

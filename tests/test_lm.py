@@ -173,6 +173,30 @@ def test_a_head_that_disagrees_falls_back_visibly_and_is_recorded(suite_dir, tmp
         token_losses(model, corpus, head="fast")
 
 
+def test_cli_head_option_warns_in_one_line_and_refuses_a_broken_fast_path(
+    suite_dir, tmp_path, monkeypatch
+):
+    import quanta.lm.suite
+
+    real_load = quanta.lm.suite.load_model
+    monkeypatch.setattr(
+        quanta.lm.suite, "load_model", lambda *a, **k: _soft_capped(real_load(*a, **k))
+    )
+    args = ["lm", "losses", "--suite", str(suite_dir), "--max-docs", "2", "--max-len", "48"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "A"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 4 and "disagrees with the model's own logits" in warned[0]
+    assert "HeadFallbackWarning" not in res.output  # not Python's two-line warning form
+    assert pd.read_parquet(tmp_path / "A" / "models.parquet")["head"].tolist() == ["full"] * 4
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "C"), "--head", "chunked"])
+    assert res.exit_code == 2 and "disagrees with the model's own logits" in res.output
+    assert "Traceback" not in res.output
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "D"), "--head", "fast"])
+    assert res.exit_code == 2 and "Got 'fast' instead" in res.output
+    assert not (tmp_path / "D").exists()
+
+
 def test_index_table_round_trips_to_the_text(tok_model):
     tok, _ = tok_model
     docs = [Document("a", "def f(x):\n    return x + 1\n"), Document("b", "x"), Document("c", "")]

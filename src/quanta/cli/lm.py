@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from quanta._validation import QuantaInputError
-from quanta.cli._common import out, progress_bar, user_errors
+from quanta.cli._common import console, out, progress_bar, user_errors
 
 __all__ = ["lm_app"]
 
@@ -96,12 +96,19 @@ def lm_losses(
     text_field: str = typer.Option("text", help="JSON / dataset field holding the text."),
     dtype: str = typer.Option("float32", help="Stored loss dtype: float32 | float16."),
     batch_tokens: int = typer.Option(8192, help="Padded tokens per forward batch."),
+    head: str = typer.Option(
+        "auto",
+        help="Output head: auto (chunked if it matches the model's own logits, else full with a "
+        "warning) | chunked (or fail) | full. The path each model took is in models.parquet.",
+    ),
     device: str = typer.Option("cpu", help="torch device."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Per-token losses (nats) of every model of a suite on a corpus: losses.npy
     [n_tokens, n_models] + the token index table; resumable per model."""
-    from quanta.lm.losses import run_losses
+    import warnings
+
+    from quanta.lm.losses import HeadFallbackWarning, run_losses
 
     progress = progress_bar("{task.fields[tps]}")
     progress.disable = quiet
@@ -117,7 +124,13 @@ def lm_losses(
         rate = state["done"] / max(__import__("time").perf_counter() - state["t0"], 1e-9)
         progress.update(state["bar"], advance=n, tps=f"{rate:,.0f} tok/s")
 
-    with progress:
+    def show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
+        # One line through the console (above the progress bar), not Python's two-line form.
+        console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    with progress, warnings.catch_warnings():
+        warnings.simplefilter("always", HeadFallbackWarning)
+        warnings.showwarning = show_warning
         models = run_losses(
             suite,
             corpus,
@@ -129,12 +142,13 @@ def lm_losses(
             text_field=text_field,
             dtype=dtype,
             batch_tokens=batch_tokens,
+            head=head,
             device=device,
             on_model=on_model,
             on_tokens=on_tokens,
         )
     table = Table(title=f"per-token losses in {out_dir}")
-    for name in ("model", "non-embedding N", "mean loss (nats)", "tokens/s"):
+    for name in ("model", "non-embedding N", "mean loss (nats)", "tokens/s", "head"):
         table.add_column(name, justify="right")
     for r in models.to_dict("records"):
         table.add_row(
@@ -142,6 +156,7 @@ def lm_losses(
             f"{r['n_params']:,}",
             f"{r['mean_loss']:.4f}",
             f"{r['tokens_per_second']:,.0f}",
+            str(r.get("head", "")),
         )
     out.print(table)
 

@@ -31,6 +31,7 @@ from quanta._validation import QuantaInputError, check_choice, check_int
 
 __all__ = [
     "AFFINITIES",
+    "KNN_AFFINITIES",
     "affinity",
     "cluster_qr",
     "cosine_similarity",
@@ -44,6 +45,8 @@ __all__ = [
 
 _OWNER = "quanta qdg cluster"
 AFFINITIES = ("angular", "relu", "shift", "relu_norm")
+# ``relu_norm`` weights each pair by both gradient norms, which only the dense affinity computes.
+KNN_AFFINITIES = ("angular", "relu", "shift")
 
 
 def cosine_similarity(g: np.ndarray, *, center: bool = False, block: int = 2048) -> np.ndarray:
@@ -121,7 +124,7 @@ def knn_affinity(
     O(n · n_neighbors) instead of O(n²). Rows are compared a block at a time."""
     from scipy import sparse
 
-    transform = check_choice(transform, "affinity", _OWNER, ["angular", "relu", "shift"])
+    transform = check_choice(transform, "affinity", _OWNER, list(KNN_AFFINITIES))
     n = len(g)
     n_neighbors = check_int(n_neighbors, "n_neighbors", _OWNER, low=1, high=max(n - 1, 1))
     mean = np.asarray(g, dtype=np.float64).mean(axis=0) if center else 0.0

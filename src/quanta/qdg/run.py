@@ -29,10 +29,6 @@ __all__ = ["run_qdg"]
 
 KIND = "qdg.run"
 _OWNER = "quanta qdg run"
-# The transforms ``qdg.cluster.knn_affinity`` takes: ``relu_norm`` weights each pair by both
-# gradient norms, which only the dense affinity computes. A test keeps this list equal to what
-# knn_affinity accepts, so the run refuses the combination before anything is written.
-KNN_AFFINITIES = ("angular", "relu", "shift")
 
 
 def run_qdg(
@@ -203,7 +199,7 @@ def run_qdg(
 
 def _check_arguments(transform: str, *, knn: int, assign: str, projection_dim: int | None) -> None:
     """Refuse bad settings before any file is read or written."""
-    from quanta.qdg.cluster import AFFINITIES
+    from quanta.qdg.cluster import AFFINITIES, KNN_AFFINITIES
 
     check_choice(transform, "affinity", _OWNER, list(AFFINITIES))
     check_choice(assign, "assign", _OWNER, ["kmeans", "cluster_qr", "discretize"])
