@@ -9,10 +9,13 @@ files cut at blank lines into paragraph documents (tens of tokens each, like muc
 corpus). Tokenized with a BPE tokenizer trained here.
 
 The paper's method: one document per forward, autograd on, full logits,
-``cross_entropy(reduction="none").tolist()``. Ours: :func:`quanta.lm.losses.token_losses`
-(length-bucketed batches, inference mode, no padding mask, chunked output head).
+``cross_entropy(reduction="none").tolist()``. The same under ``torch.no_grad()`` splits our gain
+in two: paper → paper without autograd is what dropping autograd alone gives; paper without
+autograd → ours is what our batching gives (:func:`quanta.lm.losses.token_losses`:
+length-bucketed batches, inference mode, no padding mask, chunked output head).
 
-Each method runs in its own child process so its peak resident memory (ru_maxrss) is its own.
+Each method runs in its own fresh child process (no warm-up, the same for all three) so its
+peak resident memory (ru_maxrss) is its own.
 
 Usage: python benchmarks/bench_losses.py [--docs 48] [--threads 2] [--shape mini pythia70m]
 """
@@ -44,6 +47,9 @@ SHAPES = {
         "intermediate_size": 2048,
     },
 }
+
+
+METHODS = ["paper", "paper_nograd", "ours"]  # run in this order; the first trains the tokenizer
 
 
 def build(docs: int, workdir: Path, shape: str, kind: str = "long"):  # type: ignore[no-untyped-def]
@@ -87,6 +93,9 @@ def child(method: str, docs: int, threads: int, workdir: Path, shape: str, kind:
     t = time.perf_counter()
     if method == "paper":
         losses = np.asarray(paper_token_losses(model, corpus), dtype=np.float32)
+    elif method == "paper_nograd":
+        with torch.no_grad():
+            losses = np.asarray(paper_token_losses(model, corpus), dtype=np.float32)
     else:
         losses = token_losses(model, corpus)
     seconds = time.perf_counter() - t
@@ -111,7 +120,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--shape", nargs="+", default=["mini", "pythia70m"], choices=list(SHAPES))
     ap.add_argument("--corpus", nargs="+", default=["long", "short"], choices=["long", "short"])
-    ap.add_argument("--method", choices=["ours", "paper"], help=argparse.SUPPRESS)
+    ap.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.method:
@@ -127,7 +136,7 @@ def report(shape: str, kind: str, docs: int, threads: int, tmp: Path) -> None:
     import numpy as np
 
     results = {}
-    for method in ("paper", "ours"):  # the tokenizer is trained once, by the first child
+    for method in METHODS:
         res = subprocess.run(
             [
                 *(sys.executable, __file__, "--method", method, "--docs", str(docs)),
@@ -139,24 +148,35 @@ def report(shape: str, kind: str, docs: int, threads: int, tmp: Path) -> None:
             check=True,
         )
         results[method] = json.loads(res.stdout.strip().splitlines()[-1])
-    ours, paper = (np.load(tmp / f"{shape}-{kind}-{m}.npy") for m in ("ours", "paper"))
-    diff = np.abs(ours - paper).max()
-    p, o = results["paper"], results["ours"]
+    ours, paper, nograd = (
+        np.load(tmp / f"{shape}-{kind}-{m}.npy") for m in ("ours", "paper", "paper_nograd")
+    )
+    diff = max(np.abs(ours - paper).max(), np.abs(nograd - paper).max())
+    p, n, o = results["paper"], results["paper_nograd"], results["ours"]
     print(
         f"[{shape}, {kind} documents] {o['tokens']:,} predicted tokens in {o['docs']} documents "
         f"(mean {o['tokens'] / o['docs'] + 1:.0f} tokens, ≤1024), "
         f"{threads} threads"
     )
-    for name, r in (("paper's method", p), ("quanta engine", o)):
+    for name, r in (("paper's method", p), ("paper, no_grad", n), ("quanta engine", o)):
         print(
             f"  {name:15s} {r['seconds']:7.2f} s  {r['tokens'] / r['seconds']:9,.0f} tokens/s  "
             f"peak RSS {r['peak_mib']:6.0f} MiB (+{r['peak_over_model_mib']:.0f} over the model)"
         )
-    ratio_mem = p["peak_over_model_mib"] / max(o["peak_over_model_mib"], 1)
-    print(
-        f"  speed ratio {p['seconds'] / o['seconds']:.2f}x, memory above the model "
-        f"{ratio_mem:.2f}x less, max |loss difference| {diff:.2e}"
-    )
+
+    def mem(a: dict[str, float], b: dict[str, float]) -> float:
+        return a["peak_over_model_mib"] / max(b["peak_over_model_mib"], 1)
+
+    for label, a, b in (
+        ("total (paper -> quanta)", p, o),
+        ("no autograd (paper -> paper no_grad)", p, n),
+        ("our batching (paper no_grad -> quanta)", n, o),
+    ):
+        print(
+            f"  {label:40s} speed {a['seconds'] / b['seconds']:.2f}x, "
+            f"memory above the model {mem(a, b):.2f}x (before / after; > 1: less memory)"
+        )
+    print(f"  max |loss difference| between the three: {diff:.2e}")
 
 
 if __name__ == "__main__":

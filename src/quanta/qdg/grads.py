@@ -2,12 +2,13 @@
 
 For every selected token: one forward over its context truncated at the token, the output
 head only at that position, one backward — backward passes = samples (the paper's code
-recomputed them for every block pair of the similarity matrix, ≈ 21× more). Measured
-alternatives (``benchmarks/bench_qdg.py``, tiny and cpu-size GPT-NeoX): one shared forward per
-document with a ``retain_graph`` backward per token (``shared_forward=True``) is slower, since
-every backward then walks the whole document's graph (0.56× the per-token loop on 512-token
-documents); batching those backwards as VJPs with one-hot cotangents (``is_grads_batched``,
-vmap) was slower still (6.7× slower than the retained-graph loop for 40 tokens).
+recomputed them for every block pair of the similarity matrix, 21× more: PAPER.md §4).
+Measured alternatives (``benchmarks/bench_qdg.py`` (a), cpu-size GPT-NeoX, 512-token documents;
+see docs/BENCHMARKS.md): one shared forward per document with a ``retain_graph`` backward per
+token (``shared_forward=True``) is no faster (0.92× and 1.09× the per-token loop's speed in two
+runs: within noise), and holds the document's whole graph until its last token; batching those
+backwards as VJPs with one-hot cotangents (``is_grads_batched``, vmap) took as long as the
+retained-graph loop (0.99× its time for 40 tokens).
 
 Parameters: by default everything but the input/output embeddings and the layer norms (the
 paper's choice; Pythia-70m: 18,903,040 dims). Rows are streamed to ``.npy`` in sample order, so
