@@ -34,7 +34,8 @@ test: $(BIN)/quanta
 bench: $(BIN)/quanta
 	$(BIN)/python benchmarks/bench_parity.py
 	$(BIN)/python benchmarks/bench_fit.py
-	$(BIN)/python benchmarks/bench_losses.py
+	$(BIN)/python benchmarks/bench_losses.py --shape mini
+	$(BIN)/python benchmarks/bench_losses.py --shape pythia70m --docs 16
 	$(BIN)/python benchmarks/bench_qdg.py
 
 clean:
