@@ -22,6 +22,13 @@ suite_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Model
 lm_app.add_typer(suite_app, name="suite")
 
 
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise QuantaInputError(f"{flag} takes comma-separated numbers; got {text!r}.") from None
+
+
 @suite_app.command("train")
 @user_errors
 def suite_train(
@@ -34,7 +41,14 @@ def suite_train(
     context: int | None = typer.Option(None, help="Tokens per training sequence."),
     vocab_size: int | None = typer.Option(None, help="BPE vocabulary size."),
     seed: int | None = typer.Option(None, help="Seed of init and data order."),
+    lrs: str | None = typer.Option(
+        None, help="Peak learning rate per size, comma-separated (one per size of the preset)."
+    ),
+    precision: str | None = typer.Option(
+        None, help="bf16 (bfloat16 autocast, float32 master weights) | f32."
+    ),
     threads: int | None = typer.Option(None, help="torch CPU threads (0 = all)."),
+    device: str | None = typer.Option(None, help="torch device [default: cpu]."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a Pythia-style GPT-NeoX suite (≥ 4 sizes, same data order, log-spaced
@@ -50,7 +64,10 @@ def suite_train(
         context=context,
         vocab_size=vocab_size,
         seed=seed,
+        lrs=_floats(lrs, "--lrs") if lrs is not None else None,
+        precision=precision,
         threads=threads,
+        device=device,
     )
     progress = progress_bar("loss {task.fields[loss]:.3f}")
     progress.disable = quiet

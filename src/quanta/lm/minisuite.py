@@ -11,7 +11,15 @@ Where no model hub is reachable this is how every LM analysis runs. Layout of ``
     train_log.parquet             step, model, loss (every logged step)
 
 All sizes see the same batches in the same order (one seeded permutation of fixed-length
-chunks of the packed training corpus). A crash resumes at the first model not yet finished.
+chunks of the packed training corpus: documents joined by EOS, no padding). A crash resumes at
+the first model not yet finished.
+
+Training follows Pythia's recipe at small scale: AdamW (β = 0.9, 0.95; weight decay 0.01) with
+float32 master weights, linear warmup then cosine decay to ``min_lr_ratio`` × the peak rate,
+gradient clipping at 1.0, one learning rate per size (``lrs``; chosen by a measured sweep, see
+docs/BENCHMARKS.md), and bfloat16 autocast where the device has fast bf16 matrix units
+(``precision``; on this project's CPUs bf16 matmuls run ~4× the f32 rate, measured by
+``benchmarks/bench_lm_train.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +36,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quanta._validation import QuantaInputError, check_choice, check_int, check_real
+from quanta._validation import (
+    QuantaInputError,
+    check_choice,
+    check_device,
+    check_int,
+    check_real,
+)
 
-__all__ = ["SUITE_PRESETS", "MiniSuiteConfig", "train_minisuite"]
+__all__ = [
+    "SUITE_PRESETS",
+    "MiniSuiteConfig",
+    "train_flops_per_token",
+    "train_minisuite",
+    "training_step",
+]
 
 _OWNER = "MiniSuiteConfig"
 KIND = "lm.suite"
@@ -50,11 +70,15 @@ class MiniSuiteConfig:
     head_dim: int = 32
     steps: int = 500
     batch_size: int = 8
-    lr: float = 2e-3
-    warmup: int = 30
+    lr: float = 2e-3  # peak learning rate of every size without its own entry in ``lrs``
+    lrs: tuple[float, ...] = ()  # one peak learning rate per size (same order), or ()
+    warmup: int = 30  # linear warmup steps, then cosine decay
+    min_lr_ratio: float = 0.1  # the cosine ends at this fraction of the peak rate
+    precision: str = "bf16"  # "bf16": bfloat16 autocast, float32 master weights | "f32"
     n_checkpoints: int = 6
     seed: int = 0
     threads: int = 0  # runtime: 0 = all cores
+    device: str = "cpu"  # runtime: torch device
 
     def __post_init__(self) -> None:
         check_int(self.vocab_size, "vocab_size", _OWNER, low=300)
@@ -64,6 +88,16 @@ class MiniSuiteConfig:
         check_int(self.n_checkpoints, "n_checkpoints", _OWNER, low=1)
         check_int(self.max_docs, "max_docs", _OWNER, low=0)
         check_real(self.lr, "lr", _OWNER, low=0.0, low_open=True)
+        check_real(self.min_lr_ratio, "min_lr_ratio", _OWNER, low=0.0, high=1.0)
+        check_int(self.warmup, "warmup", _OWNER, low=0)
+        check_choice(self.precision, "precision", _OWNER, ["bf16", "f32"])
+        if self.lrs and len(self.lrs) != len(self.sizes):
+            raise QuantaInputError(
+                f"MiniSuiteConfig.lrs must give one learning rate per size ({len(self.sizes)}); "
+                f"got {len(self.lrs)}."
+            )
+        for lr in self.lrs:
+            check_real(lr, "lrs", _OWNER, low=0.0, low_open=True)
         if len(self.sizes) < 1 or any(h < 4 or layers < 1 for h, layers in self.sizes):
             raise QuantaInputError(
                 f"MiniSuiteConfig.sizes must be (hidden >= 4, layers >= 1) pairs; got {self.sizes}."
@@ -74,10 +108,25 @@ class MiniSuiteConfig:
         grid = np.unique(np.geomspace(1, self.steps, self.n_checkpoints).round().astype(int))
         return [int(s) for s in grid]
 
+    def lr_of(self, index: int) -> float:
+        """The peak learning rate of the ``index``-th size."""
+        return self.lrs[index] if self.lrs else self.lr
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the peak rate at optimizer step ``step`` (0-based): linear warmup over
+        ``warmup`` steps, then cosine decay to ``min_lr_ratio`` at the last step."""
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(self.steps - self.warmup - 1, 1)
+        t = min((step - self.warmup) / span, 1.0)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["sizes"] = [list(s) for s in self.sizes]
+        d["lrs"] = list(self.lrs)
         d.pop("threads")
+        d.pop("device")
         return d
 
 
@@ -95,8 +144,17 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
         "warmup": 5,
         "n_checkpoints": 3,
     },
-    # Minutes on 2 cores: 4 sizes, 25k … 1.8M non-embedding parameters.
-    "cpu": {},
+    # Minutes on 2 cores (the lm-suite stage of `make demo`): 6 sizes, 3.3k … 793k
+    # non-embedding parameters (2.4 decades), all on the same tokens in the same order.
+    "cpu": {
+        "sizes": ((16, 1), (32, 1), (48, 2), (64, 2), (96, 3), (128, 4)),
+        "context": 256,
+        "batch_size": 16,
+        "steps": 1000,
+        "warmup": 50,
+        "lr": 3e-3,
+        "n_checkpoints": 8,
+    },
     # A GPU: 6 sizes up to ~19M non-embedding (Pythia-70m's), 1024-token context.
     "gpu": {
         "vocab_size": 16384,
@@ -180,6 +238,7 @@ def train_minisuite(
     from quanta.lm.suite import non_embedding_params
     from quanta.store import RunDir, write_json, write_parquet
 
+    check_device(cfg.device, "quanta lm suite train")
     out = Path(out)
     config = cfg.to_dict()
     run = RunDir(out, KIND, config, config_hash(config))
@@ -190,6 +249,8 @@ def train_minisuite(
     t0 = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    bf16 = cfg.precision == "bf16"
     docs, _ = load_documents(cfg.corpus, max_docs=cfg.max_docs or None)
     tok_dir = out / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
@@ -207,27 +268,23 @@ def train_minisuite(
     log: list[pd.DataFrame] = []
     if (out / "train_log.parquet").exists():
         log.append(pd.read_parquet(out / "train_log.parquet"))
-    for hidden, layers in cfg.sizes:
+    for index, (hidden, layers) in enumerate(cfg.sizes):
         name = _name(hidden, layers)
         if any(m["name"] == name for m in done):
             continue
         torch.manual_seed(cfg.seed)
         model = GPTNeoXForCausalLM(_model_config(cfg, hidden, layers, len(tokenizer)))
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1))
+        model.to(device)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr_of(index), betas=(0.9, 0.95), weight_decay=0.01
         )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
         losses = []
         model.train()
         for step in range(1, cfg.steps + 1):
-            x = torch.from_numpy(chunks[batches[step - 1]]).long()
-            loss = model(input_ids=x, labels=x).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.detach().item())
+            x = torch.from_numpy(chunks[batches[step - 1]]).to(device)
+            loss = training_step(model, opt, sched, x, bf16=bf16)
+            losses.append(loss)
             if not math.isfinite(losses[-1]):
                 raise QuantaInputError(f"Training {name} diverged at step {step} (loss nan/inf).")
             if progress is not None:
@@ -248,6 +305,9 @@ def train_minisuite(
                 "n_params": non_embedding_params(model),
                 "n_params_total": sum(p.numel() for p in model.parameters()),
                 "final_train_loss": float(np.mean(losses[-max(1, cfg.steps // 10) :])),
+                "lr": cfg.lr_of(index),
+                "tokens": cfg.steps * cfg.batch_size * cfg.context,
+                "loss_change_last20": _late_change(losses),
             }
         )
         log.append(
@@ -261,6 +321,45 @@ def train_minisuite(
         extra={"n_models": len(done), "n_chunks": len(chunks)},
     )
     return pd.DataFrame(done)
+
+
+def training_step(model: Any, opt: Any, sched: Any, x: Any, *, bf16: bool) -> float:
+    """One optimizer step on the token batch ``x`` [batch, context]; returns the loss (nats).
+
+    Autocast runs the matmuls in bfloat16 when ``bf16``; weights, gradients and the AdamW
+    state stay float32. Gradients are clipped to norm 1.0 (Pythia's setting).
+    """
+    import torch
+
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model(input_ids=x, labels=x).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def train_flops_per_token(cfg: MiniSuiteConfig, hidden: int, layers: int, vocab: int) -> float:
+    """Training FLOPs per token of one size (Kaplan et al. 2020): 6 × (non-embedding + output
+    head parameters) + 6 × layers × context × hidden for attention scores and values (full,
+    not halved for the causal mask). The input embedding is a lookup (no FLOPs)."""
+    ffn = 2 * hidden * 4 * hidden + 4 * hidden + hidden  # two matmuls + biases
+    attn = 4 * hidden * hidden + 4 * hidden  # qkv + dense, biases
+    per_layer = ffn + attn + 4 * hidden  # two layer norms
+    n = layers * per_layer + 2 * hidden  # + final layer norm
+    return 6.0 * (n + vocab * hidden) + 6.0 * layers * cfg.context * hidden
+
+
+def _late_change(losses: list[float]) -> float:
+    """Training-loss change over the last 20% of training (nats; negative = still falling):
+    the mean of the last 5% of steps minus the mean of the 5% around 80% of training."""
+    n = len(losses)
+    w = max(n // 20, 1)
+    at80 = int(0.8 * n)
+    before = np.mean(losses[max(at80 - w // 2, 0) : max(at80 - w // 2, 0) + w])
+    return float(np.mean(losses[-w:]) - before)
 
 
 def _chunks(docs: list[Any], tokenizer: Any, context: int) -> np.ndarray:

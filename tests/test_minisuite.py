@@ -1,0 +1,141 @@
+"""The mini-suite trainer: schedule, FLOP count, precision, per-size rates, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from quanta._validation import QuantaInputError
+from quanta.cli import app
+from quanta.lm.minisuite import (
+    SUITE_PRESETS,
+    MiniSuiteConfig,
+    _late_change,
+    _model_config,
+    build_suite_config,
+    train_flops_per_token,
+    train_minisuite,
+)
+from quanta.lm.suite import non_embedding_params
+
+
+def test_schedule_is_linear_warmup_then_cosine_to_the_floor():
+    cfg = MiniSuiteConfig(steps=91, warmup=10, min_lr_ratio=0.1)
+    # Warmup: (step + 1) / warmup; peak at the first step after it; the floor at the last step.
+    assert [cfg.lr_factor(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert cfg.lr_factor(10) == pytest.approx(1.0)
+    assert cfg.lr_factor(90) == pytest.approx(0.1)
+    # Decay over steps 10 … 90: the mean of peak and floor halfway, a cosine (not a line) at a
+    # quarter of the way.
+    assert cfg.lr_factor(50) == pytest.approx(0.55)
+    assert cfg.lr_factor(30) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25)))
+    factors = [cfg.lr_factor(s) for s in range(10, 91)]
+    assert all(a >= b for a, b in zip(factors, factors[1:], strict=False))
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "gpu"])
+def test_flops_per_token_count_the_models_own_parameters(preset):
+    """6 × (non-embedding + output head) + attention, against the built model's own count."""
+    from transformers import GPTNeoXForCausalLM
+
+    cfg = build_suite_config(preset)
+    for hidden, layers in cfg.sizes[:3]:
+        model = GPTNeoXForCausalLM(_model_config(cfg, hidden, layers, cfg.vocab_size))
+        head = model.get_output_embeddings().weight.numel()
+        expected = 6 * (non_embedding_params(model) + head) + 6 * layers * cfg.context * hidden
+        assert train_flops_per_token(cfg, hidden, layers, cfg.vocab_size) == expected
+
+
+def test_late_change_is_the_last_5_percent_minus_the_5_percent_around_80():
+    losses = list(np.linspace(5.0, 3.0, 200))  # falls 0.01 per step
+    # windows of 10 steps: [155, 165) and [190, 200): means differ by 35 steps × 0.01.
+    assert _late_change(losses) == pytest.approx(-0.35 * 200 / 199, rel=1e-9)
+    assert _late_change([2.0] * 50) == 0.0
+
+
+def _tiny(**overrides):
+    return build_suite_config("tiny", max_docs=20, steps=12, n_checkpoints=2, **overrides)
+
+
+def test_per_size_rates_precision_and_records(tmp_path):
+    lrs = (4e-3, 3e-3, 2e-3, 1e-3)
+    bf = train_minisuite(_tiny(lrs=lrs), tmp_path / "bf")
+    f32 = train_minisuite(_tiny(lrs=lrs, precision="f32"), tmp_path / "f32")
+    assert bf["lr"].tolist() == list(lrs)
+    info = json.loads((tmp_path / "bf" / "suite.json").read_text())["models"]
+    cfg = _tiny(lrs=lrs)
+    assert all(m["tokens"] == cfg.steps * cfg.batch_size * cfg.context for m in info)
+    log = pd.read_parquet(tmp_path / "bf" / "train_log.parquet")
+    for m in info:  # recorded late change = the function on the logged losses
+        losses = log[log["model"] == m["name"]]["loss"].tolist()
+        assert m["loss_change_last20"] == pytest.approx(_late_change(losses))
+    # bf16 autocast changes the numbers a little (the matmuls ran in bf16), not the weights' dtype.
+    assert not np.allclose(bf["final_train_loss"], f32["final_train_loss"], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(bf["final_train_loss"], f32["final_train_loss"], atol=0.05)
+    from transformers import GPTNeoXForCausalLM
+
+    saved = GPTNeoXForCausalLM.from_pretrained(tmp_path / "bf" / info[-1]["path"] / "step12")
+    assert {p.dtype for p in saved.parameters()} == {torch.float32}
+
+
+def test_the_rate_each_size_gets_is_its_own(tmp_path, monkeypatch):
+    seen = []
+    real = torch.optim.AdamW
+
+    def spy(params, lr, **kw):
+        seen.append(lr)
+        return real(params, lr=lr, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    train_minisuite(_tiny(lrs=(1e-3, 2e-3, 3e-3, 4e-3)), tmp_path / "s")
+    assert seen == [1e-3, 2e-3, 3e-3, 4e-3]
+
+
+def test_presets_are_valid_and_the_cpu_suite_spans_the_issue_range():
+    for name in SUITE_PRESETS:
+        cfg = build_suite_config(name)
+        assert not cfg.lrs or len(cfg.lrs) == len(cfg.sizes)
+    cpu = build_suite_config("cpu")
+    from transformers import GPTNeoXForCausalLM
+
+    n = [
+        non_embedding_params(GPTNeoXForCausalLM(_model_config(cpu, h, layer, cpu.vocab_size)))
+        for h, layer in cpu.sizes
+    ]
+    assert len(n) >= 6 and n == sorted(n) and math.log10(n[-1] / n[0]) >= 1.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lrs": (1e-3,)}, r"lrs must give one learning rate per size \(4\); got 1"),
+        ({"precision": "fp8"}, r"'precision' parameter .* Got 'fp8' instead"),
+        ({"min_lr_ratio": 1.5}, r"'min_lr_ratio' parameter"),
+        ({"lrs": (1e-3, 0.0, 1e-3, 1e-3)}, r"'lrs' parameter"),
+    ],
+)
+def test_bad_configs_are_refused(overrides, message):
+    with pytest.raises((QuantaInputError, ValueError), match=message):
+        _tiny(**overrides)
+
+
+def test_cli_refuses_bad_rates_and_devices_before_writing(tmp_path):
+    out = tmp_path / "s"
+    base = ["lm", "suite", "train", "--preset", "tiny", "--out", str(out), "--quiet"]
+    for extra, message in (
+        (["--lrs", "1e-3,x"], "--lrs takes comma-separated numbers; got '1e-3,x'"),
+        (["--lrs", "1e-3,2e-3"], "one learning rate per size (4); got 2"),
+        (["--device", "cuda"], "sees no CUDA GPU"),
+    ):
+        if extra[0] == "--device" and torch.cuda.is_available():
+            continue
+        res = CliRunner().invoke(app, [*base, *extra])
+        assert res.exit_code == 2, res.output
+        assert message in " ".join(res.output.split()) and "Traceback" not in res.output
+        assert not out.exists()
