@@ -127,10 +127,11 @@ def main() -> None:
         for name, on in (("f32", False), ("bf16", True)):
             rate[name] = tokens / time_size(cfg, hidden, layers, vocab, bf16=on, steps=args.steps)
         g32, g16 = rate["f32"] * flops / 1e9, rate["bf16"] * flops / 1e9
+        p32, p16, p16_32 = 100 * g32 / f32, 100 * g16 / bf16, 100 * g16 / f32
         print(
             f"    h{hidden:<4d} l{layers:<2d}  {flops / 1e6:9.2f}  {rate['f32']:9,.0f}  {g32:7.1f}"
-            f"  {100 * g32 / f32:5.0f}% | {rate['bf16']:10,.0f}  {g16:7.1f}  {100 * g16 / bf16:6.0f}%"
-            f"  {100 * g16 / f32:5.0f}%  {rate['bf16'] / rate['f32']:6.2f}x"
+            f"  {p32:5.0f}% | {rate['bf16']:10,.0f}  {g16:7.1f}  {p16:6.0f}%"
+            f"  {p16_32:5.0f}%  {rate['bf16'] / rate['f32']:6.2f}x"
         )
     if args.loss_steps:
         (hidden, layers), res = loss_check(cfg, args.loss_size, args.loss_steps)

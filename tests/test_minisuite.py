@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -36,7 +37,7 @@ def test_schedule_is_linear_warmup_then_cosine_to_the_floor():
     assert cfg.lr_factor(50) == pytest.approx(0.55)
     assert cfg.lr_factor(30) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25)))
     factors = [cfg.lr_factor(s) for s in range(10, 91)]
-    assert all(a >= b for a, b in zip(factors, factors[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(factors))
 
 
 @pytest.mark.parametrize("preset", ["tiny", "cpu", "gpu"])
