@@ -115,11 +115,15 @@ def main() -> None:
     cfg = build_suite_config(args.preset)
     vocab = cfg.vocab_size
     f32, bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    print(f"torch {torch.__version__}, {args.threads} threads, preset {args.preset}: batch "
-          f"{cfg.batch_size} x context {cfg.context}, vocabulary {vocab}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, preset {args.preset}: batch "
+        f"{cfg.batch_size} x context {cfg.context}, vocabulary {vocab}"
+    )
     print(f"(a) matmul peak: f32 {f32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s ({bf16 / f32:.1f}x)")
-    print("(b) size          MFLOP/tok  f32 tok/s  GFLOP/s  %f32pk | bf16 tok/s  GFLOP/s  "
-          "%bf16pk  %f32pk  bf16/f32")
+    print(
+        "(b) size          MFLOP/tok  f32 tok/s  GFLOP/s  %f32pk | bf16 tok/s  GFLOP/s  "
+        "%bf16pk  %f32pk  bf16/f32"
+    )
     tokens = cfg.batch_size * cfg.context
     for hidden, layers in cfg.sizes:
         flops = train_flops_per_token(cfg, hidden, layers, vocab)
