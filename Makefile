@@ -37,6 +37,7 @@ bench: $(BIN)/quanta
 	$(BIN)/python benchmarks/bench_losses.py --shape mini
 	$(BIN)/python benchmarks/bench_losses.py --shape pythia70m --docs 16
 	$(BIN)/python benchmarks/bench_qdg.py
+	$(BIN)/python benchmarks/bench_lm_train.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -274,7 +274,7 @@ def train_minisuite(
             continue
         torch.manual_seed(cfg.seed)
         model = GPTNeoXForCausalLM(_model_config(cfg, hidden, layers, len(tokenizer)))
-        model.to(device)  # type: ignore[arg-type]  # transformers types .to as a hub mixin
+        model.to(device)  # type: ignore[arg-type]  # transformers wraps .to; mypy misreads it
         opt = torch.optim.AdamW(
             model.parameters(), lr=cfg.lr_of(index), betas=(0.9, 0.95), weight_decay=0.01
         )
