@@ -527,8 +527,9 @@ def test_clusters_and_browser_carry_one_line_descriptions(largest_run):
     ]
     table = pd.read_parquet(out / "clusters.parquet")
     assert table[table["K"] == 6].sort_values("rank")["description"].tolist() == want
-    # the decoded token before each sample is the corpus token at pos − 1
-    assert samples["previous"].map(len).gt(0).all()
+    # the token before is the last of the decoded context (the corpus token at pos − 1)
+    pairs = zip(samples["context"], samples["previous"], strict=True)
+    assert all(p and c.endswith(p) for c, p in pairs)
 
     class Descriptions(HTMLParser):
         def __init__(self):

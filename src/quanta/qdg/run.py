@@ -261,10 +261,11 @@ def pick_model(models: pd.DataFrame, model: int | str) -> pd.Series:
     where negative counts from the largest (−1). The row gets ``size_index`` (its place in that
     order, from 0). Anything else is refused with one line listing the models.
 
-    >>> t = pd.DataFrame({"model": [0, 1], "name": ["big", "small"], "label": ["big", "small"],
-    ...                   "n_params": [900, 100]})
-    >>> [pick_model(t, m)["name"] for m in (0, -1, "big", "1")]
-    ['small', 'big', 'big', 'big']
+    >>> t = pd.DataFrame({"model": [0, 1, 2], "name": ["big", "small", "mid"],
+    ...                   "label": ["big@step9", "small@step9", "mid@step9"],
+    ...                   "n_params": [900, 100, 500]})
+    >>> [pick_model(t, m)["name"] for m in (0, -1, -3, "mid", "big@step9", "1", 2)]
+    ['small', 'big', 'small', 'mid', 'big', 'mid', 'big']
     """
     by_size = models.sort_values("n_params", kind="stable").reset_index(drop=True)
     by_size["size_index"] = np.arange(len(by_size))
