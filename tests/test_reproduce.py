@@ -1,9 +1,11 @@
 """`quanta reproduce` and the HTML report: the whole chain on the tiny preset, resuming, bad
 input, failing stages, and the report opened in a real (headless) browser."""
 
+import html
 import json
 import re
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -45,6 +47,18 @@ def test_tiny_preset_runs_every_stage_and_writes_the_report(tiny_run):
     # the cluster browser is linked (relative path, beside the report)
     link = re.search(r"href='(qdg/clusters/clusters_K\d+\.html)'", page)
     assert link and (out / link.group(1)).is_file()
+    # QDG on the largest model; the threshold actually used and why; the largest clusters named
+    zipf = json.loads((out / "qdg/clusters/zipf.json").read_text())
+    info, selection = zipf["model_info"], zipf["selection"]
+    assert info["size_index"] == info["n_models"] - 1 and selection["rule"] == "raised"
+    assert f"{info['label']} (N = {info['n_params']:,} non-embedding" in page
+    assert html.escape(selection["reason"]) in page
+    clusters = pd.read_parquet(out / "qdg/clusters/clusters.parquet")
+    shown = clusters[clusters["K"] == 6].sort_values("rank")  # the browser's K (the largest)
+    assert "The 6 largest clusters at K = 6" in page
+    at = 0
+    for d in shown["description"]:  # every one, in rank order (index raises if absent)
+        at = page.index(f"<code style='white-space:pre'>{html.escape(d)}</code>", at) + 1
 
 
 def test_rerun_reuses_finished_stages(tiny_run):

@@ -467,9 +467,18 @@ class _Report:
                     f"<p><b>Cluster browser:</b> <a href='{rel}'>{escape(browsers[-1].name)}</a> "
                     "(every cluster, tokens in context).</p>"
                 )
+            shown_k = (
+                int(browsers[-1].stem.removeprefix("clusters_K"))
+                if browsers
+                else max(map(int, zipf["zipf"]), default=0)
+            )
+            info = zipf.get("model_info") or {}
+            selection = zipf.get("selection") or {}
             parts += [
-                f"<p>{zipf['n_samples']:,} confident tokens of {escape(str(zipf['model']))}; "
-                "per-token gradients → cosine similarity → spectral clustering for every K → "
+                f"<p>{zipf['n_samples']:,} confident tokens of {escape(str(zipf['model']))}"
+                + (f" (N = {info['n_params']:,} non-embedding parameters)" if info else "")
+                + (f"; selected: {escape(selection['reason'])}" if selection else "")
+                + "; per-token gradients → cosine similarity → spectral clustering for every K → "
                 "Zipf law of cluster sizes (discrete MLE; bias-corrected by parametric bootstrap). "
                 + (
                     f"The quantization model predicts exponent 1 + α_N = {_num(pred)}. "
@@ -490,6 +499,7 @@ class _Report:
                     rows,
                     {1, 2, 3, 4},
                 ),
+                self._largest_clusters(shown_k, zipf["n_samples"]),
             ]
         parts.append("<h3>Planted-truth validation (appendix D)</h3>")
         miss_v = self.missing("qdg-validate")
@@ -537,6 +547,28 @@ class _Report:
             )
         parts.append(self.provenance(["qdg-clusters", "qdg-validate"], ["qdg/clusters"]))
         return "".join(parts)
+
+    def _largest_clusters(self, k: int, n_samples: int, top: int = 10) -> str:
+        """The ``top`` largest clusters at ``k``: rank, size, share and one-line description."""
+        table = self.table("qdg/clusters/clusters.parquet")
+        if table is None or "description" not in table:
+            return ""
+        largest = table[table["K"] == k].sort_values("rank").head(top)
+        rows = [
+            [
+                str(r["rank"]),
+                str(r["size"]),
+                f"{100 * r['size'] / max(n_samples, 1):.1f}%",
+                f"<code style='white-space:pre'>{escape(str(r['description']))}</code>",
+            ]
+            for r in largest.to_dict("records")
+        ]
+        return (
+            f"<h3>The {len(rows)} largest clusters at K = {k}</h3><p>Description: the most "
+            "common predicted token(s) with their share of the cluster, and the most common "
+            "token before them.</p>"
+            + _table(["rank", "size", "share", "description"], rows, {0, 1, 2})
+        )
 
     def ours(self) -> pd.DataFrame:
         """This run's measured (α_N, α_D) pairs: toy (params + data sweeps) and theory."""

@@ -22,10 +22,22 @@ qdg_app = typer.Typer(
 def qdg_run(
     losses: Path = typer.Argument(..., help="A 'quanta lm losses' directory."),
     out_dir: Path = typer.Option(Path("runs/qdg"), "--out", help="Output directory."),
-    model: int = typer.Option(0, help="Which model, by size (0 = smallest, the paper's)."),
-    threshold: float = typer.Option(0.1, help="Select tokens with loss below this (nats)."),
+    model: str = typer.Option(
+        "0",
+        help="A model label or name, or an index by size: 0 = smallest (the paper's), "
+        "-1 = largest.",
+    ),
+    threshold: str = typer.Option(
+        "0.1",
+        help="Select tokens with loss below this (nats; 0.1 is the paper's), or 'auto': 0.1 if "
+        "at least --min-samples tokens pass it, else the smallest threshold that yields them "
+        "(recorded).",
+    ),
+    min_samples: int | None = typer.Option(
+        None, help="Fewest samples a run accepts; fewer passing is refused [--n]."
+    ),
     induction: bool = typer.Option(True, help="Drop tokens predictable by induction."),
-    n: int = typer.Option(2000, help="Number of samples."),
+    n: int = typer.Option(2000, help="Number of samples (at most)."),
     every: int | None = typer.Option(None, help="Keep every k-th eligible token [seeded random]."),
     projection_dim: int = typer.Option(8192, help="CountSketch size; 0 = exact gradients."),
     param_filter: str | None = typer.Option(
@@ -54,6 +66,12 @@ def qdg_run(
         k_list = tuple(int(k) for k in ks.split(",") if k.strip())
     except ValueError:
         raise QuantaInputError(f"--ks takes integers like 10,50,100; got {ks!r}.") from None
+    try:
+        cut: float | str = "auto" if threshold.strip() == "auto" else float(threshold)
+    except ValueError:
+        raise QuantaInputError(
+            f"--threshold takes nats (a number > 0) or 'auto'; got {threshold!r}."
+        ) from None
     if projection_dim < 0:
         raise QuantaInputError(f"--projection-dim must be ≥ 0 (0 = exact); got {projection_dim}.")
     progress = progress_bar()
@@ -69,7 +87,8 @@ def qdg_run(
             losses,
             out_dir,
             model=model,
-            threshold=threshold,
+            threshold=cut,
+            min_samples=min_samples,
             induction=induction,
             n=n,
             every=every,
@@ -86,7 +105,11 @@ def qdg_run(
         )
     finally:
         progress.stop()
-    table = Table(title=f"QDG on {result['n_samples']} tokens of {result['model']}")
+    info = result["model_info"]
+    table = Table(
+        title=f"QDG on {result['n_samples']} tokens of {info['label']} "
+        f"(N = {info['n_params']:,}; model {info['size_index']} of {info['n_models']} by size)"
+    )
     for name in ("K", "Zipf exponent (MLE)", "95% CI", "bias-corrected"):
         table.add_column(name, justify="right")
     for k, fit in result["zipf"].items():
@@ -99,6 +122,7 @@ def qdg_run(
             f"{fit['exponent_corrected']:.3f}" if fit.get("exponent_corrected") else "-",
         )
     out.print(table)
+    out.print(f"selection: {result['selection']['reason']}")
     if result.get("predicted_exponent") is not None:
         out.print(
             f"predicted by the quantization model: 1 + α_N = {result['predicted_exponent']:.3f} "

@@ -1,8 +1,10 @@
 """A self-contained HTML page for browsing QDG clusters (no network, no JavaScript).
 
-Clusters of one K are listed by size, each a ``<details>`` block with its size, rank, top
-tokens and samples: the context with the predicted token highlighted and newlines made visible
-(``↵``). The rank-frequency figure is embedded as a data URI.
+The page names the model (label, non-embedding N) and the selection rule actually used (with
+why, when ``--threshold auto`` raised it), then lists the clusters of one K by size: an
+overview table (rank, size, one-line description, linked) and a ``<details>`` block per cluster
+with its description, top tokens and samples — the context with the predicted token highlighted
+and newlines made visible (``↵``). The rank-frequency figure is embedded as a data URI.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -26,7 +29,8 @@ pre.sample { background: #f6f6f6; padding: .4em .6em; margin: .3em 0; white-spac
   word-break: break-all; border-left: 3px solid #ccc; }
 mark { background: #ffd54f; outline: 1px solid #e0a800; }
 .nl { color: #aaa; } img { max-width: 36em; } table { border-collapse: collapse; }
-td, th { padding: .1em .6em; text-align: right; }
+td, th { padding: .1em .6em; text-align: right; } td.desc { text-align: left; }
+.desc { font-family: monospace; white-space: pre; }
 """
 
 
@@ -49,6 +53,9 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
     fit = zipf["zipf"].get(str(k), {})
     lab = labels[f"K{k}"].to_numpy()
     sizes = pd.Series(lab).value_counts()
+    # Ties: the lower label first, as the ranks in clusters.parquet.
+    sizes = sizes.sort_index().sort_values(ascending=False, kind="stable")
+    describe = _descriptions(qdg_dir, k)
     figure = ""
     png = qdg_dir / "rank_frequency.png"
     if png.exists():
@@ -63,12 +70,27 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
         if exponent is not None
         else f"Zipf fit: {fit.get('message', 'n/a')}"
     )
+    info = zipf.get("model_info") or {}
+    model_text = html.escape(str(zipf.get("model"))) + (
+        f", N = {info['n_params']:,} non-embedding parameters" if "n_params" in info else ""
+    )
+    selection = zipf.get("selection") or {}
+    overview = [
+        f"<tr><td>{rank}</td><td>{size}</td><td>{100 * size / len(lab):.1f}%</td>"
+        f'<td class="desc"><a href="#c{cluster}">{html.escape(describe.get(cluster, ""))}</a>'
+        "</td></tr>"
+        for rank, (cluster, size) in enumerate(sizes.items(), start=1)
+    ]
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>QDG clusters, K = {k}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>QDG clusters of {len(samples):,} tokens ({html.escape(str(zipf.get('model')))}), "
-        f"K = {k}</h1>",
+        f"<h1>QDG clusters of {len(samples):,} tokens ({model_text}), K = {k}</h1>",
+        (
+            f'<p class="selection">Selected: {html.escape(selection["reason"])}.</p>'
+            if "reason" in selection
+            else ""
+        ),
         f"<p>{html.escape(fit_text)}"
         + (
             f"; the quantization model predicts 1 + α_N = {zipf['predicted_exponent']:.3f}"
@@ -78,6 +100,10 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
         + f". Other K: {', '.join(map(str, ks))} "
         "(<code>quanta qdg report --k K</code>).</p>",
         figure,
+        "<h2>Clusters by size</h2><p>Description: the most common predicted token(s) with "
+        "their share of the cluster, and the most common token before them.</p>",
+        '<table class="overview"><tr><th>rank</th><th>size</th><th>share</th>'
+        "<th>description</th></tr>" + "".join(overview) + "</table>",
     ]
     for rank, (cluster, size) in enumerate(sizes.items(), start=1):
         members = samples[lab == cluster]
@@ -86,6 +112,7 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
         parts.append(
             f'<details class="cluster" id="c{cluster}"{" open" if rank <= 3 else ""}><summary>'
             f'#{rank} <span class="size">{size} samples</span> '
+            f'<span class="desc">{html.escape(describe.get(cluster, ""))}</span> · '
             f'<span class="top">{top_text}</span></summary>'
         )
         for r in members.head(per_cluster).itertuples():
@@ -103,3 +130,16 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
     with atomic_write(path, "w") as fh:
         fh.write("\n".join(parts))
     return path
+
+
+def _descriptions(qdg_dir: Path, k: int) -> dict[Any, str]:
+    """Cluster → one-line description at ``k`` from ``clusters.parquet`` (empty if the run
+    predates descriptions)."""
+    path = qdg_dir / "clusters.parquet"
+    if not path.exists():
+        return {}
+    table = pd.read_parquet(path)
+    if "description" not in table:
+        return {}
+    table = table[table["K"] == k]
+    return dict(zip(table["cluster"].astype(int), table["description"].astype(str), strict=True))

@@ -2,19 +2,23 @@
 every K → rank-frequency and Zipf fits. Layout of the output directory::
 
     manifest.json          settings, status (a quanta run directory: resumable, refused if
-                           another configuration is pointed at it)
-    samples.parquet        the selected tokens (row, doc_id, pos, token_id, loss) with context
+                           another configuration is pointed at it); the model and the
+                           selection threshold used, with why
+    samples.parquet        the selected tokens (row, doc_id, pos, token_id, loss) with context,
+                           the predicted token and the token before it (decoded)
     grads.npy              their gradients [n, dim] (or projections [n, k]), float32
     labels.parquet         sample × K cluster labels
-    clusters.parquet       K, cluster, size, rank, top tokens
+    clusters.parquet       K, cluster, size, rank, top tokens, description (one line)
     rank_frequency.parquet K, rank, size (K = 0: the envelope over K)
-    zipf.json              per K: discrete-MLE exponent with CI and bias; the paper's envelope OLS
+    zipf.json              per K: discrete-MLE exponent with CI and bias; the paper's envelope
+                           OLS; the model (name, N) and the selection (threshold used, why)
     rank_frequency.png     sizes vs rank for every K and the envelope
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +29,7 @@ import pandas as pd
 
 from quanta._validation import QuantaInputError, check_choice, check_int
 
-__all__ = ["run_qdg"]
+__all__ = ["pick_model", "run_qdg"]
 
 KIND = "qdg.run"
 _OWNER = "quanta qdg run"
@@ -35,8 +39,9 @@ def run_qdg(
     losses_dir: str | Path,
     out: str | Path,
     *,
-    model: int = 0,
-    threshold: float = 0.1,
+    model: int | str = 0,
+    threshold: float | str = 0.1,
+    min_samples: int | None = None,
     induction: bool = True,
     n: int = 2000,
     every: int | None = None,
@@ -51,7 +56,14 @@ def run_qdg(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run QDG with the ``model``-th smallest model of a ``quanta lm losses`` directory.
+    """Run QDG with one model of a ``quanta lm losses`` directory.
+
+    ``model`` is a label (``name@revision``), a name, or an index into the models sorted by
+    non-embedding parameters (0 = smallest, the paper's; −1 = largest); see :func:`pick_model`.
+    Tokens with loss < ``threshold`` nats (or ``"auto"``: the paper's 0.1, raised only when
+    fewer than ``min_samples`` pass; see :func:`quanta.qdg.select.choose_threshold`) outside
+    induction, thinned to every ``every``-th, are subsampled to ``n``; fewer than
+    ``min_samples`` (default ``n``) is refused before anything is written.
 
     The quantization model predicts cluster sizes ∝ rank^−(1+α_N); ``alpha_n`` defaults to the
     mean-loss exponent fitted by ``quanta lm analyze`` on the same directory, if present.
@@ -60,7 +72,7 @@ def run_qdg(
     from quanta.config import config_hash
     from quanta.lm.corpus import load_corpus
     from quanta.lm.curves import load_losses, token_context
-    from quanta.lm.suite import ModelRef, load_model
+    from quanta.lm.suite import ModelRef, load_model, load_tokenizer
     from quanta.qdg.cluster import (
         affinity,
         cosine_similarity,
@@ -71,39 +83,46 @@ def run_qdg(
         zipf_mle,
     )
     from quanta.qdg.grads import per_token_gradients, select_params
-    from quanta.qdg.select import select_tokens
+    from quanta.qdg.select import choose_threshold, select_tokens
     from quanta.store import RunDir, write_json, write_parquet
 
     _check_arguments(transform, knn=knn, assign=assign, projection_dim=projection_dim)
+    n = check_int(n, "n", _OWNER, low=10)
+    min_samples = n if min_samples is None else min_samples
+    min_samples = check_int(min_samples, "min_samples", _OWNER, low=10, high=n)
     losses_dir, out = Path(losses_dir), Path(out)
     manifest, models, losses = load_losses(losses_dir)
-    by_size = models.sort_values("n_params", kind="stable").reset_index(drop=True)
-    model = check_int(model, "model", _OWNER, low=0, high=len(by_size) - 1)
-    column = int(by_size["model"].iloc[model])
+    chosen = pick_model(models, model)
+    column = int(chosen["model"])
     corpus = load_corpus(losses_dir / "corpus")
+    column_losses = np.asarray(losses[:, column])
+    choice = choose_threshold(
+        corpus,
+        column_losses,
+        threshold=threshold,
+        min_samples=min_samples,
+        induction=induction,
+        every=every,
+    )
     samples = select_tokens(
         corpus,
-        np.asarray(losses[:, column]),
-        threshold=threshold,
+        column_losses,
+        threshold=choice.threshold,
         induction=induction,
         n=n,
         every=every,
         seed=seed,
     )
     ks = tuple(sorted({check_int(k, "K", _OWNER, low=2) for k in ks}))
-    if len(samples) < 10:
-        raise QuantaInputError(
-            f"Only {len(samples)} tokens were selected; QDG needs at least 10 (raise "
-            "--threshold or --n, or use more documents)."
-        )
     if ks[-1] > len(samples):
         raise QuantaInputError(
             f"K = {ks[-1]} exceeds the {len(samples)} selected samples; lower --ks or select more."
         )
     config = {
         "losses": str(losses_dir.resolve()),
-        "model": model,
+        "model": str(chosen["label"]),
         "threshold": threshold,
+        "min_samples": min_samples,
         "induction": induction,
         "n": n,
         "every": every,
@@ -119,14 +138,29 @@ def run_qdg(
     # Everything that can be refused is checked before the directory is claimed.
     check_int(knn, "knn", _OWNER, low=0, high=len(samples) - 1)
     spec = manifest["config"]["models"][column]
-    net = load_model(ModelRef(spec["name"], spec["source"], spec["revision"]))
+    ref = ModelRef(spec["name"], spec["source"], spec["revision"])
+    net = load_model(ref)
     select_params(net, param_filter)
+    model_info = {
+        "label": str(chosen["label"]),
+        "name": str(chosen["name"]),
+        "n_params": int(chosen["n_params"]),
+        "size_index": int(chosen["size_index"]),
+        "n_models": len(models),
+    }
     run = RunDir(out, KIND, config, config_hash(config))
     if run.open() == "complete":
         return json.loads((out / "zipf.json").read_text())
     t0 = time.perf_counter()
-    context = token_context(losses_dir, samples["row"].tolist(), context_tokens=40)
-    write_parquet(out / "samples.parquet", samples.assign(**context[["context", "token"]]))
+    tokenizer = load_tokenizer(ref)
+    context = token_context(
+        losses_dir, samples["row"].tolist(), context_tokens=40, tokenizer=tokenizer
+    )
+    flat = corpus.offsets[samples["doc_id"].to_numpy()] + samples["pos"].to_numpy()
+    context["previous"] = [tokenizer.decode([int(t)]) for t in corpus.tokens[flat - 1]]
+    write_parquet(
+        out / "samples.parquet", samples.assign(**context[["context", "token", "previous"]])
+    )
     grads_file = out / "grads.npy"
     if not grads_file.exists():
         done = [0]
@@ -187,12 +221,16 @@ def run_qdg(
         "envelope_slope": env,
         "envelope_ranks": env_ranks,
         "n_samples": len(samples),
-        "model": spec["name"],
+        "model": model_info["label"],
+        "model_info": model_info,
+        "selection": choice.to_dict(),
     }
     write_json(out / "zipf.json", result)
     plots.save_figure(plots.rank_frequency_figure(table, fits), out / "rank_frequency.png")
     run.write_manifest(
-        status="complete", wall_seconds=time.perf_counter() - t0, extra={"n_samples": len(samples)}
+        status="complete",
+        wall_seconds=time.perf_counter() - t0,
+        extra={"n_samples": len(samples), "model": model_info, "selection": choice.to_dict()},
     )
     return result
 
@@ -215,10 +253,58 @@ def _check_arguments(transform: str, *, knn: int, assign: str, projection_dim: i
         )
 
 
-def _clusters(context: pd.DataFrame, labels: dict[int, np.ndarray]) -> pd.DataFrame:
-    """One row per cluster of every K: rank by size, size, its five most common tokens."""
+def pick_model(models: pd.DataFrame, model: int | str) -> pd.Series:
+    """The row of a losses directory's ``models`` table that ``model`` names.
+
+    ``model`` is a label (``name@revision``), else a name (one row only), else an integer
+    (or its text) indexing the models sorted by ``n_params`` — ties in the directory's order —
+    where negative counts from the largest (−1). The row gets ``size_index`` (its place in that
+    order, from 0). Anything else is refused with one line listing the models.
+
+    >>> t = pd.DataFrame({"model": [0, 1, 2], "name": ["big", "small", "mid"],
+    ...                   "label": ["big@step9", "small@step9", "mid@step9"],
+    ...                   "n_params": [900, 100, 500]})
+    >>> [pick_model(t, m)["name"] for m in (0, -1, -3, "mid", "big@step9", "1", 2)]
+    ['small', 'big', 'small', 'mid', 'big', 'mid', 'big']
+    """
+    by_size = models.sort_values("n_params", kind="stable").reset_index(drop=True)
+    by_size["size_index"] = np.arange(len(by_size))
+    text = str(model).strip()
+    for key in ("label", "name"):
+        hit = by_size[by_size[key].astype(str) == text]
+        if len(hit) == 1:
+            return hit.iloc[0]
+        if len(hit) > 1:
+            raise QuantaInputError(
+                f"--model {text!r} names {len(hit)} models ({', '.join(hit['label'])}); "
+                "pass one label or index."
+            )
+    m = len(by_size)
+    if isinstance(model, (int, np.integer)) and not isinstance(model, bool):
+        index: int | None = int(model)
+    else:
+        index = int(text) if re.fullmatch(r"[+-]?\d+", text) else None
+    if index is None or not -m <= index < m:
+        listing = "; ".join(
+            f"{i} {label} (N = {n:,})"
+            for i, (label, n) in enumerate(zip(by_size["label"], by_size["n_params"], strict=True))
+        )
+        raise QuantaInputError(
+            f"The 'model' parameter of {_OWNER} must be a model label, name or an index in "
+            f"[{-m}, {m - 1}] (negative counts from the largest). Got {model!r} instead. "
+            f"Models by size: {listing}."
+        )
+    return by_size.iloc[index]
+
+
+def _clusters(samples: pd.DataFrame, labels: dict[int, np.ndarray]) -> pd.DataFrame:
+    """One row per cluster of every K: rank by size, size, its five most common tokens and a
+    one-line description (:func:`quanta.qdg.describe.describe_cluster`)."""
+    from quanta.qdg.describe import describe_cluster
+
     rows = []
-    tokens = context["token"].to_numpy()
+    tokens = samples["token"].to_numpy()
+    previous = samples["previous"].to_numpy()
     for k, lab in labels.items():
         sizes = np.bincount(lab)
         order = np.argsort(-sizes, kind="stable")
@@ -232,6 +318,9 @@ def _clusters(context: pd.DataFrame, labels: dict[int, np.ndarray]) -> pd.DataFr
                     "rank": rank,
                     "size": int(sizes[c]),
                     "top_tokens": [f"{t!r}×{m}" for t, m in top.items()],
+                    "description": describe_cluster(
+                        tokens[members].tolist(), previous[members].tolist()
+                    ),
                 }
             )
     return pd.DataFrame(rows)

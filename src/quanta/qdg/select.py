@@ -5,19 +5,34 @@ induction — the trigram ``(t[pos−2], t[pos−1], t[pos])`` ending at the tok
 earlier in the same document — subsampled to ``n`` samples, every ``every``-th or at random
 (seeded). Vectorized: the induction test is one hash-based duplicate search over
 ``(document, trigram)`` keys, not a Python loop over tokens.
+
+The threshold is the paper's 0.1 nats unless told otherwise, and a run never changes it
+silently: :func:`choose_threshold` either keeps it (enough tokens pass), refuses with the count
+and the threshold that would do, or — asked with ``threshold="auto"`` — raises it to the
+smallest value that yields ``min_samples`` tokens and says so in its :class:`ThresholdChoice`.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from quanta._validation import QuantaInputError, check_int, check_real
+from quanta._validation import QuantaInputError, check_int, check_real, param_error
 from quanta.lm.corpus import TokenizedCorpus
 
-__all__ = ["induction_mask", "select_tokens"]
+__all__ = [
+    "PAPER_THRESHOLD",
+    "ThresholdChoice",
+    "choose_threshold",
+    "induction_mask",
+    "select_tokens",
+]
 
 _OWNER = "quanta qdg select"
+PAPER_THRESHOLD = 0.1  # nats: the paper's "confidently predicted" (PAPER.md §4)
 
 
 def induction_mask(corpus: TokenizedCorpus) -> np.ndarray:
@@ -65,7 +80,9 @@ def select_tokens(
         raise QuantaInputError(
             f"{_OWNER}: {losses.shape[0]} losses for {corpus.n_predicted} predicted tokens."
         )
-    keep = losses < threshold
+    # In float64: a threshold from choose_threshold sits one float64 ulp above a stored loss,
+    # which a float32 comparison would round away (NumPy 2 casts the Python float down).
+    keep = losses.astype(np.float64) < threshold
     n_confident = int(keep.sum())
     if induction:
         keep &= ~induction_mask(corpus)
@@ -82,3 +99,130 @@ def select_tokens(
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=n, replace=False))
     index = corpus.index_table().iloc[rows]
     return index.assign(loss=losses[rows]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The loss threshold a QDG run selects with, and why.
+
+    Attributes
+    ----------
+    threshold : float
+        The threshold used (nats); tokens with loss ``< threshold`` are kept.
+    requested : float or "auto"
+        What was asked for.
+    rule : {"fixed", "paper", "raised"}
+        ``paper``: the paper's 0.1 nats (given, or kept by ``auto``); ``fixed``: another
+        number, as given; ``raised``: ``auto`` raised it because too few tokens pass 0.1 nats.
+    n_passing : int
+        Tokens that pass at ``threshold`` (after the induction filter and ``every``-thinning;
+        before the cap at ``n``).
+    n_passing_paper : int
+        The same count at the paper's 0.1 nats.
+    min_samples : int
+    reason : str
+        One sentence for manifests, browser and report.
+    """
+
+    threshold: float
+    requested: float | str
+    rule: str
+    n_passing: int
+    n_passing_paper: int
+    min_samples: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def choose_threshold(
+    corpus: TokenizedCorpus,
+    losses: np.ndarray,
+    *,
+    threshold: float | str = PAPER_THRESHOLD,
+    min_samples: int = 10,
+    induction: bool = True,
+    every: int | None = None,
+) -> ThresholdChoice:
+    """The selection threshold (nats) that yields at least ``min_samples`` tokens, or a refusal.
+
+    A token passes at threshold ``t`` when its loss is ``< t``, it is not predictable by
+    induction (if ``induction``), and it survives the ``every``-th thinning of the passing
+    tokens in index order — exactly what :func:`select_tokens` keeps before its cap at ``n``.
+
+    - ``threshold`` a number: used as given; fewer than ``min_samples`` passing tokens is a
+      :class:`~quanta.QuantaInputError` naming the count and the threshold ``auto`` would use.
+    - ``threshold="auto"``: the paper's 0.1 nats when at least ``min_samples`` tokens pass it;
+      otherwise the smallest threshold that yields ``min_samples``: the next float64 above the
+      loss of the ``r``-th smallest eligible token, ``r = (min_samples − 1)·every + 1``
+      (``r = min_samples`` without thinning). Ties at that loss may let a few more pass.
+
+    >>> c = TokenizedCorpus(np.arange(7, dtype=np.int32), np.array([0, 7]), ["d"], 1024, False)
+    >>> L = np.array([0.05, 0.3, 0.2, 0.9, 0.4, 0.6])
+    >>> ch = choose_threshold(c, L, threshold="auto", min_samples=3)
+    >>> ch.rule, ch.n_passing_paper, ch.n_passing, ch.threshold == float(np.nextafter(0.3, 1))
+    ('raised', 1, 3, True)
+    """
+    min_samples = check_int(min_samples, "min_samples", _OWNER, low=1)
+    step = 1 if every is None else check_int(every, "every", _OWNER, low=1)
+    auto = isinstance(threshold, str)
+    if auto and threshold != "auto":
+        raise param_error("threshold", _OWNER, "a float in the range (0, inf) or 'auto'", threshold)
+    given = None if auto else check_real(threshold, "threshold", _OWNER, low=0.0, low_open=True)
+    losses = np.asarray(losses)
+    if losses.shape != (corpus.n_predicted,):
+        raise QuantaInputError(
+            f"{_OWNER}: {losses.shape[0]} losses for {corpus.n_predicted} predicted tokens."
+        )
+    eligible = losses[~induction_mask(corpus)] if induction else losses
+    ranked = np.sort(eligible.astype(np.float64), kind="stable")
+
+    def passing(t: float) -> int:  # ceil(#{loss < t} / every): what rows[::every] keeps
+        return -(-int(np.searchsorted(ranked, t, side="left")) // step)
+
+    need = (min_samples - 1) * step + 1  # eligible tokens below t for min_samples after thinning
+    raised = float(np.nextafter(ranked[need - 1], np.inf)) if need <= len(ranked) else None
+    n_paper = passing(PAPER_THRESHOLD)
+    filters = ("not predictable by induction" if induction else "no induction filter") + (
+        f", thinned to 1 in {step}" if step > 1 else ""
+    )
+    if given is not None:
+        t = given
+        count = passing(t)
+        if count < min_samples:
+            hint = (
+                f"pass --threshold auto to raise it to {raised:.4g} nats, the smallest that "
+                f"yields {min_samples}"
+                if raised is not None
+                else f"only {len(ranked)} tokens are eligible at any threshold: use more documents"
+            )
+            keep = (
+                f", or pass --min-samples {count} to keep this threshold with fewer samples"
+                if count >= 10  # QDG's floor (run_qdg)
+                else ""
+            )
+            raise QuantaInputError(
+                f"Only {count} tokens pass loss < {t:g} nats ({filters}); --min-samples asks "
+                f"for {min_samples}: {hint}{keep}."
+            )
+        rule = "paper" if t == PAPER_THRESHOLD else "fixed"
+        reason = f"loss < {t:g} nats" + (" (the paper's)" if rule == "paper" else " (as given)")
+        return ThresholdChoice(t, t, rule, count, n_paper, min_samples, f"{reason}, {filters}")
+    if n_paper >= min_samples:
+        reason = f"loss < {PAPER_THRESHOLD:g} nats (the paper's), {filters}"
+        return ThresholdChoice(
+            PAPER_THRESHOLD, "auto", "paper", n_paper, n_paper, min_samples, reason
+        )
+    if raised is None:
+        raise QuantaInputError(
+            f"Only {n_paper} tokens pass the paper's loss < {PAPER_THRESHOLD:g} nats ({filters}) "
+            f"and only {len(ranked)} tokens are eligible at any threshold; --min-samples "
+            f"{min_samples} needs more documents, or lower --min-samples."
+        )
+    reason = (
+        f"loss < {raised:.4g} nats, {filters}: raised from the paper's {PAPER_THRESHOLD:g} "
+        f"(which only {n_paper} tokens pass) to the smallest threshold that yields "
+        f"--min-samples {min_samples}"
+    )
+    return ThresholdChoice(raised, "auto", "raised", passing(raised), n_paper, min_samples, reason)
