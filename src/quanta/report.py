@@ -456,8 +456,9 @@ class _Report:
         parts = [
             h,
             "<p>Every model of the suite at each of its saved checkpoints (log-spaced steps), "
-            "on the same tokens. The paper reads Pythia's checkpoints this way: the mean loss "
-            "falls smoothly while single tokens drop abruptly, at different steps. For one model "
+            "on the same tokens: the paper's size analysis repeated across Pythia's training "
+            "checkpoints (a smooth mean, single tokens that may drop abruptly at some step). "
+            "For one model "
             f"(<b>{escape(str(summary['model']))}</b>, {summary['n_params']:,} non-embedding "
             f"parameters) over steps {', '.join(f'{s:,}' for s in steps)}: of "
             f"{summary['n_tokens']:,} tokens, <b>{summary['n_abrupt']:,}</b> were learned "
