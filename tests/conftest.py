@@ -51,3 +51,14 @@ def headless_chromium():
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_suite(tmp_path_factory):
+    """A mini-suite trained with the ``tiny`` preset (seconds): 4 GPT-NeoX sizes, each saved
+    at step1, step6 and step40. Shared by every test module that asks for it; do not modify."""
+    from quanta.lm.minisuite import build_suite_config, train_minisuite
+
+    out = tmp_path_factory.mktemp("tiny_suite")
+    train_minisuite(build_suite_config("tiny"), out)
+    return out

@@ -135,6 +135,26 @@ def lm_analysis() -> Any:
     )
 
 
+def dynamics_analysis() -> Any:
+    """Two models over four steps; the second's steps as an LMAnalysis along steps."""
+    import dataclasses
+
+    from quanta.lm.dynamics import DynamicsAnalysis
+
+    steps = np.array([10, 100, 1000, 10000])
+    models = pd.DataFrame(
+        {
+            "name": np.repeat(["small", "big"], 4),
+            "n_params": np.repeat([1000, 50_000], 4),
+            "step": np.tile(steps, 2),
+            "mean_loss": np.r_[5 * steps**-0.05, 4 * steps**-0.1],
+        }
+    )
+    along = lm_analysis()
+    along = dataclasses.replace(along, axis="step", models=along.models.assign(scale=steps))
+    return DynamicsAnalysis(Path("."), "big", models, along, {})
+
+
 def prior() -> pd.DataFrame:
     return pd.read_csv(Path(quanta.__file__).parent / "data" / "prior_exponents.csv")
 
@@ -168,6 +188,10 @@ FILE_BUILDERS: dict[str, tuple[Callable[[], Any], set[str]]] = {
         lambda: plots.lm_figures(lm_analysis()),
         {"mean_loss", "loss_distribution", "token_curves"},
     ),
+    "dynamics_figures": (
+        lambda: plots.dynamics_figures(dynamics_analysis()),
+        {"mean_loss_steps", "loss_distribution_steps", "token_curves_steps"},
+    ),
     "rank_frequency_figure": (_rank_frequency_figure, {"rank_frequency_figure"}),
     "prior_exponents_figure": (
         lambda: plots.prior_exponents_figure(prior(), OURS),
@@ -193,6 +217,7 @@ DRAWERS: dict[str, Callable[[], Any]] = {
     "plot_lm_mean_loss": lambda: plots.plot_lm_mean_loss(lm_analysis()),
     "plot_loss_distribution": lambda: plots.plot_loss_distribution(lm_analysis(), weighted=True),
     "plot_token_curves": lambda: plots.plot_token_curves(lm_analysis(), "polygenic"),
+    "plot_dynamics_mean_loss": lambda: plots.plot_dynamics_mean_loss(dynamics_analysis()),
     "plot_prior_exponents": lambda: plots.plot_prior_exponents(prior(), OURS),
     "PowerLawFit.plot": lambda: lm_analysis().fit.plot(),
 }

@@ -13,7 +13,7 @@ from quanta.cli import app
 from quanta.pipeline import PRESETS, plan, read_stages, reproduce
 
 STAGES = [s.name for s in PRESETS["tiny"]]
-SECTIONS = ["theory", "emergence", "scaling", "alpha", "lm", "qdg", "prior", "compare"]
+SECTIONS = ["theory", "emergence", "scaling", "alpha", "lm", "dynamics", "qdg", "prior", "compare"]
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,10 @@ def test_tiny_preset_runs_every_stage_and_writes_the_report(tiny_run):
     assert f"{theory['exponents'][0]['fitted']:.4f}" in page
     lm = json.loads((out / "lm/losses/analysis/analysis.json").read_text())
     assert f"{lm['fit']['alpha']:.4f}" in page
+    dyn = json.loads((out / "lm/dynamics/dynamics/analysis.json").read_text())
+    assert dyn["model"] == "neox-h48-l2" and dyn["steps"] == [1, 6, 40]
+    assert f"<b>{dyn['n_gradual']:,}</b> gradually" in page
+    assert page.count("lm/dynamics/dynamics") == 0  # figures embedded, not linked
     # every stage's command is shown, and the configs that produced the numbers
     assert "quanta parity train --out" in page and "config of <code>toy/params</code>" in page
     # the cluster browser is linked (relative path, beside the report)

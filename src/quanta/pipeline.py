@@ -16,6 +16,7 @@ Directory layout (``quanta reproduce --out DIR``)::
     DIR/theory/              quanta theory
     DIR/toy/params|data|alpha/   parity train / sweeps, each with analysis/
     DIR/lm/suite|losses/     mini-suite (cpu), per-token losses, losses/analysis/
+    DIR/lm/dynamics/         every model × checkpoint (lm losses --checkpoints all), dynamics/
     DIR/qdg/clusters|validate/   QDG run + cluster browser, planted-truth validation
     DIR/report.html          the report (``quanta report DIR`` re-renders it)
     DIR/logs/<stage>.log     the traceback of a failed stage
@@ -104,7 +105,11 @@ def _toy(train: str, data: str, alpha: str) -> tuple[Stage, ...]:
 _ANALYZE = "parity analyze {out}/toy/%s"
 
 
-def _lm(suite: str | None, losses: str, analyze: str = "") -> tuple[Stage, ...]:
+def _lm(
+    suite: str | None, losses: str, analyze: str = "", dynamics: str | None = None
+) -> tuple[Stage, ...]:
+    """The LM stages; ``dynamics`` (arguments of its ``lm losses``) adds the training-dynamics
+    stage: every model of the mini-suite at every saved checkpoint."""
     stages = []
     needs: tuple[str, ...] = ()
     suite_arg = "pythia"
@@ -144,6 +149,23 @@ def _lm(suite: str | None, losses: str, analyze: str = "") -> tuple[Stage, ...]:
             needs=("lm-losses",),
         )
     )
+    if suite is not None and dynamics is not None:
+        stages.append(
+            Stage(
+                "lm-dynamics",
+                "lm",
+                "training dynamics: every model at its checkpoints; tokens learned abruptly",
+                (
+                    _cmd(
+                        "lm losses --suite {out}/lm/suite --checkpoints all --corpus {corpus} "
+                        "--out {out}/lm/dynamics " + dynamics
+                    ),
+                    _cmd("lm dynamics {out}/lm/dynamics"),
+                ),
+                "lm/dynamics/dynamics/analysis.json",
+                needs=("lm-suite",),
+            )
+        )
     return tuple(stages)
 
 
@@ -181,7 +203,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--grid n_train=4000,8000,16000,32000,64000,128000",
             "--preset cpu --widths 8,16,32,64,128 --steps 4000",
         ),
-        *_lm("--preset cpu", "--max-docs 100"),
+        *_lm("--preset cpu", "--max-docs 100", dynamics="--max-docs 30"),
         # The largest model; the paper's 0.1 nats unless fewer than 1000 tokens pass it, then
         # the smallest threshold that yields 1000 (recorded in zipf.json and shown).
         *_qdg(
@@ -209,7 +231,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             f"{_TINY} --widths 32 --steps 1000 --eval-points 15 --grid n_train=300,1000,3000,10000",
             f"{_TINY} --widths 8,16,32 --steps 1000 --eval-points 15 --grid alpha=0.3,0.8",
         ),
-        *_lm("--preset tiny", "--max-docs 8"),
+        *_lm("--preset tiny", "--max-docs 8", dynamics="--max-docs 8"),
         *_qdg(
             "--model -1 --threshold auto --n 60 --ks 3,6",  # tiny models: always raised
             "--samples 300 --subtasks 10 --dims 50 --sigmas 0.2",

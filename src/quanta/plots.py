@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "analysis_figures",
+    "dynamics_figures",
     "lm_figures",
     "plot_alpha_sweep",
     "plot_convergence",
+    "plot_dynamics_mean_loss",
     "plot_heatmap",
     "plot_learned",
     "plot_lm_mean_loss",
@@ -401,7 +403,8 @@ def plot_loss_distribution(analysis: Any, *, weighted: bool, ax: Axes | None = N
         d = h[h["model"] == row["model"]]
         mid = (d["bin_low"] + d["bin_high"]) / 2
         y = d["density"] * (mid if weighted else 1.0)
-        ax.plot(mid, y, color=cmap(int(j) / max(n - 1, 1)), lw=1, label=str(row["label"]))
+        label = f"step {row['scale']:,.0f}" if analysis.axis == "step" else str(row["label"])
+        ax.plot(mid, y, color=cmap(int(j) / max(n - 1, 1)), lw=1, label=label)
     ax.set(
         xlabel="per-token loss L (nats)",
         ylabel="L·p(L)" if weighted else "p(L)",
@@ -413,19 +416,24 @@ def plot_loss_distribution(analysis: Any, *, weighted: bool, ax: Axes | None = N
     return ax
 
 
-def plot_token_curves(analysis: Any, kind: str, *, n: int = 30, ax: Axes | None = None) -> Axes:
-    """Loss vs scale of up to ``n`` tokens of one class (``monogenic`` / ``polygenic``)."""
+def plot_token_curves(
+    analysis: Any, kind: str, *, n: int = 30, name: str | None = None, ax: Axes | None = None
+) -> Axes:
+    """Loss vs scale of up to ``n`` tokens of one class (``monogenic`` / ``polygenic``), called
+    ``name`` in the title (default ``kind``; along steps: abrupt / gradual)."""
     ax = _axes(ax)
     flags = analysis.tokens[kind].to_numpy()
     rows = [r for r in analysis.curves if flags[r]][:n]
     scale = analysis.models["scale"].to_numpy()
     for r in rows:
         ax.plot(scale, analysis.curves[r], "-", color="C3" if kind == "monogenic" else "C2", lw=0.7)
+    if not rows:
+        ax.text(0.5, 0.5, "none at these thresholds", transform=ax.transAxes, ha="center")
     ax.set(
         xscale="log",
         xlabel="non-embedding parameters N" if analysis.axis == "N" else "training step",
         ylabel="per-token loss (nats)",
-        title=f"{kind} tokens ({int(flags.sum()):,} in all; {len(rows)} shown)",
+        title=f"{name or kind} tokens ({int(flags.sum()):,} in all; {len(rows)} shown)",
     )
     return ax
 
@@ -450,6 +458,56 @@ def lm_figures(analysis: Any) -> dict[str, Figure]:
     plot_token_curves(analysis, "polygenic", ax=axs[1])
     fig.tight_layout()
     figs["token_curves"] = fig
+    return figs
+
+
+def plot_dynamics_mean_loss(analysis: Any, *, ax: Axes | None = None) -> Axes:
+    """Mean per-token loss vs training step (log x), one line per model coloured by size, of a
+    :class:`quanta.lm.dynamics.DynamicsAnalysis`; step 0 is left out (no place on a log axis)."""
+    from matplotlib import colormaps
+
+    ax = _axes(ax)
+    m = analysis.models[analysis.models["step"] > 0]
+    names = list(dict.fromkeys(m["name"]))  # sorted by size
+    cmap = colormaps["viridis"]
+    for i, name in enumerate(names):
+        d = m[m["name"] == name].sort_values("step")
+        label = f"{name} (N={int(d['n_params'].iloc[0]):,})"
+        color = cmap(i / max(len(names) - 1, 1))
+        ax.plot(d["step"], d["mean_loss"], "o-", color=color, ms=3, lw=1.2, label=label)
+    ax.set(
+        xscale="log",
+        xlabel="training step",
+        ylabel="mean loss (nats/token)",
+        title="mean loss vs step, per model",
+    )
+    _legend(ax)
+    return ax
+
+
+def dynamics_figures(analysis: Any) -> dict[str, Figure]:
+    """The figures of a :class:`quanta.lm.dynamics.DynamicsAnalysis`, by file stem: mean loss
+    vs step per model; p(L) and L·p(L) of one model across its steps; its abrupt and gradual
+    tokens' losses over steps."""
+    figs: dict[str, Figure] = {}
+    fig = _figure(figsize=(5.6, 4))
+    plot_dynamics_mean_loss(analysis, ax=fig.subplots())
+    fig.tight_layout()
+    figs["mean_loss_steps"] = fig
+    fig = _figure(figsize=(11, 4))
+    axs = fig.subplots(1, 2)
+    plot_loss_distribution(analysis.steps, weighted=False, ax=axs[0])
+    plot_loss_distribution(analysis.steps, weighted=True, ax=axs[1])
+    fig.suptitle(f"{analysis.model} across its checkpoints", fontsize=10)
+    fig.tight_layout()
+    figs["loss_distribution_steps"] = fig
+    fig = _figure(figsize=(11, 4))
+    axs = fig.subplots(1, 2)
+    plot_token_curves(analysis.steps, "monogenic", name="abrupt", ax=axs[0])
+    plot_token_curves(analysis.steps, "polygenic", name="gradual", ax=axs[1])
+    fig.suptitle(f"{analysis.model}: per-token loss over training", fontsize=10)
+    fig.tight_layout()
+    figs["token_curves_steps"] = fig
     return figs
 
 

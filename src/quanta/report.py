@@ -436,6 +436,91 @@ class _Report:
         parts.append(self.provenance(["lm-suite", "lm-losses", "lm-analyze"], ["lm/losses"]))
         return "".join(parts)
 
+    def dynamics(self) -> str:
+        h = "<h2 id='dynamics'>5b. Training dynamics: the same models over steps</h2>"
+        if not any(s.name == "lm-dynamics" for s in self.plan):
+            return (
+                h + f"<p>Not a stage of preset {escape(self.preset)}. For Pythia: <code>quanta "
+                "lm losses --suite pythia --checkpoints all --out DIR</code> (step1000 … "
+                "step143000; <code>--revisions</code> to choose), then <code>quanta lm "
+                "dynamics DIR</code>.</p>"
+            )
+        miss = self.missing("lm-dynamics")
+        a = "lm/dynamics/dynamics"
+        summary = _read_json(self.out / a / "analysis.json")
+        if miss or summary is None:
+            return h + (miss or _unreadable(f"{a}/analysis.json"))
+        settings = summary.get("settings", {})
+        steps = summary.get("steps", [])
+        mean = pd.DataFrame(summary.get("mean_loss", []))
+        parts = [
+            h,
+            "<p>Every model of the suite at each of its saved checkpoints (log-spaced steps), "
+            "on the same tokens: the paper's size analysis repeated across Pythia's training "
+            "checkpoints (a smooth mean, single tokens that may drop abruptly at some step). "
+            "For one model "
+            f"(<b>{escape(str(summary['model']))}</b>, {summary['n_params']:,} non-embedding "
+            f"parameters) over steps {', '.join(f'{s:,}' for s in steps)}: of "
+            f"{summary['n_tokens']:,} tokens, <b>{summary['n_abrupt']:,}</b> were learned "
+            f"abruptly (loss &gt; {_num(settings.get('hi'), 1)} nats at every earlier "
+            f"checkpoint, &lt; {_num(settings.get('lo'), 1)} from one checkpoint on: the "
+            f"monogenic rule along steps) and <b>{summary['n_gradual']:,}</b> gradually "
+            f"(slope of loss vs ln step &lt; {_num(settings.get('gradual_slope'), 2)} with "
+            f"R² &gt; {_num(settings.get('gradual_r2'), 2)}).</p>",
+        ]
+        learned = {k: v for k, v in summary.get("abrupt_by_step", {}).items() if v}
+        if learned:
+            parts.append(
+                "<p>Abrupt tokens by the step from which they stay learned: "
+                + ", ".join(f"step {escape(k)}: {v:,}" for k, v in learned.items())
+                + ".</p>"
+            )
+        if len(mean) and {"name", "step", "mean_loss"} <= set(mean.columns):
+            names = list(dict.fromkeys(mean["name"]))
+            wide = mean.pivot_table(index="step", columns="name", values="mean_loss")
+            rows = [
+                [
+                    f"{int(step):,}",
+                    *(_num(wide.at[step, n], 4) if n in wide else "—" for n in names),
+                ]
+                for step in wide.index
+            ]
+            parts.append(
+                "<h3>Mean loss (nats/token) by step and model</h3>"
+                + _table(["step", *map(escape, map(str, names))], rows, set(range(len(names) + 1)))
+            )
+        parts += [
+            self.figure(f"{a}/mean_loss_steps.png", "mean loss vs training step, per model"),
+            self.figure(
+                f"{a}/loss_distribution_steps.png",
+                f"p(L) and L·p(L) of {summary['model']} across its checkpoints",
+            ),
+            self.figure(
+                f"{a}/token_curves_steps.png",
+                f"per-token loss of {summary['model']} over steps: abrupt and gradual tokens",
+            ),
+        ]
+        ex = self.table(f"{a}/examples.parquet")
+        if ex is not None and len(ex):
+            ex_rows = [
+                [
+                    escape(r["kind"]),
+                    f"<pre class='ctx'>{show_text(str(r['context']))}"
+                    f"<mark>{show_text(str(r['token']))}</mark></pre>",
+                    " → ".join(_num(float(v), 2) for v in r["losses"]),
+                ]
+                for r in ex.to_dict("records")
+            ]
+            steps_text = ", ".join(f"{s:,}" for s in steps)
+            parts.append(
+                "<h3>Tokens in context (predicted token highlighted)</h3>"
+                + _table(["kind", "context", f"loss by step ({steps_text})"], ex_rows)
+            )
+        else:
+            parts.append("<p>No abrupt or gradual token was found at these settings.</p>")
+        parts.append(self.provenance(["lm-dynamics"], ["lm/dynamics"]))
+        return "".join(parts)
+
     def qdg(self) -> str:
         h = "<h2 id='qdg'>6. QDG: quanta discovery from gradients</h2>"
         parts = [h]
@@ -724,7 +809,8 @@ class _Report:
             "<nav><b>Contents</b><ol>"
             "<li><a href='#theory'>Theory</a></li><li><a href='#emergence'>Emergence</a></li>"
             "<li><a href='#scaling'>Scaling laws</a></li><li><a href='#alpha'>Across α</a></li>"
-            "<li><a href='#lm'>Language models</a></li><li><a href='#qdg'>QDG</a></li>"
+            "<li><a href='#lm'>Language models</a></li>"
+            "<li><a href='#dynamics'>Training dynamics</a></li><li><a href='#qdg'>QDG</a></li>"
             "<li><a href='#prior'>Published exponents</a></li>"
             "<li><a href='#compare'>Comparison with the paper</a></li></ol></nav>",
             self.theory(),
@@ -732,6 +818,7 @@ class _Report:
             self.scaling(),
             self.alpha_sweep(),
             self.language_models(),
+            self.dynamics(),
             self.qdg(),
             self.prior(),
             self.comparison(),

@@ -105,7 +105,12 @@ def lm_losses(
     ),
     out_dir: Path = typer.Option(Path("runs/losses"), "--out", help="Output directory."),
     checkpoints: str | None = typer.Option(
-        None, help="Use the checkpoints of this one model of the suite (training dynamics)."
+        None,
+        help="Training dynamics: 'all' or model names (comma-separated), each over its saved "
+        "checkpoints (Pythia: step1000 … step143000); one column per model × revision.",
+    ),
+    revisions: str | None = typer.Option(
+        None, help="With --checkpoints: only these revisions, e.g. step1000,step8000."
     ),
     max_docs: int | None = typer.Option(None, help="At most this many documents."),
     max_len: int = typer.Option(1024, help="Truncate documents to this many tokens."),
@@ -153,6 +158,7 @@ def lm_losses(
             corpus,
             out_dir,
             checkpoints=checkpoints,
+            revisions=revisions,
             max_docs=max_docs,
             max_len=max_len,
             bos=bos,
@@ -240,6 +246,60 @@ def lm_analyze(
         out.print(f"mean-loss fit failed: {fit['message']}")
     out.print(
         f"{s['n_tokens']:,} tokens: {s['n_monogenic']:,} monogenic, {s['n_polygenic']:,} polygenic"
+    )
+    out.print(f"{written[0].parent}/  ({', '.join(p.name for p in written)})")
+
+
+@lm_app.command("dynamics")
+@user_errors
+def lm_dynamics(
+    source: Path = typer.Argument(..., help="A 'quanta lm losses --checkpoints' directory."),
+    out_dir: Path | None = typer.Option(None, "--out", help="[default: SOURCE/dynamics]"),
+    model: str | None = typer.Option(
+        None, help="The model analyzed along its steps [default: the largest]."
+    ),
+    hi: float = typer.Option(5.0, help="Abrupt: loss above this (nats) at earlier checkpoints."),
+    lo: float = typer.Option(0.3, help="Abrupt: loss below this (nats) from then on."),
+    gradual_slope: float = typer.Option(
+        -0.3, help="Gradual: slope of loss vs ln(step) below this (nats per e-fold)."
+    ),
+    gradual_r2: float = typer.Option(0.98, help="Gradual: R² of that line above this."),
+    bootstrap: int = typer.Option(200, help="Bootstrap replicates of the mean loss vs step fit."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap and of the example picks."),
+) -> None:
+    """Training dynamics: mean loss vs step per model; p(L), L·p(L) and per-token curves of one
+    model across its checkpoints, tokens learned abruptly or gradually in time; writes
+    analysis.json, Parquet tables and PNG figures."""
+    from quanta.lm.dynamics import analyze_dynamics, write_dynamics
+
+    analysis = analyze_dynamics(
+        source,
+        model=model,
+        hi=hi,
+        lo=lo,
+        gradual_slope=gradual_slope,
+        gradual_r2=gradual_r2,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    written = write_dynamics(analysis, out_dir)
+    s = analysis.summary()
+    wide = analysis.models.pivot_table(index="step", columns="name", values="mean_loss", sort=True)[
+        list(dict.fromkeys(analysis.models["name"]))
+    ]
+    table = Table(title="mean loss (nats) by step and model")
+    table.add_column("step", justify="right")
+    for name in wide.columns:
+        table.add_column(str(name), justify="right")
+    for step, row in wide.iterrows():
+        table.add_row(f"{step:,}", *("" if v != v else f"{v:.4f}" for v in row))
+    out.print(table)
+    by_step = ", ".join(f"{k}: {v}" for k, v in s["abrupt_by_step"].items() if v)
+    out.print(
+        f"{s['model']} over {len(s['steps'])} checkpoints, {s['n_tokens']:,} tokens: "
+        f"{s['n_abrupt']:,} learned abruptly"
+        + (f" (by step {by_step})" if by_step else "")
+        + f", {s['n_gradual']:,} gradually"
     )
     out.print(f"{written[0].parent}/  ({', '.join(p.name for p in written)})")
 

@@ -7,7 +7,8 @@ polygenic tokens — vectorized over all tokens.
 * **Polygenic**: least-squares slope of loss vs ln N below ``poly_slope`` (−0.3) with
   R² above ``poly_r2`` (0.98).
 
-For a checkpoint suite (one model over training steps) the scale is the step instead of N.
+For a checkpoint suite (one model over training steps) the scale is the step instead of N;
+several models × their checkpoints are analyzed by :mod:`quanta.lm.dynamics`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ import pandas as pd
 from quanta._validation import QuantaInputError, check_int, check_real
 from quanta.scaling import PowerLawFit, fit_power_law
 
-__all__ = ["LMAnalysis", "analyze_losses", "classify_tokens", "load_losses", "token_context"]
+__all__ = [
+    "HIST_EDGES",
+    "LMAnalysis",
+    "analyze_losses",
+    "classify_tokens",
+    "examples_in_context",
+    "load_losses",
+    "loss_density",
+    "token_context",
+    "write_lm_analysis",
+]
 
 _OWNER = "quanta lm analyze"
 #: p(L) bins: 0 … 18 bits (the paper's range), in nats.
@@ -44,7 +55,7 @@ def load_losses(directory: str | Path) -> tuple[dict[str, Any], pd.DataFrame, np
 
 def classify_tokens(
     losses: np.ndarray,
-    n_params: np.ndarray,
+    scale: np.ndarray,
     *,
     hi: float = 5.0,
     lo: float = 0.3,
@@ -53,7 +64,12 @@ def classify_tokens(
     block: int = 1 << 18,
 ) -> pd.DataFrame:
     """Per token: ``mono_index`` (first j where it is monogenic, −1 if none), ``slope`` and
-    ``r2`` of loss vs ln N, and the flags ``monogenic`` / ``polygenic``.
+    ``r2`` of loss vs ln(scale), and the flags ``monogenic`` / ``polygenic``.
+
+    ``losses`` is ``[n_tokens, M]`` (nats) with its columns in increasing ``scale`` (``[M]``,
+    > 0): non-embedding parameters N over a suite of sizes, or the training step over the
+    checkpoints of one model, where monogenic reads "learned abruptly at step j" and polygenic
+    "learned gradually" (:mod:`quanta.lm.dynamics`).
 
     >>> L = np.array([[9.0, 8.0, 0.1, 0.05], [4.0, 3.0, 2.0, 1.0]])
     >>> df = classify_tokens(L, np.array([1e6, 1e7, 1e8, 1e9]))
@@ -61,7 +77,7 @@ def classify_tokens(
     ([2, -1], [True, False], [False, True])
     """
     m = losses.shape[1]
-    x = np.log(np.asarray(n_params, dtype=np.float64))
+    x = np.log(np.asarray(scale, dtype=np.float64))
     xc = x - x.mean()
     sxx = float((xc**2).sum())
     parts = []
@@ -137,6 +153,24 @@ def _scale(models: pd.DataFrame) -> tuple[str, np.ndarray]:
     return "N", models["n_params"].to_numpy(dtype=np.float64)
 
 
+def _refuse_models_by_revisions(models: pd.DataFrame, directory: str | Path) -> None:
+    """A directory of several models, some at several revisions, has no one scale axis."""
+    names = models["name"]
+    if names.nunique() > 1 and names.duplicated().any():
+        raise QuantaInputError(
+            f"'{directory}' holds {names.nunique()} models × their checkpoints ('lm losses "
+            f"--checkpoints'); analyze it with 'quanta lm dynamics {directory}'."
+        )
+
+
+def loss_density(losses: np.ndarray) -> np.ndarray:
+    """p(L) of per-token losses (nats) on :data:`HIST_EDGES` (per nat; integrates to 1);
+    losses beyond 18 bits count in the last bin."""
+    col = np.asarray(losses, dtype=np.float64)
+    counts, _ = np.histogram(np.clip(col, 0, HIST_EDGES[-1] - 1e-9), bins=HIST_EDGES)
+    return counts / max(len(col), 1) / np.diff(HIST_EDGES)
+
+
 def analyze_losses(
     directory: str | Path,
     *,
@@ -147,14 +181,30 @@ def analyze_losses(
     poly_r2: float = 0.98,
     bootstrap: int = 1000,
     seed: int = 0,
+    columns: list[int] | None = None,
 ) -> LMAnalysis:
-    """Analyze a ``quanta lm losses`` directory (see the module docstring)."""
+    """Analyze a ``quanta lm losses`` directory (see the module docstring).
+
+    ``columns`` restricts the analysis to those columns of ``losses.npy`` (e.g. the checkpoints
+    of one model: :func:`quanta.lm.dynamics.analyze_dynamics`); by default every column, which
+    is refused for a directory of several models × their checkpoints (use ``lm dynamics``)."""
     hi = check_real(hi, "hi", _OWNER, low=0.0)
     lo = check_real(lo, "lo", _OWNER, low=0.0)
     if lo >= hi:
         raise QuantaInputError(f"--lo ({lo}) must be below --hi ({hi}).")
     bootstrap = check_int(bootstrap, "bootstrap", _OWNER, low=0)
     manifest, models, losses = load_losses(directory)
+    if columns is None:
+        _refuse_models_by_revisions(models, directory)
+    else:
+        bad_columns = [c for c in columns if not 0 <= c < len(models)]
+        if bad_columns or not columns:
+            raise QuantaInputError(
+                f"columns {bad_columns or columns} out of range: '{directory}' has columns "
+                f"0…{len(models) - 1}."
+            )
+        models = models.iloc[columns].reset_index(drop=True)
+        losses = np.asarray(losses[:, columns])
     axis, scale = _scale(models)
     order = np.argsort(scale, kind="stable")
     models = models.iloc[order].reset_index(drop=True).assign(scale=scale[order])
@@ -176,16 +226,13 @@ def analyze_losses(
         )
     hist = []
     for j in range(len(models)):
-        col = np.asarray(losses_sorted[:, j], dtype=np.float64)
-        counts, _ = np.histogram(np.clip(col, 0, HIST_EDGES[-1] - 1e-9), bins=HIST_EDGES)
-        density = counts / max(len(col), 1) / np.diff(HIST_EDGES)
         hist.append(
             pd.DataFrame(
                 {
                     "model": int(models["model"].iloc[j]),
                     "bin_low": HIST_EDGES[:-1],
                     "bin_high": HIST_EDGES[1:],
-                    "density": density,
+                    "density": loss_density(losses_sorted[:, j]),
                 }
             )
         )
@@ -284,20 +331,36 @@ def write_lm_analysis(analysis: LMAnalysis, out: str | Path | None = None) -> li
 
 def _examples(analysis: LMAnalysis, n: int = 8, seed: int = 0) -> pd.DataFrame:
     """A few monogenic and polygenic tokens in context, with their losses."""
+    flags = {k: analysis.tokens[k].to_numpy() for k in ("monogenic", "polygenic")}
+    return examples_in_context(
+        analysis.source, flags, analysis.models["model"].to_numpy(), n=n, seed=seed
+    )
+
+
+def examples_in_context(
+    directory: str | Path,
+    flags: dict[str, np.ndarray],
+    columns: np.ndarray,
+    *,
+    n: int = 8,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Up to ``n`` tokens of each class of ``flags`` (name → bool per index row), picked at
+    random with ``seed``, in context (:func:`token_context`) with a ``kind`` and their
+    ``losses`` (nats) over ``columns`` of ``losses.npy``, in that order."""
     rng = np.random.default_rng(seed)
     picks = []
-    for kind in ("monogenic", "polygenic"):
-        rows = analysis.tokens.index[analysis.tokens[kind]].to_numpy()
+    for kind, flag in flags.items():
+        rows = np.flatnonzero(flag)
         if len(rows):
             chosen = np.sort(rng.choice(rows, size=min(n, len(rows)), replace=False))
             picks.append(pd.DataFrame({"row": chosen, "kind": kind}))
     if not picks:
         return pd.DataFrame()
     picked = pd.concat(picks, ignore_index=True)
-    context = token_context(analysis.source, picked["row"].tolist())
-    losses = load_losses(analysis.source)[2]
-    by_scale = analysis.models["model"].to_numpy()  # original column of each sorted model
-    loss_rows = np.asarray(losses[picked["row"].to_numpy()])[:, by_scale]
+    context = token_context(directory, picked["row"].tolist())
+    losses = load_losses(directory)[2]
+    loss_rows = np.asarray(losses[picked["row"].to_numpy()])[:, np.asarray(columns)]
     context["kind"] = picked["kind"].to_numpy()
     context["losses"] = [list(map(float, r)) for r in loss_rows]
     return context

@@ -21,8 +21,12 @@ On disk (:func:`run_losses`), ``DIR`` is a quanta run directory::
     columns/<i>.npy      model i's losses, written atomically when the model is done (resume)
     losses.npy           [n_tokens, n_models] float32 (or float16), row r = index row r;
                          open with numpy.load(..., mmap_mode="r")
-    models.parquet       model, name, revision, n_params (non-embedding), mean loss, tokens/s,
-                         head ("chunked" | "full": the output-head path that ran)
+    models.parquet       one row per column: model (the column index), name, revision, step
+                         (from a step<N> revision, else -1), label, n_params (non-embedding),
+                         mean loss, tokens/s, head ("chunked" | "full": the path that ran)
+
+With ``checkpoints=`` (training dynamics) every column is one (model, revision): ``all`` or
+named models of the suite, each over its revisions (optionally only ``revisions=``).
 """
 
 from __future__ import annotations
@@ -279,6 +283,7 @@ def run_losses(
     out: str | Path,
     *,
     checkpoints: str | None = None,
+    revisions: str | list[str] | None = None,
     max_docs: int | None = None,
     max_len: int = 1024,
     bos: bool = False,
@@ -293,18 +298,30 @@ def run_losses(
     """Per-token losses of every model of ``suite`` on ``corpus`` into ``out`` (resumable per
     model). ``on_model(label, n_tokens)`` announces each model; ``on_tokens(n)`` counts tokens.
     ``head`` is passed to :func:`token_losses`; the path each model took is its row's
-    ``head``. Returns the models table."""
+    ``head``. ``checkpoints`` / ``revisions`` select checkpoints (training dynamics: one column
+    per model × revision; see :func:`quanta.lm.suite.resolve_suite`). Returns the models table.
+
+    Every refusal (unknown model, missing revision, a local checkpoint without ``config.json``,
+    an unreachable hub for the first model) happens before ``out`` is created or touched."""
     from quanta.config import config_hash
     from quanta.lm.corpus import load_corpus, load_documents, save_corpus, tokenize_documents
-    from quanta.lm.suite import load_model, load_tokenizer, non_embedding_params, resolve_suite
+    from quanta.lm.suite import (
+        load_model,
+        load_tokenizer,
+        non_embedding_params,
+        resolve_suite,
+        step_of,
+        where_loaded,
+    )
     from quanta.store import RunDir, atomic_write, write_parquet
 
     dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
     head = check_choice(head, "head", _OWNER, list(HEADS))
-    refs = resolve_suite(suite, checkpoints=checkpoints)
-    config = {
+    refs = resolve_suite(suite, checkpoints=checkpoints, revisions=revisions)
+    config: dict[str, Any] = {
         "suite": suite,
         "checkpoints": checkpoints,
+        **({"revisions": revisions} if revisions is not None else {}),  # old runs' hash kept
         "models": [{"name": r.name, "source": r.source, "revision": r.revision} for r in refs],
         "corpus": corpus,
         "max_docs": max_docs,
@@ -315,8 +332,13 @@ def run_losses(
     }
     out = Path(out)
     check_device(device, "quanta lm losses")
-    # Check the first model is loadable before claiming the directory (no hub hang, no write).
+    # Check the first model is loadable before claiming the directory (no hub hang, no write),
+    # and every local one (cheap: a config.json on disk), so a broken checkpoint of a
+    # models × revisions run is refused up front, not after hours of the others.
     tokenizer = load_tokenizer(refs[0])
+    for ref in refs[1:]:
+        if ref.local_path is not None:
+            where_loaded(ref)
     run = RunDir(out, KIND, config, config_hash(config))
     tokens = None
     if run.read_manifest() is None:  # a new run: read the corpus before writing anything
@@ -341,7 +363,9 @@ def run_losses(
     for i, ref in enumerate(refs):
         column = out / "columns" / f"{i}.npy"
         if column.exists() and len(known) and (known["model"] == i).any():
-            rows.append(known[known["model"] == i].iloc[0].to_dict())
+            row = known[known["model"] == i].iloc[0].to_dict()
+            row.setdefault("step", _step(step_of(row["revision"] or None)))  # older runs
+            rows.append(row)
             continue
         if on_model is not None:
             on_model(ref.label(), tokens.n_predicted)
@@ -361,6 +385,7 @@ def run_losses(
                 "model": i,
                 "name": ref.name,
                 "revision": ref.revision or "",
+                "step": _step(step_of(ref.revision)),
                 "label": ref.label(),
                 "n_params": non_embedding_params(model),
                 "mean_loss": float(losses.mean(dtype=np.float64)),
@@ -378,6 +403,10 @@ def run_losses(
         extra={"n_models": len(refs), "n_tokens": tokens.n_predicted, "n_docs": tokens.n_docs},
     )
     return pd.DataFrame(rows)
+
+
+def _step(step: int | None) -> int:
+    return -1 if step is None else step  # -1: a revision not named step<N>
 
 
 def _cleanup_stale(out: Path) -> None:
