@@ -11,7 +11,7 @@ from quanta.cli import app
 from quanta.pipeline import PRESETS, plan, read_stages, reproduce
 
 STAGES = [s.name for s in PRESETS["tiny"]]
-SECTIONS = ["theory", "emergence", "scaling", "alpha", "lm", "qdg", "prior", "compare"]
+SECTIONS = ["theory", "emergence", "scaling", "alpha", "lm", "qdg", "scale", "prior", "compare"]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,10 @@ def test_tiny_preset_runs_every_stage_and_writes_the_report(tiny_run):
     assert f"{theory['exponents'][0]['fitted']:.4f}" in page
     lm = json.loads((out / "lm/losses/analysis/analysis.json").read_text())
     assert f"{lm['fit']['alpha']:.4f}" in page
+    # quanta across scale: its figures and the slope read from scale.json
+    scale = json.loads((out / "qdg/clusters/scale/scale.json").read_text())
+    assert "Quanta across scale" in page and "<b>Reading:</b>" in page
+    assert f"{scale['n_clusters']} clusters (K = {scale['K']})" in page
     # every stage's command is shown, and the configs that produced the numbers
     assert "quanta parity train --out" in page and "config of <code>toy/params</code>" in page
     # the cluster browser is linked (relative path, beside the report)
