@@ -165,7 +165,7 @@ def _scale_reading(slopes: list[dict[str, Any]]) -> str:
     if slope * (1 if r["versus"] == "rank" else -1) < 0:
         return f"{head} — opposite to the prediction: rarer clusters are learned earlier."
     if pred is not None and lo <= pred <= hi:
-        return f"{head} — consistent with the quantization model."
+        return f"{head} — consistent with the quantization model ({r['n_points']} clusters)."
     return (
         f"{head} — frequent clusters are learned first, as predicted, but the slope differs "
         "from the prediction."
@@ -629,7 +629,15 @@ class _Report:
                 rows,
                 {1, 2, 3, 4},
             )
-            + f"<p><b>Reading:</b> {escape(_scale_reading(data['slopes']))}</p>"
+            + f"<p><b>Reading:</b> {escape(_scale_reading(data['slopes']))}"
+            + (
+                " Caveat: QDG ran on a smaller model than the largest, and its tokens were "
+                "selected for a low loss there, so their loss is already low at that size by "
+                "construction; the test is sharpest with QDG on the largest model."
+                if data.get("qdg_model_n_params", 0) < data.get("largest_n_params", 0)
+                else ""
+            )
+            + "</p>"
             + self.provenance(["qdg-scale"], [])
         )
 

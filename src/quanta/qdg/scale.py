@@ -327,6 +327,8 @@ def cluster_scaling(
             f"The QDG run clustered {spec['name']}@{spec.get('revision')} ({spec['source']}), "
             f"which is not among the models of '{losses_dir}' ({have})."
         )
+    specs = [(m["name"], m["source"], m.get("revision")) for m in cfg["models"]]
+    qdg_n = int(models.loc[models["model"] == specs.index(ident), "n_params"].iloc[0])
     rows = _match_rows(q, losses_dir, cfg)
     groups = _groups(models)
     if not groups:
@@ -411,6 +413,8 @@ def cluster_scaling(
         "qdg": str(qdg_dir.resolve()),
         "losses": str(losses_dir.resolve()),
         "qdg_model": f"{spec['name']}@{spec.get('revision')}",
+        "qdg_model_n_params": qdg_n,
+        "largest_n_params": int(models["n_params"].max()),
         "K": q["k"],
         "n_samples": len(lab),
         "n_clusters": len(ids),
