@@ -13,7 +13,18 @@ from quanta.cli import app
 from quanta.pipeline import PRESETS, plan, read_stages, reproduce
 
 STAGES = [s.name for s in PRESETS["tiny"]]
-SECTIONS = ["theory", "emergence", "scaling", "alpha", "lm", "dynamics", "qdg", "prior", "compare"]
+SECTIONS = [
+    "theory",
+    "emergence",
+    "scaling",
+    "alpha",
+    "lm",
+    "dynamics",
+    "qdg",
+    "scale",
+    "prior",
+    "compare",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +57,10 @@ def test_tiny_preset_runs_every_stage_and_writes_the_report(tiny_run):
     assert dyn["model"] == "neox-h48-l2" and dyn["steps"] == [1, 6, 40]
     assert f"<b>{dyn['n_gradual']:,}</b> gradually" in page
     assert page.count("lm/dynamics/dynamics") == 0  # figures embedded, not linked
+    # quanta across scale: its figures and the slope read from scale.json
+    scale = json.loads((out / "qdg/clusters/scale/scale.json").read_text())
+    assert "Quanta across scale" in page and "<b>Reading:</b>" in page
+    assert f"{scale['n_clusters']} clusters (K = {scale['K']})" in page
     # every stage's command is shown, and the configs that produced the numbers
     assert "quanta parity train --out" in page and "config of <code>toy/params</code>" in page
     # the cluster browser is linked (relative path, beside the report)

@@ -18,6 +18,7 @@ Directory layout (``quanta reproduce --out DIR``)::
     DIR/lm/suite|losses/     mini-suite (cpu), per-token losses, losses/analysis/
     DIR/lm/dynamics/         every model × checkpoint (lm losses --checkpoints all), dynamics/
     DIR/qdg/clusters|validate/   QDG run + cluster browser, planted-truth validation
+    DIR/qdg/clusters/scale/      quanta across scale (per-cluster curves, learned scale vs rank)
     DIR/report.html          the report (``quanta report DIR`` re-renders it)
     DIR/logs/<stage>.log     the traceback of a failed stage
 """
@@ -181,6 +182,19 @@ def _qdg(run: str, validate: str, report: str = "") -> tuple[Stage, ...]:
             ),
             "qdg/clusters/zipf.json",
             needs=("lm-losses", "lm-analyze"),
+        ),
+        Stage(
+            "qdg-scale",
+            "qdg",
+            "quanta across scale: each cluster's loss vs N (and step), learned scale vs rank",
+            (
+                _cmd(
+                    "qdg scale {out}/qdg/clusters --losses {out}/lm/losses "
+                    "--toy {out}/toy/params/analysis"
+                ),
+            ),
+            "qdg/clusters/scale/scale.json",
+            needs=("qdg-clusters",),
         ),
         Stage(
             "qdg-validate",

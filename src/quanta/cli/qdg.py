@@ -227,3 +227,68 @@ def qdg_report(
     from quanta.qdg.browser import write_browser
 
     out.print(str(write_browser(qdg_dir, k=k, per_cluster=per_cluster)))
+
+
+@qdg_app.command("scale")
+@user_errors
+def qdg_scale(
+    qdg_dir: Path = typer.Argument(..., help="A 'quanta qdg run' directory."),
+    losses: Path = typer.Option(
+        ..., help="A 'quanta lm losses' directory with the QDG run's model (sizes, checkpoints)."
+    ),
+    k: int | None = typer.Option(None, "--k", help="Which K [the largest clustered]."),
+    threshold: float | None = typer.Option(
+        None, help="Absolute 'learned' threshold in nats [halfway in log-loss, per cluster]."
+    ),
+    min_drop: float = typer.Option(0.1, help="Clusters falling less (nats) are 'no drop'."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples of clusters for the CIs."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    toy: Path | None = typer.Option(
+        None, help="A 'parity analyze' output: its convergence-vs-p_i slope is shown beside."
+    ),
+    out_dir: Path | None = typer.Option(None, "--out", help="Output directory [QDG_DIR/scale]."),
+) -> None:
+    """Quanta across scale: each cluster's mean loss for every model size (and checkpoint),
+    the scale at which it is learned, and the log-log slope of that scale vs its rank."""
+    from quanta.qdg.scale import cluster_scaling, write_cluster_scaling
+
+    result = cluster_scaling(
+        qdg_dir,
+        losses,
+        k=k,
+        threshold=threshold,
+        min_drop=min_drop,
+        bootstrap=bootstrap,
+        seed=seed,
+        toy=toy,
+    )
+    target = out_dir if out_dir is not None else qdg_dir / "scale"
+    write_cluster_scaling(result, target)
+    s = result.summary
+    table = Table(
+        title=f"Quanta across scale: {s['n_clusters']} clusters (K = {s['K']}) of "
+        f"{s['n_samples']} tokens of {s['qdg_model']}"
+    )
+    cols = ["scale", "vs", "slope", "95% CI", "predicted", "fitted", "censored (first/never/flat)"]
+    for name in cols:
+        table.add_column(name, justify="right")
+    for r in result.slopes.to_dict("records"):
+        ok = r["slope"] == r["slope"]
+        table.add_row(
+            r["group"],
+            r["versus"],
+            f"{r['slope']:.3f}" if ok else r["message"],
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] == r["ci_low"] else "-",
+            f"{r['predicted']:.3f}" if r["predicted"] == r["predicted"] else "-",
+            str(r["n_points"]),
+            f"{r['n_at_first']}/{r['n_never']}/{r['n_no_drop']}",
+        )
+    out.print(table)
+    for t in s["toy"] or []:
+        out.print(
+            f"toy world ({t['group']}): convergence step vs p_i slope {t['slope']:.3f} "
+            f"[{t['ci_low']:.3f}, {t['ci_high']:.3f}], predicted {t['predicted']:g}"
+        )
+    if toy is not None and not s["toy"]:
+        out.print(f"note: no toy convergence slope in '{toy}' (run 'quanta parity analyze')")
+    out.print(f"{target}/  (scale.json, curves, learned, slopes .parquet, curves_*/learned_*.png)")
