@@ -426,6 +426,37 @@ def test_classification_rules():
     assert df["r2"].iloc[3] == pytest.approx(1.0)
 
 
+def test_a_suite_of_models_with_different_tokenizers_is_refused(suite_dir, tmp_path):
+    import shutil
+
+    from quanta.lm.minisuite import train_tokenizer
+
+    info = json.loads((suite_dir / "suite.json").read_text())["models"]
+    first = suite_dir / info[0]["path"] / info[0]["final"]
+    other = tmp_path / "other"
+    shutil.copytree(suite_dir / info[1]["path"] / info[1]["final"], other)
+    for f in other.glob("*token*"):
+        f.unlink()
+    texts = [d.text for d in load_documents("stdlib:train", max_docs=5)[0]]
+    train_tokenizer(texts[::-1], 320, other)  # another BPE: other merges, other ids
+    out = tmp_path / "L"
+    res = CliRunner().invoke(
+        app, ["lm", "losses", "--suite", f"{first},{other}", "--max-docs", "2", "--out", str(out)]
+    )
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "must share one tokenizer" in text and "'other'" in text and "Traceback" not in text
+    assert not out.exists()
+    # The same models with the same tokenizer are accepted.
+    same = tmp_path / "same"
+    shutil.copytree(suite_dir / info[1]["path"] / info[1]["final"], same)
+    res = CliRunner().invoke(
+        app,
+        ["lm", "losses", "--suite", f"{first},{same}", "--max-docs", "2", "--out", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+
+
 @pytest.mark.parametrize(
     ("suite", "message"),
     [

@@ -277,6 +277,28 @@ def paper_token_losses(model: Any, corpus: TokenizedCorpus) -> list[float]:
 # --------------------------------------------------------------------------- the run directory
 
 
+def _check_one_tokenizer(refs: list[Any], tokenizer: Any) -> None:
+    """Refuse a suite whose models tokenize differently: the corpus is tokenized once, with the
+    first model's tokenizer, so every column must read the same token ids. Checked for local
+    models (a tokenizer on disk); hub models of one family (Pythia) share theirs by design."""
+    from quanta.lm.suite import load_tokenizer
+
+    vocab = tokenizer.get_vocab()
+    seen = {refs[0].source}
+    for ref in refs[1:]:
+        if ref.source in seen or ref.local_path is None:
+            continue
+        seen.add(ref.source)
+        other = load_tokenizer(ref).get_vocab()
+        if other != vocab:
+            differ = sum(other.get(t) != i for t, i in vocab.items()) + len(set(other) - set(vocab))
+            raise QuantaInputError(
+                f"The models of a suite must share one tokenizer (the corpus is tokenized once): "
+                f"{ref.label()!r} maps {differ} of its {len(other):,} tokens differently from "
+                f"{refs[0].label()!r} ({len(vocab):,} tokens); compute their losses separately."
+            )
+
+
 def run_losses(
     suite: str,
     corpus: str,
@@ -339,6 +361,7 @@ def run_losses(
     for ref in refs[1:]:
         if ref.local_path is not None:
             where_loaded(ref)
+    _check_one_tokenizer(refs, tokenizer)
     run = RunDir(out, KIND, config, config_hash(config))
     tokens = None
     if run.read_manifest() is None:  # a new run: read the corpus before writing anything
