@@ -217,7 +217,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--grid n_train=4000,8000,16000,32000,64000,128000",
             "--preset cpu --widths 8,16,32,64,128 --steps 4000",
         ),
-        *_lm("--preset cpu", "--max-docs 100", dynamics="--max-docs 30"),
+        *_lm("--preset cpu", "--max-docs 100", dynamics="--max-docs 20"),
         # The largest model; the paper's 0.1 nats unless fewer than 1000 tokens pass it, then
         # the smallest threshold that yields 1000 (recorded in zipf.json and shown).
         *_qdg(

@@ -18,8 +18,7 @@ Training follows Pythia's recipe at small scale: AdamW (β = 0.9, 0.95; weight d
 float32 master weights, linear warmup then cosine decay to ``min_lr_ratio`` × the peak rate,
 gradient clipping at 1.0, one learning rate per size (``lrs``; chosen by a measured sweep, see
 docs/BENCHMARKS.md), and bfloat16 autocast where the device has fast bf16 matrix units
-(``precision``; on this project's CPUs bf16 matmuls run ~4× the f32 rate, measured by
-``benchmarks/bench_lm_train.py``).
+(``precision``; ``benchmarks/bench_lm_train.py`` measures what it gains per size).
 """
 
 from __future__ import annotations
@@ -145,14 +144,17 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
         "n_checkpoints": 3,
     },
     # Minutes on 2 cores (the lm-suite stage of `make demo`): 6 sizes, 3.3k … 793k
-    # non-embedding parameters (2.4 decades), all on the same tokens in the same order.
+    # non-embedding parameters (2.4 decades), all on the same 1.3M tokens in the same order.
+    # Rates: benchmarks/lm_lr_sweep.py at 400 steps gave 0.04 for h16 and 0.005 for h128
+    # (each at the edge of its grid); the sizes between are interpolated log-linearly in N.
     "cpu": {
         "sizes": ((16, 1), (32, 1), (48, 2), (64, 2), (96, 3), (128, 4)),
         "context": 256,
         "batch_size": 16,
-        "steps": 400,
+        "steps": 320,
         "warmup": 30,
-        "lr": 3e-3,
+        "lr": 5e-3,
+        "lrs": (0.04, 0.024, 0.014, 0.011, 0.007, 0.005),
         "n_checkpoints": 8,
     },
     # A GPU: 6 sizes up to ~19M non-embedding (Pythia-70m's), 1024-token context.
