@@ -48,6 +48,7 @@ def _losses_dir(path, corpus, specs, n_params, loss_of, *, corpus_name="syntheti
             "model": np.arange(len(specs)),
             "name": [s["name"] for s in specs],
             "revision": [s["revision"] for s in specs],
+            "label": [f"{s['name']}@{s['revision']}" for s in specs],
             "n_params": n_params,
         }
     )

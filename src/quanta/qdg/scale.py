@@ -153,6 +153,7 @@ def _slope(x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int) -> dict[str,
 
 def _qdg_inputs(qdg_dir: Path, k: int | None) -> dict[str, Any]:
     """The QDG run's samples, labels of K, its model spec and corpus spec."""
+    from quanta.qdg.run import pick_model
     from quanta.store import read_result
 
     manifest = read_result(qdg_dir, ("qdg.run",), "'quanta qdg run'")
@@ -166,7 +167,9 @@ def _qdg_inputs(qdg_dir: Path, k: int | None) -> dict[str, Any]:
     source = Path(cfg["losses"])
     src = read_result(source, ("lm.losses",), "'quanta lm losses' (the QDG run's input)")
     models = pd.read_parquet(source / "models.parquet")
-    column = int(models.sort_values("n_params", kind="stable")["model"].iloc[int(cfg["model"])])
+    # The run records its model as a label (an index in runs made before labels were recorded):
+    # pick_model resolves both exactly as the run did.
+    column = int(pick_model(models, cfg["model"])["model"])
     samples = pd.read_parquet(qdg_dir / "samples.parquet", columns=["doc_id", "pos", "token_id"])
     labels = pd.read_parquet(qdg_dir / "labels.parquet")[f"K{k}"].to_numpy()
     clusters_file = qdg_dir / "clusters.parquet"
