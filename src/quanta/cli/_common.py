@@ -34,7 +34,9 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console(stderr=True)
-out = Console()
+# Paths and commands are printed whole (soft wrap): a path broken over two lines cannot be
+# copied. Tables still lay out to the terminal width.
+out = Console(soft_wrap=True)
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 # Set by the in-process runner (``quanta reproduce``): user errors then propagate as
 # exceptions, so the pipeline can name the stage that failed instead of the process exiting.
