@@ -38,3 +38,20 @@ def test_eval_needs_every_task():
     data = task.per_task_set(3).select(torch.arange(6))  # tasks 0 and 1 only
     with pytest.raises(ValueError, match="needs every subtask at least once"):
         evaluate(FusedParityMLP(5, 9, [3]), data, task.probs)
+
+
+def test_evaluate_creates_its_tensors_on_the_datas_device():
+    """The class of bug behind issue 12's CUDA crash (accumulators allocated on the default
+    device, then CUDA values index_add_'ed into them), caught without a GPU: under
+    ``torch.device("meta")`` every tensor created without an explicit device lands on the meta
+    device, and mixing it with the real CPU data raises. Cannot catch: tensors placed on "cpu"
+    explicitly, ``.cpu()``/``from_numpy`` round trips, or kernels that differ on CUDA."""
+    task = SparseParityTask(7, 10, 3, alpha=0.6)
+    net = FusedParityMLP(7, 10, [4, 12], init_seeds=[0, 1])
+    data = task.per_task_set(25, generator=torch.Generator().manual_seed(3))
+    want = evaluate(net, data, task.probs)
+    with torch.device("meta"):
+        got = evaluate(net, data, task.probs)
+    assert got.loss.device == data.bits.device
+    torch.testing.assert_close(got.loss, want.loss)
+    torch.testing.assert_close(got.mixture_loss, want.mixture_loss)

@@ -73,8 +73,9 @@ def evaluate(
     ((3, 2), (2,))
     """
     n_tasks, n_members = probs.numel(), model.n_members
-    loss_sum = torch.zeros(n_tasks, n_members, dtype=torch.float64)
-    correct = torch.zeros(n_tasks, n_members, dtype=torch.float64)
+    device = data.bits.device  # accumulate where the logits are (a CUDA run must not mix)
+    loss_sum = torch.zeros(n_tasks, n_members, dtype=torch.float64, device=device)
+    correct = torch.zeros(n_tasks, n_members, dtype=torch.float64, device=device)
     for rows, logits in model.iter_logits(data.bits, data.task, chunk_rows=chunk_size):
         task, y = data.task[rows], data.y[rows]  # logits: (r, M, C)
         loss_sum.index_add_(0, task, member_losses(logits, y).to(torch.float64))
@@ -83,5 +84,5 @@ def evaluate(
     if bool((counts == 0).any()):
         raise ValueError("evaluate() needs every subtask at least once in the evaluation set.")
     loss, accuracy = loss_sum / counts, correct / counts
-    p = probs.to(torch.float64)
+    p = probs.to(device=device, dtype=torch.float64)
     return Evaluation(loss, accuracy, p @ loss, p @ accuracy)
