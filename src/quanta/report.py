@@ -172,6 +172,20 @@ def _scale_reading(slopes: list[dict[str, Any]]) -> str:
     )
 
 
+def _example_rows(examples: pd.DataFrame) -> list[list[str]]:
+    """Rows of an example-token table: kind, the context with the predicted token highlighted,
+    and its losses (by model or by step) joined by arrows."""
+    return [
+        [
+            escape(r["kind"]),
+            f"<pre class='ctx'>{show_text(str(r['context']))}"
+            f"<mark>{show_text(str(r['token']))}</mark></pre>",
+            " → ".join(_num(float(v), 2) for v in r["losses"]),
+        ]
+        for r in examples.to_dict("records")
+    ]
+
+
 class _Report:
     def __init__(self, out: Path) -> None:
         self.out = out
@@ -447,15 +461,7 @@ class _Report:
         ex = self.table(f"{a}/examples.parquet")
         if ex is not None and len(ex):
             labels = [escape(str(m["label"])) for m in models]
-            ex_rows = [
-                [
-                    escape(r["kind"]),
-                    f"<pre class='ctx'>{show_text(str(r['context']))}"
-                    f"<mark>{show_text(str(r['token']))}</mark></pre>",
-                    " → ".join(_num(float(v), 2) for v in r["losses"]),
-                ]
-                for r in ex.to_dict("records")
-            ]
+            ex_rows = _example_rows(ex)
             parts.append(
                 "<h3>Tokens in context (predicted token highlighted)</h3>"
                 + _table(["kind", "context", f"loss by model ({', '.join(labels)})"], ex_rows)
@@ -531,15 +537,7 @@ class _Report:
         ]
         ex = self.table(f"{a}/examples.parquet")
         if ex is not None and len(ex):
-            ex_rows = [
-                [
-                    escape(r["kind"]),
-                    f"<pre class='ctx'>{show_text(str(r['context']))}"
-                    f"<mark>{show_text(str(r['token']))}</mark></pre>",
-                    " → ".join(_num(float(v), 2) for v in r["losses"]),
-                ]
-                for r in ex.to_dict("records")
-            ]
+            ex_rows = _example_rows(ex)
             steps_text = ", ".join(f"{s:,}" for s in steps)
             parts.append(
                 "<h3>Tokens in context (predicted token highlighted)</h3>"

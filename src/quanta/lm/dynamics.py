@@ -129,11 +129,10 @@ class DynamicsAnalysis:
 def _column_table(models: pd.DataFrame) -> pd.DataFrame:
     """The models table with a ``step`` per column (directories written before it was stored
     get it from the revision name)."""
-    from quanta.lm.suite import step_of
+    from quanta.lm.suite import revision_step
 
     if "step" not in models:
-        steps = [step_of(r or None) for r in models["revision"]]
-        models = models.assign(step=[-1 if v is None else v for v in steps])
+        models = models.assign(step=[revision_step(r or None) for r in models["revision"]])
     models = models.assign(step=models["step"].astype(int))
     return models.sort_values(["n_params", "step"], kind="stable").reset_index(drop=True)
 

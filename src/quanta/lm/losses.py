@@ -332,7 +332,7 @@ def run_losses(
         load_tokenizer,
         non_embedding_params,
         resolve_suite,
-        step_of,
+        revision_step,
         where_loaded,
     )
     from quanta.store import RunDir, atomic_write, write_parquet
@@ -387,7 +387,7 @@ def run_losses(
         column = out / "columns" / f"{i}.npy"
         if column.exists() and len(known) and (known["model"] == i).any():
             row = known[known["model"] == i].iloc[0].to_dict()
-            row.setdefault("step", _step(step_of(row["revision"] or None)))  # older runs
+            row.setdefault("step", revision_step(row["revision"] or None))  # older runs
             rows.append(row)
             continue
         if on_model is not None:
@@ -408,7 +408,7 @@ def run_losses(
                 "model": i,
                 "name": ref.name,
                 "revision": ref.revision or "",
-                "step": _step(step_of(ref.revision)),
+                "step": revision_step(ref.revision),
                 "label": ref.label(),
                 "n_params": non_embedding_params(model),
                 "mean_loss": float(losses.mean(dtype=np.float64)),
@@ -426,10 +426,6 @@ def run_losses(
         extra={"n_models": len(refs), "n_tokens": tokens.n_predicted, "n_docs": tokens.n_docs},
     )
     return pd.DataFrame(rows)
-
-
-def _step(step: int | None) -> int:
-    return -1 if step is None else step  # -1: a revision not named step<N>
 
 
 def _cleanup_stale(out: Path) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "load_tokenizer",
     "non_embedding_params",
     "resolve_suite",
+    "revision_step",
     "step_of",
     "where_loaded",
 ]
@@ -149,7 +150,7 @@ def resolve_suite(
                     f"Pythia has no revision {missing[0]!r}; it has step0, step1, step2, step4 "
                     "… step512 (powers of 2), then step1000 … step143000 (every 1000)."
                 )
-            revs = sorted(set(wanted_revisions), key=_step_of)
+            revs = sorted(set(wanted_revisions), key=revision_step)
         return [ModelRef(n, f"EleutherAI/{n}", r) for n in names for r in revs]
     directory = Path(spec).expanduser().resolve()  # absolute: results name their models
     if (directory / "suite.json").is_file():
@@ -225,7 +226,12 @@ def step_of(revision: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _step_of(revision: str) -> int:
+def revision_step(revision: str | None) -> int:
+    """:func:`step_of` as an integer column value: ``-1`` for a revision not named ``step<N>``.
+
+    >>> revision_step("step8"), revision_step(None)
+    (8, -1)
+    """
     step = step_of(revision)
     return -1 if step is None else step
 

@@ -36,7 +36,6 @@ corpus index table, never by row number: two losses directories of one corpus bu
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,10 +229,11 @@ def _match_rows(q: dict[str, Any], losses_dir: Path, cfg: dict[str, Any]) -> np.
 def _groups(models: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
     """``(group, axis, model name, rows ordered by scale with a 'scale' column)``: sizes (each
     model's last revision) when N varies, and steps for every model with ≥ 2 checkpoints."""
+    from quanta.lm.suite import revision_step
+
     m = models.copy()
     if "step" not in m:
-        found = [re.fullmatch(r"step(\d+)", str(r)) for r in m["revision"]]
-        m["step"] = [int(s.group(1)) if s else -1 for s in found]
+        m["step"] = [revision_step(str(r)) for r in m["revision"]]
     out = []
     last = m.sort_values("step", kind="stable").groupby("name", sort=False).tail(1)
     if last["n_params"].nunique() >= 2:
