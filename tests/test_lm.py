@@ -488,3 +488,22 @@ def test_analyze_refuses_what_is_not_a_finished_losses_directory(suite_dir, tmp_
     assert res.exit_code == 2 and "holds a 'lm.suite' result, not 'lm.losses'" in res.output
     res = CliRunner().invoke(app, ["lm", "analyze", str(tmp_path)])
     assert res.exit_code == 2 and "'quanta lm losses'" in res.output
+
+
+def test_documents_are_never_scored_past_the_models_context(suite_dir, tmp_path):
+    # The tiny suite is trained (and built) with a 256-token context: an explicit longer
+    # --max-len is refused before anything is written, the default truncates at the context.
+    context = json.loads(
+        (suite_dir / "models" / "neox-h8-l1" / "step40" / "config.json").read_text()
+    )
+    assert context["max_position_embeddings"] == build_suite_config("tiny").context == 256
+    out = tmp_path / "L"
+    args = ["lm", "losses", "--suite", str(suite_dir), "--max-docs", "4", "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--max-len", "257", "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert "max_len 257 exceeds the context model 'neox-h8-l1' was built for (256" in result.output
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    corpus = load_corpus(out / "corpus")
+    assert corpus.max_len == 256 and corpus.lengths.max() == 256
+    assert json.loads((out / "manifest.json").read_text())["config"]["max_len"] == 256

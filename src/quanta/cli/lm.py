@@ -113,7 +113,11 @@ def lm_losses(
         None, help="With --checkpoints: only these revisions, e.g. step1000,step8000."
     ),
     max_docs: int | None = typer.Option(None, help="At most this many documents."),
-    max_len: int = typer.Option(1024, help="Truncate documents to this many tokens."),
+    max_len: int | None = typer.Option(
+        None,
+        help="Truncate documents to this many tokens [default: the models' context, at most "
+        "1024; more is refused].",
+    ),
     bos: bool = typer.Option(False, "--bos", help="Prepend BOS (the paper: no BOS)."),
     text_field: str = typer.Option("text", help="JSON / dataset field holding the text."),
     dtype: str = typer.Option("float32", help="Stored loss dtype: float32 | float16."),

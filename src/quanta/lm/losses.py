@@ -299,6 +299,41 @@ def _check_one_tokenizer(refs: list[Any], tokenizer: Any) -> None:
             )
 
 
+def _document_length(refs: list[Any], max_len: int | None) -> int:
+    """``max_len`` checked against the shortest context of the models (``max_position_embeddings``
+    of each distinct model; local configs are read from disk), or that context capped at 1024."""
+    from transformers import AutoConfig
+
+    from quanta.lm.suite import where_loaded
+
+    contexts: dict[str, int] = {}
+    for ref in refs:
+        if ref.name in contexts:
+            continue
+        where, kwargs = where_loaded(ref)
+        try:
+            config = AutoConfig.from_pretrained(where, revision=ref.revision, **kwargs)
+        except OSError as exc:
+            raise QuantaInputError(
+                f"Cannot read the config of {ref.label()!r}: {exc}".splitlines()[0]
+            ) from None
+        context = getattr(config, "max_position_embeddings", None)
+        if isinstance(context, int) and context > 1:
+            contexts[ref.name] = context
+    if not contexts:
+        return 1024 if max_len is None else check_int(max_len, "max_len", _OWNER, low=2)
+    name, context = min(contexts.items(), key=lambda item: item[1])
+    if max_len is None:
+        return min(1024, context)
+    max_len = check_int(max_len, "max_len", _OWNER, low=2)
+    if max_len > context:
+        raise QuantaInputError(
+            f"max_len {max_len} exceeds the context model {name!r} was built for ({context} "
+            f"tokens, its max_position_embeddings); use at most {context}."
+        )
+    return max_len
+
+
 def run_losses(
     suite: str,
     corpus: str,
@@ -307,7 +342,7 @@ def run_losses(
     checkpoints: str | None = None,
     revisions: str | list[str] | None = None,
     max_docs: int | None = None,
-    max_len: int = 1024,
+    max_len: int | None = None,
     bos: bool = False,
     text_field: str = "text",
     dtype: str = "float32",
@@ -324,7 +359,11 @@ def run_losses(
     per model × revision; see :func:`quanta.lm.suite.resolve_suite`). Returns the models table.
 
     Every refusal (unknown model, missing revision, a local checkpoint without ``config.json``,
-    an unreachable hub for the first model) happens before ``out`` is created or touched."""
+    an unreachable hub for the first model) happens before ``out`` is created or touched.
+
+    ``max_len`` (tokens per document) defaults to the models' context, at most 1024, and may
+    not exceed it: past the positions a model was trained on (a rotary model accepts them
+    silently) its losses measure extrapolation, not what it learned."""
     from quanta.config import config_hash
     from quanta.lm.corpus import load_corpus, load_documents, save_corpus, tokenize_documents
     from quanta.lm.suite import (
@@ -340,6 +379,7 @@ def run_losses(
     dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
     head = check_choice(head, "head", _OWNER, list(HEADS))
     refs = resolve_suite(suite, checkpoints=checkpoints, revisions=revisions)
+    max_len = _document_length(refs, max_len)
     config: dict[str, Any] = {
         "suite": suite,
         "checkpoints": checkpoints,

@@ -134,7 +134,7 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "max_docs": 60,
         "vocab_size": 320,
-        "context": 48,
+        "context": 256,  # the tests score documents up to 250 tokens (never past the context)
         "sizes": ((8, 1), (16, 1), (32, 1), (48, 2)),
         "head_dim": 8,
         "steps": 40,
@@ -210,7 +210,8 @@ def _model_config(cfg: MiniSuiteConfig, hidden: int, layers: int, vocab: int) ->
         num_hidden_layers=layers,
         num_attention_heads=max(hidden // cfg.head_dim, 1),
         intermediate_size=4 * hidden,
-        max_position_embeddings=max(cfg.context, 2048),
+        # The trained context: `quanta lm losses` reads it and never scores positions past it.
+        max_position_embeddings=cfg.context,
         use_parallel_residual=True,
         tie_word_embeddings=False,
         bos_token_id=0,
