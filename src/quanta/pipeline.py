@@ -225,6 +225,24 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0",
         ),
     ),
+    # Under 90 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
+    # (the lm-suite stage is under an hour), losses on 3× the documents, QDG on >= 3000 tokens
+    # of the largest model with K up to 400 (enough K for the rank-frequency envelope).
+    "cpu-long": (
+        _THEORY,
+        *_toy(
+            "--preset cpu",
+            "--preset cpu --widths 128 --steps 4000 "
+            "--grid n_train=4000,8000,16000,32000,64000,128000",
+            "--preset cpu --widths 8,16,32,64,128 --steps 4000",
+        ),
+        *_lm("--preset cpu-long", "--max-docs 300", dynamics="--max-docs 60"),
+        *_qdg(
+            "--model -1 --threshold auto --min-samples 3000 --n 3000 "
+            "--ks 10,20,30,50,75,100,150,200,300,400",
+            "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0",
+        ),
+    ),
     # PAPER.md's configurations: GPUs (the toy presets set device cuda), Pythia from the hub and
     # a corpus given with --corpus (the paper: the Pile test set as .jsonl.zst).
     "paper": (

@@ -25,7 +25,9 @@ job_app = typer.Typer(rich_markup_mode=None)
 @user_errors
 def reproduce_cmd(
     ctx: typer.Context,
-    preset: str = typer.Option("cpu", help="cpu (minutes on 2 cores) | paper (GPUs) | tiny."),
+    preset: str = typer.Option(
+        "cpu", help="cpu (minutes on 2 cores) | cpu-long (about 90 min) | paper (GPUs) | tiny."
+    ),
     only: str | None = typer.Option(
         None, help="Groups (toy, lm, qdg) or stage names, comma-separated [every stage]."
     ),

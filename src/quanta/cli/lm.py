@@ -33,7 +33,9 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 @user_errors
 def suite_train(
     out_dir: Path = typer.Option(Path("runs/suite"), "--out", help="Suite directory."),
-    preset: str = typer.Option("cpu", help="tiny (seconds) | cpu (minutes on 2 cores) | gpu."),
+    preset: str = typer.Option(
+        "cpu", help="tiny (seconds) | cpu (minutes on 2 cores) | cpu-long (< 1 h) | gpu."
+    ),
     corpus: str | None = typer.Option(None, help="Training corpus [default: stdlib:train]."),
     max_docs: int | None = typer.Option(None, help="Use at most this many documents."),
     steps: int | None = typer.Option(None, help="Optimizer steps per model."),

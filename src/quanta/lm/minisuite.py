@@ -157,6 +157,20 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
         "lrs": (0.04, 0.024, 0.014, 0.011, 0.007, 0.005),
         "n_checkpoints": 8,
     },
+    # Under an hour on 2 cores (`quanta reproduce --preset cpu-long`): the cpu sizes plus
+    # h192 l4 (7 sizes, 3.3k … 1.77M non-embedding, 2.7 decades), 5× the tokens (6.6M: ~3.8
+    # passes over the 1.7M-token stdlib training split). Rates: the cpu sweep's; h192's is its
+    # log-linear-in-N extrapolation (0.005 · (1.77M / 793k)^-0.38).
+    "cpu-long": {
+        "sizes": ((16, 1), (32, 1), (48, 2), (64, 2), (96, 3), (128, 4), (192, 4)),
+        "context": 256,
+        "batch_size": 16,
+        "steps": 1600,
+        "warmup": 60,
+        "lr": 5e-3,
+        "lrs": (0.04, 0.024, 0.014, 0.011, 0.007, 0.005, 0.0037),
+        "n_checkpoints": 10,
+    },
     # A GPU: 6 sizes up to ~19M non-embedding (Pythia-70m's), 1024-token context.
     "gpu": {
         "vocab_size": 16384,
