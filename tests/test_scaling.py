@@ -48,8 +48,8 @@ def test_pure_power_law_bootstrap_covers_at_nominal_rate_under_log_normal_noise(
     # curves of 60 points, each with a nominal 95% interval. A percentile bootstrap of the
     # residuals ignores the uncertainty of σ, so even ideally (B → ∞) it covers like a z
     # interval with estimated σ: P(|t_58| < 1.96) = 0.945 (scipy), 0.5 points short of 0.95.
-    # Coverage must lie within 3 binomial sd (±0.021) of that. The linear relative residual
-    # bootstrap used before issue 12 covers 0.71 here (draws ŷ·(1 + r*) <= 0 were reset to ŷ).
+    # Coverage (0.925 now) must lie within 3 binomial sd (±0.022) of that. The linear relative
+    # residual bootstrap of before issue 12 covers 0.76 here (draws ŷ·(1 + r*) <= 0 reset to ŷ).
     alpha, replicates, points = 0.083, 1000, 60
     x = np.geomspace(1.9e7, 6.4e9, points)
     rng = np.random.default_rng(12)
