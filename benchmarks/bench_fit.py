@@ -18,7 +18,16 @@
 Threads: ``--threads`` caps the BLAS/OpenMP pools (threadpoolctl) for the whole run; numpy's
 elementwise work is single-threaded either way.
 
+``--coverage`` runs a second, separate study instead: the empirical coverage of the nominal 95%
+bootstrap CI of α for the pure power law ``L = c·N^-α`` (the paper's fit) under log-normal noise
+``L·exp(ε)``, ``ε ~ N(0, σ²)``, for several point counts P and noise levels σ. ``--replicates``
+seeded curves per cell, each fitted with ``fit_power_law(..., offset=False, bootstrap=B)``
+("now"), next to the bootstrap the package used before issue 12 ("before": linear relative
+residuals ``(y - ŷ)/y`` applied as ``ŷ·(1 + r*)``, non-positive values reset to ``ŷ``), re-run
+here from the same seeds. The binomial 3-sd band around 0.95 is printed with it.
+
 Usage: python benchmarks/bench_fit.py [--curves 100000] [--loop 2000] [--threads 2]
+       python benchmarks/bench_fit.py --coverage [--replicates 1000] [--bootstrap 400]
 """
 
 from __future__ import annotations
@@ -28,10 +37,11 @@ import time
 import warnings
 
 import numpy as np
+from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from quanta.scaling import fit_power_laws
+from quanta.scaling import fit_power_law, fit_power_laws
 
 ALPHA_BOUNDS = (1e-3, 10.0)  # the same search interval as fit_power_laws' default
 
@@ -71,11 +81,75 @@ def main() -> None:
     ap.add_argument("--curves", type=int, default=100_000)
     ap.add_argument("--loop", type=int, default=2000, help="curves fitted by the curve_fit loop")
     ap.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads")
+    ap.add_argument("--coverage", action="store_true", help="run the CI coverage study instead")
+    ap.add_argument("--replicates", type=int, default=1000, help="coverage: curves per cell")
+    ap.add_argument("--bootstrap", type=int, default=400, help="coverage: replicates per CI")
     args = ap.parse_args()
     if not 1 <= args.loop <= args.curves:
         ap.error(f"--loop must be in [1, --curves={args.curves}]; got {args.loop}.")
     with threadpool_limits(limits=args.threads):
-        run(args.curves, args.loop, args.threads)
+        if args.coverage:
+            coverage_study(args.replicates, args.bootstrap)
+        else:
+            run(args.curves, args.loop, args.threads)
+
+
+def before_issue12_ci(x: np.ndarray, y: np.ndarray, *, bootstrap: int, seed: int) -> np.ndarray:
+    """95% CI of α of the pure power law by the bootstrap ``fit_power_law`` had before issue 12
+    (same seed ⇒ the same draws): linear relative residuals, inflated by √(P/(P−2)), applied as
+    ``ŷ·(1 + r*)``, non-positive values reset to ``ŷ``, percentile interval."""
+    fit = fit_power_laws(x, y, offset=False)
+    fitted = fit["c1"][0] * x ** -fit["alpha"][0]
+    residuals = (y - fitted) / y
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    draws = residuals[rng.integers(0, n, size=(bootstrap, n))] * np.sqrt(n / (n - 2))
+    y_boot = fitted * (1.0 + draws)
+    y_boot = np.where(y_boot > 0, y_boot, fitted)
+    boot = fit_power_laws(x, y_boot, offset=False)
+    return np.percentile(boot["alpha"][boot["success"]], [2.5, 97.5])
+
+
+def now_ci(x: np.ndarray, y: np.ndarray, *, bootstrap: int, seed: int) -> np.ndarray:
+    """95% CI of α of the pure power law by the package's ``fit_power_law``."""
+    ci = fit_power_law(x, y, offset=False, bootstrap=bootstrap, seed=seed).alpha_ci
+    return np.array(ci if ci is not None else (np.nan, np.nan))
+
+
+def coverage_study(replicates: int, bootstrap: int) -> None:
+    alpha, c = 0.083, 3.0 * 1.9e7**0.083  # the paper's α_N; L = 3 nats at the smallest model
+    print(
+        f"coverage of the nominal 95% bootstrap CI of alpha, pure power law (log-log fit), "
+        f"log-normal noise; {replicates:,} seeded curves per cell, {bootstrap} bootstrap "
+        f"replicates each; N log-spaced over 1.9e7 … 6.4e9"
+    )
+    band = 3 * np.sqrt(0.95 * 0.05 / replicates)
+    print(f"binomial 3-sd band around 0.95: [{0.95 - band:.3f}, {0.95 + band:.3f}]")
+    print(
+        "ideal: P(|t_(P-2)| < 1.96), the coverage of a percentile residual bootstrap as B → ∞ "
+        "(a z interval with estimated sigma)"
+    )
+    print(
+        f"{'P':>3} {'sigma':>6} {'ideal':>6} {'before':>7} {'now':>7} "
+        f"{'width before/now':>17} {'s':>5}"
+    )
+    for points in (7, 20, 60):
+        x = np.geomspace(1.9e7, 6.4e9, points)
+        ideal = 2 * stats.t.cdf(stats.norm.ppf(0.975), points - 2) - 1
+        for sigma in (0.1, 0.3, 1.0):
+            rng = np.random.default_rng(points * 1000 + int(sigma * 100))
+            ys = c * x**-alpha * np.exp(rng.normal(0.0, sigma, (replicates, points)))
+            t = time.perf_counter()
+            cis = {
+                name: np.array([ci(x, y, bootstrap=bootstrap, seed=i) for i, y in enumerate(ys)])
+                for name, ci in (("before", before_issue12_ci), ("now", now_ci))
+            }
+            hit = {k: ((v[:, 0] <= alpha) & (alpha <= v[:, 1])).mean() for k, v in cis.items()}
+            width = {k: np.median(v[:, 1] - v[:, 0]) for k, v in cis.items()}
+            print(
+                f"{points:3d} {sigma:6.2f} {ideal:6.3f} {hit['before']:7.3f} {hit['now']:7.3f} "
+                f"{width['before'] / width['now']:17.2f} {time.perf_counter() - t:5.1f}"
+            )
 
 
 def run(curves: int, loop: int, threads: int) -> None:

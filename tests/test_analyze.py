@@ -121,6 +121,63 @@ def test_planted_step_scaling_and_convergence_are_recovered(tmp_path):
     assert conv["n_excluded"] == 0  # every subtask converges before the last step here
 
 
+def two_threshold_curves(config: ParityConfig) -> pd.DataFrame:
+    """One online member whose subtask i sits at 0.69 nats before step 5/p_i, at 0.08 nats
+    (below 0.1 nats, above 0.1 bits = 0.0693 nats) until step 40/p_i, and at 0.01 after."""
+    p = zipf_probs(config.n_tasks, config.alpha)
+    rows = []
+    for step in STEPS:
+        rows.append((step, -1, 5.0 * step**-0.3))
+        loss = np.where(step < 5 / p, 0.69, np.where(step < 40 / p, 0.08, 0.01))
+        rows += [(step, i, loss[i]) for i in range(config.n_tasks)]
+    df = pd.DataFrame(rows, columns=["step", "task", "loss_nats"])
+    return df.assign(
+        member=0, n_params=1000, split="test", width=4, seed=0, accuracy=1.0 - df["loss_nats"]
+    ).astype({"step": "int64", "task": "int64", "member": "int64", "n_params": "int64"})
+
+
+def first_step_at_or_after(t: np.ndarray) -> np.ndarray:
+    return STEPS[np.searchsorted(STEPS, t, side="left")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "crossing", "unit"),
+    [({}, 40, "bits"), ({"convergence_units": "nats"}, 5, "nats")],
+)
+def test_convergence_uses_the_papers_bits_and_learned_count_nats(tmp_path, kwargs, crossing, unit):
+    write_run(tmp_path / "run", cfg(), two_threshold_curves(cfg()))
+    a = analyze(tmp_path / "run", bootstrap=0, **kwargs)
+    p = zipf_probs(N_TASKS, 0.4)
+    conv = a.subtasks[a.subtasks["panel"] == "convergence"].sort_values("task")
+    # Default 0.1 bits: first step at or after 40/p_i (loss 0.08 nats is not below 0.0693).
+    expected = first_step_at_or_after(crossing / p)
+    np.testing.assert_array_equal(conv["converged_step"].to_numpy(), expected)
+    # Learned count stays at the runs' 0.1 nats: every subtask at or after step 5/p_i.
+    s_points = a.points[a.points["axis"] == "S"].set_index("x")["n_learned"]
+    learned = (first_step_at_or_after(5 / p)[None, :] <= STEPS[:, None]).sum(axis=1)
+    np.testing.assert_array_equal(s_points.reindex(STEPS).to_numpy(), learned)
+    nats = 0.1 * np.log(2) if unit == "bits" else 0.1
+    label = f"loss < 0.1 {unit}"
+    assert a.thresholds["convergence"] == {
+        "value": 0.1,
+        "unit": unit,
+        "nats": pytest.approx(nats),
+        "label": label,
+    }
+    assert a.thresholds["learned"] == {
+        "value": 0.1,
+        "unit": "nats",
+        "nats": 0.1,
+        "label": "loss < 0.1 nats",
+    }
+    summary = json.loads(json.dumps(a.summary()))
+    assert summary["thresholds"]["convergence"]["unit"] == unit
+    from quanta.plots import analysis_figures
+
+    fig = analysis_figures(a)["convergence"]
+    assert fig.axes[0].get_ylabel() == f"convergence step (first loss < 0.1 {unit})"
+
+
 def test_planted_data_scaling_uses_the_early_stopping_step(tmp_path):
     configs = [cfg(n_train=d) for d in (1000, 4000, 16000, 64000)]
     write_sweep(tmp_path / "sweep", configs, "data", mode="D")
@@ -190,6 +247,9 @@ def test_analyze_cli_on_a_real_sweep(tmp_path):
     assert "loss exponents (params" in res.stdout and "learned_vs_N" in res.stdout
     summary = json.loads((tmp_path / "s" / "analysis" / "analysis.json").read_text())
     assert summary["threshold_nats"] == pytest.approx(0.1 * np.log(2))
+    conv = summary["thresholds"]["convergence"]
+    assert conv["value"] == 0.1 and conv["unit"] == "bits"
+    assert "learned = loss < 0.1 bits, converged = loss < 0.1 bits" in res.stdout
     assert summary["settings"]["n_runs"] == 2 and summary["settings"]["varied"] == []
     assert (tmp_path / "s" / "analysis" / "scaling.png").stat().st_size > 10_000
     after = {p: p.stat().st_mtime_ns for p in before}
@@ -222,4 +282,11 @@ def test_analyze_bad_options(tmp_path):
     assert res.exit_code == 2 and "'units'" in res.output and "nats" in res.output
     res = CliRunner().invoke(app, ["parity", "analyze", str(tmp_path / "run"), "--threshold", "-1"])
     assert res.exit_code == 2 and "threshold" in res.output
+    res = CliRunner().invoke(
+        app, ["parity", "analyze", str(tmp_path / "run"), "--convergence-units", "bytes"]
+    )
+    assert res.exit_code == 2 and "'convergence_units'" in res.output and "bits" in res.output
+    bad = ["parity", "analyze", str(tmp_path / "run"), "--convergence-threshold", "0"]
+    res = CliRunner().invoke(app, bad)
+    assert res.exit_code == 2 and "'convergence_threshold'" in res.output
     assert not (tmp_path / "run" / "analysis").exists()

@@ -198,9 +198,15 @@ def plot_scaling(
 
 
 def plot_learned(
-    points: pd.DataFrame, slopes: pd.DataFrame, axis: str, *, ax: Axes | None = None
+    points: pd.DataFrame,
+    slopes: pd.DataFrame,
+    axis: str,
+    *,
+    ax: Axes | None = None,
+    threshold: str = "",
 ) -> Axes:
-    """Number of learned subtasks vs N, D or S with the fitted log-log slope and the theory's."""
+    """Number of learned subtasks vs N, D or S with the fitted log-log slope and the theory's;
+    ``threshold`` (e.g. ``"loss < 0.1 nats"``) labels the y axis with the definition used."""
     ax = _axes(ax)
     d = points[(points["axis"] == axis) & (points["n_learned"] > 0)]
     s = slopes[slopes["quantity"] == f"learned_vs_{axis}"]
@@ -216,7 +222,7 @@ def plot_learned(
         xscale="log",
         yscale="log",
         xlabel=_AXIS_LABEL[axis],
-        ylabel="subtasks learned",
+        ylabel=f"subtasks learned ({threshold})" if threshold else "subtasks learned",
         title=f"quanta learned vs {axis}",
     )
     _legend(ax)
@@ -224,9 +230,10 @@ def plot_learned(
 
 
 def plot_convergence(
-    subtasks: pd.DataFrame, slopes: pd.DataFrame, *, ax: Axes | None = None
+    subtasks: pd.DataFrame, slopes: pd.DataFrame, *, ax: Axes | None = None, threshold: str = ""
 ) -> Axes:
-    """Step at which each subtask is first learned vs its frequency p_i (theory: slope −1)."""
+    """Step at which each subtask is first learned vs its frequency p_i (theory: slope −1);
+    ``threshold`` (e.g. ``"loss < 0.1 bits"``) labels the y axis with the definition used."""
     ax = _axes(ax)
     d = subtasks[(subtasks["panel"] == "convergence") & subtasks["converged_step"].notna()]
     s = slopes[slopes["quantity"] == "convergence_step_vs_p"]
@@ -245,7 +252,7 @@ def plot_convergence(
         xscale="log",
         yscale="log",
         xlabel="subtask frequency p_i",
-        ylabel="convergence step",
+        ylabel=f"convergence step (first {threshold})" if threshold else "convergence step",
         title="convergence time vs frequency (theory slope −1)",
     )
     _legend(ax)
@@ -311,11 +318,16 @@ def analysis_figures(analysis: Any) -> dict[str, Figure]:
     axes_present = [a for a in ("N", "D", "S") if len(pts) and (pts["axis"] == a).any()]
     if not axes_present:
         return figs
-    for name, draw in (("scaling", plot_scaling), ("learned", plot_learned)):
+    thresholds = getattr(analysis, "thresholds", {})  # duck-typed analyses may lack them
+    labels = {k: thresholds.get(k, {}).get("label", "") for k in ("learned", "convergence")}
+    for name in ("scaling", "learned"):
         fig = _figure(figsize=(5.2 * len(axes_present), 4))
         axs = fig.subplots(1, len(axes_present))
         for ax, axis in zip(np.atleast_1d(axs), axes_present, strict=True):
-            draw(pts, exps if name == "scaling" else analysis.slopes, axis, ax=ax)
+            if name == "scaling":
+                plot_scaling(pts, exps, axis, ax=ax)
+            else:
+                plot_learned(pts, analysis.slopes, axis, ax=ax, threshold=labels["learned"])
         fig.tight_layout()
         figs[name] = fig
     sub = analysis.subtasks
@@ -330,7 +342,7 @@ def analysis_figures(analysis: Any) -> dict[str, Figure]:
     if len(sub) and (sub["panel"] == "convergence").any():
         fig = _figure(figsize=(5.2, 4))
         ax = fig.subplots()
-        plot_convergence(sub, analysis.slopes, ax=ax)
+        plot_convergence(sub, analysis.slopes, ax=ax, threshold=labels["convergence"])
         fig.tight_layout()
         figs["convergence"] = fig
     ok = exps[(exps["fit"] == "power") & exps["success"].astype(bool)]

@@ -372,13 +372,21 @@ class _Report:
         if miss:
             return h + miss
         a = "toy/params/analysis"
+        # Each definition with its unit (the paper: converged < 0.1 bits, learned < 0.1 nats).
+        th = (_read_json(self.out / a / "analysis.json") or {}).get("thresholds") or {}
+        conv, learned = (
+            f" ({th[k]['label']})" if "label" in th.get(k, {}) else ""
+            for k in ("convergence", "learned")
+        )
         return (
             h + "<p>Multitask sparse parity: each subtask's loss drops abruptly (a reverse S), "
             "roughly in order of frequency; the mean loss is smooth.</p>"
             + self.figure("toy/params/figures/subtask_curves.png", "per-subtask test loss vs step")
             + self.figure(f"{a}/heatmaps.png", "per-subtask loss vs scale (heat maps)")
-            + self.figure(f"{a}/convergence.png", "convergence step vs subtask frequency p_i")
-            + self.figure(f"{a}/learned.png", "number of subtasks learned vs scale")
+            + self.figure(
+                f"{a}/convergence.png", f"convergence step{conv} vs subtask frequency p_i"
+            )
+            + self.figure(f"{a}/learned.png", f"number of subtasks learned{learned} vs scale")
             + _fit_table(_SLOPES, self._slope_rows("toy/params"))
             + self.provenance(["toy-params"], ["toy/params"])
         )

@@ -10,8 +10,20 @@ form).
 
 A fit whose α ends on a search bound, whose ``c1 <= 0`` (not a decreasing power law) or whose
 objective is not finite is reported with ``success=False`` and a message, never as a number.
-Confidence intervals come from a residual bootstrap (the x design is kept; relative residuals,
-inflated by ``sqrt(P / (P - k))``, are resampled), itself fitted by the same vectorized code.
+Confidence intervals come from a residual bootstrap (the x design is kept; the residuals of the
+fit's own objective, inflated by ``sqrt(P / (P - k))`` for the k fitted parameters, are
+resampled with replacement and put back on the fitted curve so that each replicate's residuals
+*are* the draws), itself fitted by the same vectorized code:
+
+* pure power law: log residuals ``r = log y - log ŷ``, replicate ``ŷ·exp(r*)`` (always
+  positive). Its fit is least squares in log space, so these are its residuals exactly;
+* with the offset: relative residuals ``r = (y - ŷ)/y`` (the objective's), replicate
+  ``ŷ / (1 - r*)``, the exact inverse of that definition. It is positive while ``r* < 1``; a
+  replicate in which an inflated draw reaches 1 (a point ``s/(s-1)`` times above its fit or more,
+  s the inflation) has no positive counterpart and is dropped (``n_bootstrap`` counts the kept).
+
+Percentile intervals of the replicates' parameters are reported (at least 10 successful
+replicates, else none).
 """
 
 from __future__ import annotations
@@ -47,7 +59,8 @@ class PowerLawFit:
     alpha_ci, c0_ci, c1_ci : tuple of float or None
         Bootstrap confidence intervals (``None`` without bootstrap).
     residuals : numpy.ndarray
-        Relative residuals ``(y - ŷ) / y`` at the data points.
+        Residuals of the fit's objective at the data points (dimensionless): relative
+        ``(y - ŷ) / y`` with the offset, ``log(y / ŷ)`` without; the bootstrap resamples them.
     success : bool
     message : str
     """
@@ -196,6 +209,21 @@ def _fit_loglog(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray
     return alpha, np.zeros_like(alpha), c1, (w * resid**2).sum(-1), np.zeros(len(alpha), bool)
 
 
+def _fit_loglog_l2(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`_fit_loglog` with unit weights, in fewer passes over ``[C, P]``; ``x`` whose rows
+    are one broadcast row (stride 0) is logged once and enters as a matrix-vector product."""
+    ly = np.log(y)
+    shared = x.strides[0] == 0 or len(x) == 1
+    lx = np.log(x[0]) if shared else np.log(x)
+    mx, my = lx.mean(-1), ly.mean(-1)
+    dx = lx - (mx if shared else mx[:, None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = ly @ dx / (dx @ dx) if shared else (ly * dx).sum(-1) / (dx * dx).sum(-1)
+    resid = ly - my[:, None] - slope[:, None] * dx
+    alpha, c1 = -slope, np.exp(my - slope * mx)
+    return alpha, np.zeros_like(alpha), c1, (resid * resid).sum(-1), np.zeros(len(alpha), bool)
+
+
 def fit_power_laws(
     x: Any,
     y: Any,
@@ -253,17 +281,21 @@ def fit_power_laws(
     at_bound, settled = np.zeros(n, bool), np.full(n, loss == "l2")
     active = np.arange(n)  # curves still being reweighted
     for _ in range(_HUBER_ROUNDS if loss == "huber" else 1):
+        if not offset and loss == "l2":
+            # One closed-form pass over every curve: no copies and no weights (the hot path of
+            # every pure-law bootstrap; x shared by all curves stays a broadcast view).
+            alpha, c0, c1, obj, at_bound = _fit_loglog_l2(x2, y2)
+            break
         xa, ya, wa = x2[active], y2[active], weights[active]
-        if offset:
-            fits = _fit_offset(xa, ya, wa, (lo, hi), grid, iters)
-            rel = (ya - fits[1][:, None] - fits[2][:, None] * xa ** -fits[0][:, None]) / ya
-        else:
-            fits = _fit_loglog(xa, ya, wa)
-            rel = np.log(ya) - np.log(fits[2])[:, None] + fits[0][:, None] * np.log(xa)
+        fits = _fit_offset(xa, ya, wa, (lo, hi), grid, iters) if offset else _fit_loglog(xa, ya, wa)
         for out, value in zip((alpha, c0, c1, obj, at_bound), fits, strict=True):
             out[active] = value
         if loss == "l2":
             break
+        if offset:
+            rel = (ya - fits[1][:, None] - fits[2][:, None] * xa ** -fits[0][:, None]) / ya
+        else:
+            rel = np.log(ya) - np.log(fits[2])[:, None] + fits[0][:, None] * np.log(xa)
         # Huber IRLS: points beyond huber_delta (relative) get weight delta/|r|, until the
         # weights settle (the fixed point is the Huber minimum). A fixed 10 rounds left α up to
         # 2% short of it (scipy.optimize.least_squares(loss="huber")) when many points lie
@@ -288,6 +320,26 @@ def fit_power_laws(
         "success": message == "ok",
         "message": message,
     }
+
+
+def _bootstrap_curves(
+    fitted: np.ndarray, residuals: np.ndarray, offset: bool, bootstrap: int, seed: int
+) -> np.ndarray:
+    """Residual-bootstrap replicates ``[B', P]`` of one fit (see the module docstring).
+
+    ``fitted`` is ŷ at the points (> 0 for a successful fit), ``residuals`` the fit's own
+    (relative with the offset, log without). Replicates with no positive counterpart (offset
+    only) are dropped, so ``B' <= bootstrap``.
+    """
+    n, k = len(fitted), 3 if offset else 2
+    # Least-squares residuals are smaller than the errors by about sqrt((P - k) / P) on average.
+    inflate = np.sqrt(n / (n - k)) if n > k else 1.0
+    rng = np.random.default_rng(seed)
+    draws = residuals[rng.integers(0, n, size=(bootstrap, n))] * inflate  # [B, P]
+    if not offset:
+        return fitted * np.exp(draws)
+    draws = draws[(draws < 1.0).all(axis=1)]
+    return fitted / (1.0 - draws)
 
 
 def fit_power_law(
@@ -342,8 +394,9 @@ def fit_power_law(
     main = fit_power_laws(x_arr, y_arr, **kwargs)  # type: ignore[arg-type]
     alpha, c0, c1 = (float(main[k][0]) for k in ("alpha", "c0", "c1"))
     fitted = c0 + c1 * x_arr**-alpha
-    residuals = (y_arr - fitted) / y_arr
-    result = {
+    with np.errstate(invalid="ignore", divide="ignore"):  # a failed fit may have ŷ <= 0
+        residuals = (y_arr - fitted) / y_arr if offset else np.log(y_arr / fitted)
+    result: dict[str, Any] = {
         "alpha": alpha,
         "c0": c0,
         "c1": c1,
@@ -360,13 +413,10 @@ def fit_power_law(
         confidence = check_real(
             confidence, "confidence", _OWNER, low=0.0, high=1.0, low_open=True, high_open=True
         )
-        n, k = len(x_arr), 3 if offset else 2
-        inflate = np.sqrt(n / (n - k)) if n > k else 1.0
-        rng = np.random.default_rng(seed)
-        draws = residuals[rng.integers(0, n, size=(bootstrap, n))] * inflate
-        y_boot = fitted * (1.0 + draws)
-        y_boot = np.where(y_boot > 0, y_boot, fitted)  # keep replicates positive
-        boot = fit_power_laws(x_arr, y_boot, **kwargs)  # type: ignore[arg-type]
+        y_boot = _bootstrap_curves(fitted, residuals, offset, bootstrap, seed)
+        boot: dict[str, np.ndarray] = {"success": np.zeros(0, bool)}
+        if len(y_boot):
+            boot = fit_power_laws(x_arr, y_boot, **kwargs)  # type: ignore[arg-type]
         ok = boot["success"]
         q = [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
         if ok.sum() >= 10:

@@ -220,6 +220,12 @@ def parity_analyze(
         None, help="Learned = subtask test loss below this [default: the runs' setting, 0.1 nats]."
     ),
     units: str = typer.Option("nats", help="Units of --threshold: nats | bits."),
+    convergence_threshold: float = typer.Option(
+        0.1, help="Converged = first step with test loss below this (the paper's 0.1 bits)."
+    ),
+    convergence_units: str = typer.Option(
+        "bits", help="Units of --convergence-threshold: bits | nats."
+    ),
     bootstrap: int = typer.Option(1000, help="Bootstrap replicates for exponent CIs."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
 ) -> None:
@@ -227,7 +233,15 @@ def parity_analyze(
     the theory; write analysis.json, Parquet tables and PNG figures."""
     from quanta.parity.analyze import analyze, write_analysis
 
-    analysis = analyze(source, threshold=threshold, units=units, bootstrap=bootstrap, seed=seed)
+    analysis = analyze(
+        source,
+        threshold=threshold,
+        units=units,
+        convergence_threshold=convergence_threshold,
+        convergence_units=convergence_units,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
     written = write_analysis(analysis, out_dir)
     table = Table(title=f"loss exponents ({analysis.experiment}; power-law fits, 95% CI)")
     for name in ("axis", "group", "fitted", "95% CI", "theory", "points"):
@@ -240,9 +254,8 @@ def parity_analyze(
             r["axis"], r["group"], fitted, ci, f"{r['predicted']:.3f}", str(r["n_points"])
         )
     out.print(table)
-    slopes = Table(
-        title=f"log-log slopes (learned = loss < {analysis.threshold_nats:.4g} nats, 95% CI)"
-    )
+    learned, converged = (analysis.thresholds[k]["label"] for k in ("learned", "convergence"))
+    slopes = Table(title=f"log-log slopes (learned = {learned}, converged = {converged}; 95% CI)")
     for name in ("quantity", "group", "slope", "95% CI", "theory", "points"):
         slopes.add_column(name, justify="right")
     for r in analysis.slopes.sort_values("quantity", kind="stable").to_dict("records"):

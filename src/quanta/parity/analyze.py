@@ -14,7 +14,11 @@ Every fit starts at the first scale where (on average) a subtask is learned — 
 theory speaks about; below it the loss sits at chance (ln 2) or above it (small fixed datasets
 are memorized). Excluded points are still stored and drawn, faded.
 
-Learned means per-subtask test loss below a threshold (nats; PAPER.md uses 0.1). Fits are
+Two thresholds, as in the paper (PAPER.md §2), each with its unit: a subtask counts as
+*learned* (learned-count panels) when its test loss is below 0.1 **nats** (the runs'
+``learned_threshold``), and it has *converged* (convergence time, the step at which it is first
+learned) when its test loss is below 0.1 **bits** = 0.1·ln 2 ≈ 0.0693 nats. Both are recorded,
+value, unit and nats, under ``thresholds`` in ``analysis.json``. Fits are
 :func:`quanta.scaling.fit_power_law`: ``power`` = the paper's pure power law (log-log least
 squares) with bootstrap CIs, shown in figures; ``offset`` = with an irreducible-loss term, listed
 in the tables for comparison. Slopes (learned count vs scale, convergence step vs p_i) are
@@ -67,6 +71,8 @@ class Analysis:
     points: pd.DataFrame
     subtasks: pd.DataFrame
     settings: dict[str, Any] = field(default_factory=dict)
+    #: ``{"learned": …, "convergence": …}``, each ``{"value", "unit", "nats", "label"}``.
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers: settings, exponents and slopes."""
@@ -74,6 +80,7 @@ class Analysis:
             "source": str(self.source),
             "experiment": self.experiment,
             "threshold_nats": self.threshold_nats,
+            "thresholds": self.thresholds,
             "settings": self.settings,
             "exponents": _records(self.exponents),
             "slopes": _records(self.slopes),
@@ -163,6 +170,8 @@ def analyze(
     *,
     threshold: float | None = None,
     units: str = "nats",
+    convergence_threshold: float = 0.1,
+    convergence_units: str = "bits",
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> Analysis:
@@ -171,24 +180,41 @@ def analyze(
     Parameters
     ----------
     threshold : float, optional
-        A subtask is learned when its test loss is below this (in ``units``). Default: the
-        runs' ``learned_threshold`` (0.1 nats unless configured).
+        A subtask is learned (learned-count panels) when its test loss is below this (in
+        ``units``). Default: the runs' ``learned_threshold`` (0.1 nats unless configured; the
+        paper's number-learned figure).
     units : {"nats", "bits"}
         Units of ``threshold``.
+    convergence_threshold : float
+        A subtask's convergence step is the first evaluated step at which its test loss is
+        below this (in ``convergence_units``). Default 0.1 bits, the paper's convergence-time
+        figure (= 0.1·ln 2 ≈ 0.0693 nats).
+    convergence_units : {"bits", "nats"}
+        Units of ``convergence_threshold``.
     bootstrap : int
         Bootstrap replicates for exponent confidence intervals.
     seed : int
         Seed of the bootstrap.
     """
     units = check_choice(units, "units", _OWNER, ["nats", "bits"])
+    convergence_units = check_choice(
+        convergence_units, "convergence_units", _OWNER, ["bits", "nats"]
+    )
+    convergence_threshold = check_real(
+        convergence_threshold, "convergence_threshold", _OWNER, low=0.0, low_open=True
+    )
     bootstrap = check_int(bootstrap, "bootstrap", _OWNER, low=0)
     seed = check_int(seed, "seed", _OWNER, low=0)
     experiment, runs, curves = load_source(path)
     if threshold is None:
-        threshold_nats = float(runs["learned_threshold"].iloc[0])
+        threshold, units = float(runs["learned_threshold"].iloc[0]), "nats"
     else:
         threshold = check_real(threshold, "threshold", _OWNER, low=0.0, low_open=True)
-        threshold_nats = threshold * (np.log(2.0) if units == "bits" else 1.0)
+    thresholds = {
+        "learned": _threshold(threshold, units),
+        "convergence": _threshold(convergence_threshold, convergence_units),
+    }
+    threshold_nats = thresholds["learned"]["nats"]
     members = member_table(runs, curves, threshold_nats)
     runtime = {n for n, (_, f) in config_fields(ParityConfig).items() if f.metadata.get("runtime")}
     varied = [
@@ -201,7 +227,8 @@ def analyze(
     subtasks: list[pd.DataFrame] = []
     _scale_n(members, curves, varied, fit, points, subtasks)
     _scale_d(members, curves, varied, fit, points, subtasks)
-    _scale_s(members, curves, runs, varied, fit, points, subtasks, threshold_nats)
+    conv_nats = thresholds["convergence"]["nats"]
+    _scale_s(members, curves, runs, varied, fit, points, subtasks, threshold_nats, conv_nats)
     return Analysis(
         source=Path(path),
         experiment=experiment,
@@ -217,7 +244,14 @@ def analyze(
             "n_runs": len(runs),
             "n_members": len(members),
         },
+        thresholds=thresholds,
     )
+
+
+def _threshold(value: float, unit: str) -> dict[str, Any]:
+    """A loss threshold as given, in nats (1 bit = ln 2 nats) and as figures label it."""
+    nats = value * (np.log(2.0) if unit == "bits" else 1.0)
+    return {"value": value, "unit": unit, "nats": nats, "label": f"loss < {value:g} {unit}"}
 
 
 _EXPONENT_COLUMNS = [
@@ -407,6 +441,7 @@ def _scale_s(
     points: list[pd.DataFrame],
     subtasks: list[pd.DataFrame],
     threshold: float,
+    conv_threshold: float,
 ) -> None:
     online = members[members["n_train"] == 0]
     if online.empty:
@@ -422,7 +457,7 @@ def _scale_s(
         mix = rows[rows["task"] == MIXTURE].groupby("step")["loss_nats"].mean()
         by_s = pd.DataFrame({"loss": mix, "n_learned": n_learned.reindex(mix.index)})
         _fit_axis("S", group, alpha, by_s, fit, points)
-        _convergence(group, alpha, tasks, runs, fit, subtasks)
+        _convergence(group, alpha, tasks, runs, fit, subtasks, conv_threshold)
         one = part[(part["run"] == part["run"].iloc[0])].head(1)
         subtasks.append(_heat("S", group, alpha, rows.merge(one[["run", "member"]]), "step"))
 
@@ -434,9 +469,10 @@ def _convergence(
     runs: pd.DataFrame,
     fit: _Fitter,
     subtasks: list[pd.DataFrame],
+    threshold: float,
 ) -> None:
-    """First step at which each subtask's test loss is below the threshold, vs its p_i."""
-    learned = tasks[tasks["learned"]]
+    """First step at which each subtask's test loss is below ``threshold`` (nats), vs its p_i."""
+    learned = tasks[tasks["loss_nats"] < threshold]
     first = learned.groupby(["run", "member", "task"])["step"].min().rename("converged_step")
     all_tasks = tasks.drop_duplicates(["run", "member", "task"])[["run", "member", "task"]]
     conv = all_tasks.merge(first.reset_index(), how="left", on=["run", "member", "task"])
