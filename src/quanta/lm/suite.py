@@ -127,8 +127,9 @@ def suite_table(name: str) -> pd.DataFrame:
     """The models of hub suite ``name``: ``model, hub_id, n_params`` (non-embedding), ``final``
     revision, and the revisions each has.
 
-    >>> suite_table("pythia-v0")[["model", "n_params"]].iloc[0].tolist()
-    ['pythia-70m-v0', 18915328]
+    >>> row = suite_table("pythia-v0").iloc[0]
+    >>> row["hub_id"], int(row["n_params"])
+    ('EleutherAI/pythia-70m-v0', 18915328)
     """
     import pandas as pd
 
