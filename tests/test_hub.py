@@ -56,6 +56,19 @@ def test_offline_hub_suite_is_one_line_naming_the_variable_and_nothing_is_writte
     assert "Traceback" not in text and not out.exists()
 
 
+def test_offline_mode_set_through_huggingface_hub_itself_is_honoured(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from quanta.lm.suite import hub_access
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as read at import, or set in code
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", _no_request)
+    assert hub_access("EleutherAI/pythia-70m-v0", "step143000") == ("offline", "HF_HUB_OFFLINE")
+
+
 def _tiny_model_dir(tmp_path: Path) -> Path:
     """A saved GPT-NeoX with its own BPE tokenizer (seconds to build)."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
