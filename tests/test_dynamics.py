@@ -347,12 +347,12 @@ def test_pythia_checkpoints_resolve_to_hub_ids_and_revisions_without_network(mon
     ]
     assert PYTHIA_CHECKPOINTS[0] == "step1000" and PYTHIA_CHECKPOINTS[-1] == "step143000"
     refs = resolve_suite("pythia", checkpoints="all", revisions=["step0", "step512", "step99000"])
-    assert len(refs) == 3 * len(PYTHIA) and refs[-1].label() == "pythia-6.9b@step99000"
+    assert len(refs) == 3 * len(PYTHIA) and refs[-1].label() == "pythia-12b@step99000"
     for bad, message in [("step1500", "no revision 'step1500'"), ("main", "no revision 'main'")]:
         with pytest.raises(QuantaInputError, match=message):
             resolve_suite("pythia", checkpoints="pythia-70m", revisions=bad)
-    with pytest.raises(QuantaInputError, match="Pythia has no model 'pythia-12b'"):
-        resolve_suite("pythia", checkpoints="pythia-12b")
+    with pytest.raises(QuantaInputError, match="Suite 'pythia' has no model 'pythia-13b'"):
+        resolve_suite("pythia", checkpoints="pythia-13b")
 
 
 def test_pythia_checkpoints_offline_fail_in_one_line_before_writing(tmp_path, monkeypatch):
@@ -360,7 +360,7 @@ def test_pythia_checkpoints_offline_fail_in_one_line_before_writing(tmp_path, mo
     out = tmp_path / "o"
     base = ["lm", "losses", "--suite", "pythia", "--out", str(out), "--checkpoints", "pythia-70m"]
     for extra, message in [
-        (["--revisions", "step1500"], "Pythia has no revision 'step1500'"),
+        (["--revisions", "step1500"], "Suite 'pythia' has no revision 'step1500'"),
         (["--revisions", "step1000"], "hub is unreachable"),  # valid, but cannot be loaded
     ]:
         res = CliRunner().invoke(app, [*base, *extra])

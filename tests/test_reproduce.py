@@ -161,17 +161,57 @@ def test_paper_preset_without_gpu_or_hub_fails_fast_by_stage(tmp_path, monkeypat
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the paper preset would start training")
     out = tmp_path / "p"
-    args = ["reproduce", "--preset", "paper", "--only", "toy-params,toy-data,lm", "--out"]
+    shard = tmp_path / "pile.jsonl"
+    shard.write_text('{"text": "a Pile document"}\n')
+    args = ["reproduce", "--preset", "paper", "--only", "toy-params,toy-data,lm"]
+    args += ["--corpus", str(shard), "--out"]
     res = CliRunner().invoke(app, [*args, str(out)])
     assert res.exit_code == 1, res.output
     for stage in ("toy-params", "toy-data", "lm-losses"):
         assert f"stage {stage} failed" in res.output
     assert "sees no CUDA GPU" in res.output and "note: stage lm-analyze skipped" in res.output
     assert not (out / "toy").exists() and not (out / "lm").exists()  # nothing claimed
-    # with the device overridden, the LM stage gets as far as the hub, offline here
+    # with the device overridden, the LM stage gets as far as the hub (the paper's pythia-v0),
+    # offline here
     res = CliRunner().invoke(app, [*args, str(out), "--device", "cpu", "--only", "lm-losses"])
     assert res.exit_code == 1 and "HF_HUB_OFFLINE" in res.output
+    assert "Cannot load 'pythia-70m-v0@step143000'" in " ".join(res.output.split())
+    assert "--suite pythia-v0 " in read_stages(out)["lm-losses"]["commands"][0]
     assert "stage <b>lm-losses</b> failed" in (out / "report.html").read_text()
+
+
+def test_paper_preset_without_a_corpus_refuses_to_start(tmp_path):
+    out = tmp_path / "p"
+    for extra in ([], ["--only", "lm"], ["--only", "toy,lm-losses", "--device", "cpu"]):
+        res = CliRunner().invoke(app, ["reproduce", "--preset", "paper", *extra, "--out", str(out)])
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        text = " ".join(res.output.split())
+        assert "--preset paper needs --corpus: a local shard of the Pile" in text
+        assert not out.exists()  # nothing claimed
+    res = CliRunner().invoke(
+        app,
+        [
+            "reproduce",
+            "--preset",
+            "paper",
+            "--corpus",
+            str(tmp_path / "no.jsonl.zst"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 2 and "does not exist" in res.output and not out.exists()
+
+
+def test_only_stages_that_read_the_corpus_need_one():
+    from quanta.pipeline import resolve_corpus
+
+    # The toy and planted-truth stages read no corpus: --preset paper --only toy needs none.
+    assert resolve_corpus("paper", plan("paper", "toy,qdg-validate"), None) == ""
+    assert resolve_corpus("cpu", plan("cpu"), None) == "stdlib:test"
+    assert resolve_corpus("tiny", plan("tiny", "lm"), "x.jsonl") == "x.jsonl"  # not checked
+    uses = [s.name for s in PRESETS["paper"] if any("{corpus}" in " ".join(c) for c in s.commands)]
+    assert uses == ["lm-losses"]  # the one stage the paper's corpus feeds directly
 
 
 def test_ctrl_c_stops_the_job_and_a_rerun_resumes(tmp_path, monkeypatch):

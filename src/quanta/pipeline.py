@@ -36,7 +36,16 @@ from quanta._stages import PlannedStage, read_stages_file, write_stages_file
 from quanta._validation import QuantaInputError, check_choice
 from quanta.store import RunDir, atomic_write
 
-__all__ = ["GROUPS", "PRESETS", "Stage", "plan", "read_stages", "reproduce"]
+__all__ = [
+    "DEFAULT_CORPUS",
+    "GROUPS",
+    "PRESETS",
+    "Stage",
+    "plan",
+    "read_stages",
+    "reproduce",
+    "resolve_corpus",
+]
 
 KIND = "reproduce"
 
@@ -113,7 +122,8 @@ def _lm(
     stage: every model of the mini-suite at every saved checkpoint."""
     stages = []
     needs: tuple[str, ...] = ()
-    suite_arg = "pythia"
+    # No local suite: the hub suite the paper measured (the original Pythia release).
+    suite_arg = "pythia-v0"
     if suite is not None:
         stages.append(
             Stage(
@@ -243,8 +253,11 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0",
         ),
     ),
-    # PAPER.md's configurations: GPUs (the toy presets set device cuda), Pythia from the hub and
-    # a corpus given with --corpus (the paper: the Pile test set as .jsonl.zst).
+    # PAPER.md's configurations: GPUs (the toy presets set device cuda), the original Pythia
+    # release (`--suite pythia-v0`, EleutherAI/pythia-*-v0 at step143000: the paper's α_N = 0.083
+    # and envelope slope −1.24 come from those, not today's retrained `pythia`) from the hub or
+    # its cache, and a corpus that must be given with --corpus (the paper: the Pile test set,
+    # .jsonl.zst); without one the preset refuses to start (no DEFAULT_CORPUS entry).
     "paper": (
         _THEORY,
         *_toy("--preset paper", "--preset paper", "--preset paper"),
@@ -271,6 +284,10 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
     ),
 }
 GROUPS = ("toy", "lm", "qdg")
+#: The corpus of the LM stages when none is given. ``paper`` has none: its numbers are the
+#: Pile's (PAPER.md §3), so it refuses to start LM stages without --corpus rather than
+#: silently measuring the standard library.
+DEFAULT_CORPUS = {"cpu": "stdlib:test", "cpu-long": "stdlib:test", "tiny": "stdlib:test"}
 
 
 def plan(preset: str, only: str | None = None) -> list[Stage]:
@@ -293,6 +310,30 @@ def read_stages(out: str | Path) -> dict[str, dict[str, Any]]:
     return read_stages_file(out).stages
 
 
+def resolve_corpus(preset: str, stages: list[Stage], corpus: str | None) -> str:
+    """The corpus the ``stages`` of ``preset`` read: ``corpus``, else the preset's default.
+
+    Raises
+    ------
+    QuantaInputError
+        A preset without a default corpus (``paper``) whose stages read one, given none or one
+        that holds no readable document. Checked before anything is written.
+    """
+    uses = any("{corpus}" in arg for s in stages for c in s.commands for arg in c)
+    if preset in DEFAULT_CORPUS or not uses:
+        return corpus if corpus is not None else DEFAULT_CORPUS.get(preset, "")
+    if corpus is None:
+        raise QuantaInputError(
+            f"--preset {preset} needs --corpus: a local shard of the Pile (.jsonl or .jsonl.zst, "
+            "e.g. --corpus /data/pile/test.jsonl.zst); its LM numbers are the Pile's, so the "
+            "standard-library stand-in is not used. Or leave out the LM stages (--only toy)."
+        )
+    from quanta.lm.corpus import load_documents
+
+    load_documents(corpus, max_docs=1)  # exists and holds a document, before hours of toy runs
+    return corpus
+
+
 def _format(command: tuple[str, ...], out: Path, corpus: str) -> list[str]:
     return [a.format(out=out, corpus=corpus) for a in command]
 
@@ -303,7 +344,7 @@ def reproduce(
     *,
     run_command: Callable[[list[str]], None],
     only: str | None = None,
-    corpus: str = "stdlib:test",
+    corpus: str | None = None,
     extra: dict[str, list[str]] | None = None,
     on_stage: Callable[[int, int, Stage, str], None] | None = None,
     report: bool = True,
@@ -323,8 +364,10 @@ def reproduce(
         ``quanta.cli._common.in_process_runner``; ``quanta.reproduce`` passes it for you.
     only : str, optional
         Groups (toy, lm, qdg) or stage names, comma-separated; default: every stage.
-    corpus : str
-        The corpus of the LM stages (see ``quanta lm losses --corpus``).
+    corpus : str, optional
+        The corpus of the LM stages (see ``quanta lm losses --corpus``); default the preset's
+        (:data:`DEFAULT_CORPUS`: ``stdlib:test``). ``paper`` has no default: its LM stages
+        need a local Pile shard, and are refused before anything is written without one.
     extra : dict, optional
         Extra arguments appended to commands, by subcommand (``{"parity sweep": [...]}``),
         e.g. an executor for the toy sweeps.
@@ -340,6 +383,7 @@ def reproduce(
         The state of every stage recorded in ``out`` (see ``read_stages``).
     """
     stages = plan(preset, only)
+    corpus = resolve_corpus(preset, stages, corpus)
     out = Path(out)
     run = RunDir(out, KIND, {"preset": preset}, f"preset-{preset}")
     manifest = run.read_manifest()

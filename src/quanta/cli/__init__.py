@@ -48,7 +48,7 @@ def reproduce(
     preset: str = "cpu",
     *,
     only: str | None = None,
-    corpus: str = "stdlib:test",
+    corpus: str | None = None,
     extra: dict[str, list[str]] | None = None,
     on_stage: Callable[[int, int, Any, str], None] | None = None,
     report: bool = True,

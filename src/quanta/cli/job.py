@@ -32,8 +32,10 @@ def reproduce_cmd(
         None, help="Groups (toy, lm, qdg) or stage names, comma-separated [every stage]."
     ),
     out_dir: Path = typer.Option(Path("runs/reproduce"), "--out", help="Reproduction directory."),
-    corpus: str = typer.Option(
-        "stdlib:test", help="Corpus of the LM stages (see 'quanta lm losses --corpus')."
+    corpus: str | None = typer.Option(
+        None,
+        help="Corpus of the LM stages (see 'quanta lm losses --corpus') [cpu, tiny: stdlib:test; "
+        "paper: required, a local Pile shard .jsonl or .jsonl.zst].",
     ),
     executor: str = typer.Option(
         "local", help="Executor of the toy sweeps: local | ray | slurm | submitit-local."

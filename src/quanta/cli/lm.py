@@ -96,11 +96,35 @@ def suite_train(
     out.print(table)
 
 
+@suite_app.command("show")
+@user_errors
+def suite_show(
+    name: str | None = typer.Argument(None, help="A hub suite (pythia, pythia-v0) [all]."),
+) -> None:
+    """The hub suites --suite accepts by name: models, hub ids, non-embedding N, revisions."""
+    from quanta.lm.suite import SUITES, suite_table
+
+    for suite in [name] if name is not None else list(SUITES):
+        models = suite_table(suite)  # an unknown name: one line with the closest suggested
+        table = Table(title=f"--suite {suite}: {SUITES[suite].description}")
+        for column in ("hub id", "non-embedding N"):
+            table.add_column(column, justify="right")
+        for r in models.to_dict("records"):
+            table.add_row(r["hub_id"], f"{r['n_params']:,}")
+        out.print(table)
+        out.print(
+            f"default revision {SUITES[suite].final}; revisions: {models['revisions'].iloc[0]}",
+            soft_wrap=True,
+        )
+
+
 @lm_app.command("losses")
 @user_errors
 def lm_losses(
     suite: str = typer.Option(
-        ..., help="pythia | a suite directory | comma-separated model dirs or hub ids[@rev]."
+        ...,
+        help="pythia-v0 (the paper's) | pythia (today's) | a suite directory | comma-separated "
+        "model dirs or hub ids org/name[@rev].",
     ),
     corpus: str = typer.Option(
         "stdlib:test", help="stdlib[:train|:test], text file, directory, .jsonl[.zst], HF dataset."

@@ -358,8 +358,9 @@ def run_losses(
     ``head``. ``checkpoints`` / ``revisions`` select checkpoints (training dynamics: one column
     per model × revision; see :func:`quanta.lm.suite.resolve_suite`). Returns the models table.
 
-    Every refusal (unknown model, missing revision, a local checkpoint without ``config.json``,
-    an unreachable hub for the first model) happens before ``out`` is created or touched.
+    Every refusal (unknown suite or model, missing revision, a local checkpoint without
+    ``config.json``, a hub model that is neither downloadable nor cached: see
+    :func:`quanta.lm.suite.where_loaded`) happens before ``out`` is created or touched.
 
     ``max_len`` (tokens per document) defaults to the models' context, at most 1024, and may
     not exceed it: past the positions a model was trained on (a rotary model accepts them
@@ -394,12 +395,13 @@ def run_losses(
     }
     out = Path(out)
     check_device(device, "quanta lm losses")
-    # Check the first model is loadable before claiming the directory (no hub hang, no write),
-    # and every local one (cheap: a config.json on disk), so a broken checkpoint of a
-    # models × revisions run is refused up front, not after hours of the others.
+    # Check every model is loadable before claiming the directory (no hub hang, no write): a
+    # local one has its config.json, a hub one is downloadable or cached (one metadata request
+    # or a cache lookup each), so a model the hub or cache lacks is refused up front, not after
+    # hours of the others. Models whose column a previous run finished are not needed again.
     tokenizer = load_tokenizer(refs[0])
-    for ref in refs[1:]:
-        if ref.local_path is not None:
+    for i, ref in enumerate(refs[1:], start=1):
+        if not (out / "columns" / f"{i}.npy").exists():
             where_loaded(ref)
     _check_one_tokenizer(refs, tokenizer)
     run = RunDir(out, KIND, config, config_hash(config))

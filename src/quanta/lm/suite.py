@@ -3,17 +3,25 @@ non-embedding parameter counts, loaded with ``from_pretrained`` by hub id, revis
 
 Suite specs (``resolve_suite``):
 
-* ``pythia`` — the Pythia table of PAPER.md §3 (``EleutherAI/pythia-70m`` … ``-6.9b`` at
-  ``step143000``); needs the Hugging Face hub or its cache.
+* a hub suite of :data:`SUITES` (``quanta lm suite show`` prints them): ``pythia`` — today's
+  Pythia, ``EleutherAI/pythia-70m`` … ``-12b`` (a 2023 retraining); ``pythia-v0`` — the
+  original release the paper measured, ``EleutherAI/pythia-70m-v0`` … ``-12b-v0``, same sizes.
+  Both at ``step143000``; they need the Hugging Face hub or its cache.
 * a mini-suite directory written by ``quanta lm suite train`` (its ``suite.json``): every model at
   its final checkpoint.
-* a comma-separated list of local model directories or hub ids, each optionally ``@revision``.
+* a comma-separated list of local model directories or hub ids, each optionally ``@revision``
+  (a single bare word that is no directory is read as a suite name: hub ids are ``org/name``).
 
 ``checkpoints=`` instead gives saved checkpoints (training dynamics): ``"all"`` or model names,
 comma-separated, each model over its revisions (``step<N>``), optionally only ``revisions=``.
 Non-embedding parameter counts are computed from the loaded model (all parameters minus the
-input and output embedding matrices), never typed in; the Pythia table's counts are only used
-to order the suite before loading.
+input and output embedding matrices), never typed in; a hub suite's counts are only used to
+order it before loading and to print its table.
+
+Whether the hub is used is decided by ``huggingface_hub`` itself (:func:`hub_access`): its
+offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), its endpoint (``HF_ENDPOINT``, for
+mirrors), its HTTP session (proxies from ``HTTPS_PROXY``) and metadata timeout
+(``HF_HUB_ETAG_TIMEOUT``), and its cache (``HF_HOME`` / ``HF_HUB_CACHE``).
 """
 
 from __future__ import annotations
@@ -21,30 +29,38 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from quanta._validation import QuantaInputError
+from quanta._validation import QuantaInputError, closest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "PYTHIA",
     "PYTHIA_CHECKPOINTS",
     "PYTHIA_REVISIONS",
+    "PYTHIA_V0_REVISIONS",
+    "SUITES",
+    "HubSuite",
     "ModelRef",
-    "hub_reachable",
+    "hub_access",
     "load_model",
     "load_tokenizer",
     "non_embedding_params",
     "resolve_suite",
     "revision_step",
     "step_of",
+    "suite_table",
     "where_loaded",
 ]
 
-#: Pythia models (PAPER.md §3): name → non-embedding parameters.
+#: Pythia sizes (PAPER.md §3): name → non-embedding parameters, the same for today's suite and
+#: the original (v0) release. PAPER.md lists 70m … 6.9b; 12b (the paper's "13b") is
+#: 36 layers × d 5120 by the GPT-NeoX count 12·L·d² + 13·L·d + 2·d, which gives every other entry.
 PYTHIA = {
     "pythia-70m": 18_915_328,
     "pythia-160m": 85_056_000,
@@ -53,16 +69,95 @@ PYTHIA = {
     "pythia-1.4b": 1_208_602_624,
     "pythia-2.8b": 2_517_652_480,
     "pythia-6.9b": 6_444_163_072,
+    "pythia-12b": 11_327_027_200,
 }
 PYTHIA_FINAL = "step143000"
-#: Checkpoints used for Pythia training dynamics (log-spaced, all exist on the hub).
+#: Checkpoints used for Pythia training dynamics (log-spaced, in both releases).
 PYTHIA_CHECKPOINTS = [f"step{s}" for s in (1000, 2000, 4000, 8000, 16000, 32000, 64000, 143000)]
-#: Every revision the Pythia models have on the hub (the Pythia README): step0, the powers of
-#: two up to step512, then every 1000 steps up to step143000. Checked offline.
+#: Every revision today's Pythia models have on the hub (the Pythia README): step0, the powers
+#: of two up to step512, then every 1000 steps up to step143000. Checked offline.
 PYTHIA_REVISIONS = frozenset(
     [f"step{s}" for s in (0, *(2**k for k in range(10)))]
     + [f"step{s}" for s in range(1000, 143_001, 1000)]
 )
+#: The original release's revisions (PAPER.md §3): every 1000 steps, step1000 … step143000.
+PYTHIA_V0_REVISIONS = frozenset(f"step{s}" for s in range(1000, 143_001, 1000))
+
+
+@dataclass(frozen=True)
+class HubSuite:
+    """A suite of hub models: ``models`` (hub name → non-embedding N, in order of size) under
+    ``org``, each at ``final`` by default, with the ``revisions`` each model has on the hub
+    (checked offline) and the default ``checkpoints`` of training dynamics."""
+
+    name: str
+    description: str
+    models: dict[str, int]
+    revisions: frozenset[str]
+    revisions_text: str
+    org: str = "EleutherAI"
+    final: str = PYTHIA_FINAL
+    checkpoints: tuple[str, ...] = field(default=tuple(PYTHIA_CHECKPOINTS))
+
+    def hub_id(self, model: str) -> str:
+        return f"{self.org}/{model}"
+
+
+#: The hub suites ``--suite`` accepts by name.
+SUITES: dict[str, HubSuite] = {
+    "pythia": HubSuite(
+        "pythia",
+        "today's Pythia (retrained 2023; not the models the paper measured)",
+        dict(PYTHIA),
+        PYTHIA_REVISIONS,
+        "step0, step1, step2, step4 … step512 (powers of 2), then step1000 … step143000 "
+        "(every 1000)",
+    ),
+    "pythia-v0": HubSuite(
+        "pythia-v0",
+        "the original Pythia release the paper measured (its pythia-19m … -13b)",
+        {f"{name}-v0": n for name, n in PYTHIA.items()},
+        PYTHIA_V0_REVISIONS,
+        "step1000 … step143000 (every 1000)",
+    ),
+}
+
+
+def suite_table(name: str) -> pd.DataFrame:
+    """The models of hub suite ``name``: ``model, hub_id, n_params`` (non-embedding), ``final``
+    revision, and the revisions each has.
+
+    >>> row = suite_table("pythia-v0").iloc[0]
+    >>> row["hub_id"], int(row["n_params"])
+    ('EleutherAI/pythia-70m-v0', 18915328)
+    """
+    import pandas as pd
+
+    suite = _hub_suite(name)
+    return pd.DataFrame(
+        [
+            {
+                "model": m,
+                "hub_id": suite.hub_id(m),
+                "n_params": n,
+                "final": suite.final,
+                "revisions": suite.revisions_text,
+            }
+            for m, n in suite.models.items()
+        ]
+    )
+
+
+def _hub_suite(name: str) -> HubSuite:
+    if name in SUITES:
+        return SUITES[name]
+    hint = closest(name, SUITES)
+    raise QuantaInputError(
+        f"Unknown suite {name!r}"
+        + (f" (did you mean {hint!r}?)" if hint else "")
+        + f"; suites are {', '.join(SUITES)}, or pass a mini-suite directory or model "
+        "directories / hub ids (org/name, or org/name@revision)."
+    )
 
 
 @dataclass(frozen=True)
@@ -99,13 +194,15 @@ def resolve_suite(
     Parameters
     ----------
     spec : str
-        ``"pythia"``, a mini-suite directory (with ``suite.json``) or a comma-separated list of
-        model directories / hub ids, each optionally ``@revision``.
+        A hub suite of :data:`SUITES` (``"pythia"``, ``"pythia-v0"``), a mini-suite directory
+        (with ``suite.json``) or a comma-separated list of model directories / hub ids, each
+        optionally ``@revision``.
     checkpoints : str, optional
         Training dynamics: ``"all"`` (every model of the suite) or model names, comma-separated;
-        each named model contributes one member per revision (its saved checkpoints; Pythia:
-        :data:`PYTHIA_CHECKPOINTS`). Members are ordered by model (the suite's order), then by
-        revision (the model's order, i.e. by step). Default: every model at its final revision.
+        each named model contributes one member per revision (its saved checkpoints; a hub
+        suite: :data:`PYTHIA_CHECKPOINTS`). Members are ordered by model (the suite's order),
+        then by revision (the model's order, i.e. by step). Default: every model at its final
+        revision.
     revisions : str or sequence of str, optional
         Only these revisions (``"step1000,step8000"`` or a list) of each model of
         ``checkpoints``; every model must have every one of them.
@@ -117,8 +214,9 @@ def resolve_suite(
     Raises
     ------
     QuantaInputError
-        An unknown model, a revision a model does not have (mini-suite: not listed in
-        ``suite.json`` or not on disk; Pythia: not one of :data:`PYTHIA_REVISIONS`),
+        An unknown suite name (with the closest one suggested), an unknown model, a revision a
+        model does not have (mini-suite: not listed in ``suite.json`` or not on disk; a hub
+        suite: not one of its ``revisions``, e.g. :data:`PYTHIA_V0_REVISIONS`),
         ``revisions`` without ``checkpoints``, or ``checkpoints`` for a plain list of models.
         Nothing is loaded or written before these checks.
 
@@ -127,10 +225,14 @@ def resolve_suite(
     >>> refs = resolve_suite("pythia", checkpoints="pythia-70m", revisions="step1000,step143000")
     >>> [(r.source, r.revision) for r in refs]
     [('EleutherAI/pythia-70m', 'step1000'), ('EleutherAI/pythia-70m', 'step143000')]
+    >>> resolve_suite("pythia-v0")[0].label()
+    'pythia-70m-v0@step143000'
     """
     spec = spec.strip()
     if not spec:
-        raise QuantaInputError("The suite is empty; pass --suite pythia, a directory or ids.")
+        raise QuantaInputError(
+            "The suite is empty; pass --suite pythia-v0 (or pythia), a directory or ids."
+        )
     wanted_revisions = _split(revisions) if revisions is not None else None
     if wanted_revisions is not None and checkpoints is None:
         raise QuantaInputError(
@@ -138,20 +240,20 @@ def resolve_suite(
         )
     if wanted_revisions == []:
         raise QuantaInputError("--revisions is empty; pass revisions like step1000,step8000.")
-    if spec == "pythia":
+    if spec in SUITES:
+        hub = SUITES[spec]
         if checkpoints is None:
-            return [ModelRef(n, f"EleutherAI/{n}", PYTHIA_FINAL) for n in PYTHIA]
-        names = _pick_models(checkpoints, list(PYTHIA), "Pythia")
-        revs = PYTHIA_CHECKPOINTS
+            return [ModelRef(m, hub.hub_id(m), hub.final) for m in hub.models]
+        names = _pick_models(checkpoints, list(hub.models), f"Suite {spec!r}")
+        revs = list(hub.checkpoints)
         if wanted_revisions is not None:
-            missing = [r for r in wanted_revisions if r not in PYTHIA_REVISIONS]
+            missing = [r for r in wanted_revisions if r not in hub.revisions]
             if missing:
                 raise QuantaInputError(
-                    f"Pythia has no revision {missing[0]!r}; it has step0, step1, step2, step4 "
-                    "… step512 (powers of 2), then step1000 … step143000 (every 1000)."
+                    f"Suite {spec!r} has no revision {missing[0]!r}; it has {hub.revisions_text}."
                 )
             revs = sorted(set(wanted_revisions), key=revision_step)
-        return [ModelRef(n, f"EleutherAI/{n}", r) for n in names for r in revs]
+        return [ModelRef(n, hub.hub_id(n), r) for n in names for r in revs]
     directory = Path(spec).expanduser().resolve()  # absolute: results name their models
     if (directory / "suite.json").is_file():
         info = json.loads((directory / "suite.json").read_text())
@@ -181,9 +283,12 @@ def resolve_suite(
                     )
             refs.extend(ModelRef(m["name"], str(base), r) for r in revs)
         return refs
+    if not any(c in spec for c in ",/@") and not Path(spec).expanduser().exists():
+        _hub_suite(spec)  # a bare word is a suite name (hub ids are org/name): refused here
     if checkpoints is not None:
         raise QuantaInputError(
-            "--checkpoints needs --suite pythia or a mini-suite directory (with suite.json)."
+            f"--checkpoints needs a hub suite ({', '.join(SUITES)}) or a mini-suite directory "
+            "(with suite.json)."
         )
     refs = []
     for item in (s.strip() for s in spec.split(",")):
@@ -236,20 +341,72 @@ def revision_step(revision: str | None) -> int:
     return -1 if step is None else step
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether huggingface.co answers on port 443 within ``timeout`` seconds (and the hub is
-    not switched off with ``HF_HUB_OFFLINE``)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's own reading of a boolean variable
+
+
+def _offline_variable() -> str | None:
+    """The variable that puts ``huggingface_hub`` in offline mode, or ``None`` when it is on.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` once, at import; the
+    environment is read again here so that a variable set later in the process (a test, a
+    notebook) is honoured too."""
+    from huggingface_hub import constants
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").upper() in _TRUE:
+            return name
+    return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
+
+
+def hub_access(repo_id: str, revision: str | None = None) -> tuple[str, str]:
+    """Whether ``repo_id`` at ``revision`` can be downloaded, decided by huggingface_hub.
+
+    One metadata request (``HEAD`` of its ``config.json``) through huggingface_hub's session,
+    endpoint (``HF_ENDPOINT``) and timeout (``HF_HUB_ETAG_TIMEOUT``, default 10 s); nothing is
+    sent in offline mode.
+
+    Returns
+    -------
+    status : {"ok", "offline", "unreachable", "missing"}
+        ``offline``: offline mode is on; ``unreachable``: the request failed (no network, a
+        timeout, a server error); ``missing``: the hub answered that the repository, revision
+        or file does not exist (or is gated / private).
+    detail : str
+        For ``offline`` the variable that switched it on; otherwise the hub's or the network's
+        one-line reason ("" for ``ok``).
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    variable = _offline_variable()
+    if variable is not None:
+        return "offline", variable
+    url = hf_hub_url(repo_id, "config.json", revision=revision)
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        return "missing", _first_line(exc)
+    except Exception as exc:  # the session's transport errors differ across hub versions
+        return "unreachable", f"{type(exc).__name__}: {_first_line(exc)}"
+    return "ok", ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def where_loaded(ref: ModelRef) -> tuple[str, dict[str, Any]]:
-    """``(path or id, from_pretrained kwargs)``; a clear error instead of a hub hang."""
+    """``(path or id, from_pretrained kwargs)``; a clear one-line error instead of a hub hang.
+
+    A local directory loads from disk. A hub id loads from the hub when :func:`hub_access`
+    says it can; offline, or when the hub does not answer, from the local cache only
+    (``local_files_only``); otherwise it is refused, naming the variable or the endpoint and
+    the offline alternative (a local suite)."""
     local = ref.local_path
     if local is not None:
         if not (local / "config.json").is_file():
@@ -260,22 +417,29 @@ def where_loaded(ref: ModelRef) -> tuple[str, dict[str, Any]]:
     # Hub ids are "name" or "org/name"; anything else is a path that does not exist.
     if ref.source.startswith((".", "/", "~")) or ref.source.count("/") > 1:
         raise QuantaInputError(f"Model path '{ref.source}' does not exist.")
-    if not hub_reachable():
-        # Offline: only what is already in the local cache can load.
-        try:
-            from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import constants, try_to_load_from_cache
 
-            cached = try_to_load_from_cache(ref.source, "config.json", revision=ref.revision)
-        except Exception:
-            cached = None
-        if not isinstance(cached, str):
-            raise QuantaInputError(
-                f"Cannot load {ref.label()!r}: it is not a local directory, the Hugging Face hub "
-                "is unreachable (or HF_HUB_OFFLINE is set) and it is not in the local cache. "
-                "Train an offline suite with 'quanta lm suite train' or pass model directories."
-            )
+    status, detail = hub_access(ref.source, ref.revision)
+    if status == "ok":
+        return ref.source, {"revision": ref.revision}
+    if status == "missing":
+        raise QuantaInputError(
+            f"Cannot load {ref.label()!r}: the hub at {constants.ENDPOINT} has no such model, "
+            f"revision or file ({detail})."
+        )
+    cached = try_to_load_from_cache(ref.source, "config.json", revision=ref.revision)
+    if isinstance(cached, str):
         return ref.source, {"revision": ref.revision, "local_files_only": True}
-    return ref.source, {"revision": ref.revision}
+    why = (
+        f"offline mode is on ({detail}=1; unset it to download)"
+        if status == "offline"
+        else f"{constants.ENDPOINT} did not answer ({detail}; HF_ENDPOINT names a mirror)"
+    )
+    raise QuantaInputError(
+        f"Cannot load {ref.label()!r}: the Hugging Face hub is unreachable: {why}, and it is not "
+        f"in the local cache ({constants.HF_HUB_CACHE}). Without the hub, train a local suite "
+        "('quanta lm suite train --out DIR') and pass --suite DIR."
+    )
 
 
 def load_model(ref: ModelRef, *, device: str = "cpu", dtype: Any = None) -> Any:
