@@ -48,8 +48,10 @@ def test_pure_power_law_bootstrap_covers_at_nominal_rate_under_log_normal_noise(
     # curves of 60 points, each with a nominal 95% interval. A percentile bootstrap of the
     # residuals ignores the uncertainty of σ, so even ideally (B → ∞) it covers like a z
     # interval with estimated σ: P(|t_58| < 1.96) = 0.945 (scipy), 0.5 points short of 0.95.
-    # Coverage (0.925 now) must lie within 3 binomial sd (±0.022) of that. The linear relative
-    # residual bootstrap of before issue 12 covers 0.76 here (draws ŷ·(1 + r*) <= 0 reset to ŷ).
+    # Coverage (0.925 with this seed; the exact t-interval covers 0.938 on the same curves) must
+    # lie within 3 binomial sd (±0.022) of that, plus 0.01 below for the percentile interval's
+    # own Monte Carlo error at B = 1000 (so a seed or BLAS change does not flip it). The linear
+    # relative residual bootstrap of before issue 12 covers 0.76 here (ŷ·(1 + r*) <= 0 reset).
     alpha, replicates, points = 0.083, 1000, 60
     x = np.geomspace(1.9e7, 6.4e9, points)
     rng = np.random.default_rng(12)
@@ -61,7 +63,10 @@ def test_pure_power_law_bootstrap_covers_at_nominal_rate_under_log_normal_noise(
         covered += fit.alpha_ci[0] <= alpha <= fit.alpha_ci[1]
     ideal = 2 * stats.t.cdf(stats.norm.ppf(0.975), points - 2) - 1
     band = 3 * np.sqrt(ideal * (1 - ideal) / replicates)
-    assert abs(covered / replicates - ideal) <= band, (covered / replicates, ideal, band)
+    assert ideal - band - 0.01 <= covered / replicates <= ideal + band, (
+        covered / replicates,
+        ideal,
+    )
 
 
 @pytest.mark.parametrize("offset", [False, True])
