@@ -252,6 +252,39 @@ def test_stdlib_train_and_test_split_the_stdlib_without_overlap():
     assert test_names <= set(names[::10]) and len(test) + test_skipped == len(names[::10])
 
 
+def test_site_packages_corpus_never_leaks_the_held_out_split(tmp_path, monkeypatch):
+    import quanta.lm.corpus
+
+    # Two planted package roots (purelib and platlib): a vendored copy of a stdlib:test file, a
+    # file duplicated across roots, a non-UTF-8 file, nested packages, and files in the order
+    # the loader must sort them into.
+    held_out = load_documents("stdlib:test", max_docs=3)[0][2]
+    pure, plat = tmp_path / "pure", tmp_path / "plat"
+    files = {
+        pure / "zpkg" / "__init__.py": "z = 1\n",
+        pure / "apkg" / "mod.py": "def f():\n    return 2\n",
+        pure / "apkg" / "vendored.py": held_out.text,
+        pure / "bad.py": None,
+        plat / "cpkg" / "dup.py": "def f():\n    return 2\n",
+        plat / "cpkg" / "fast.py": "import zpkg\n",
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\xff\xfe bad" if text is None else text.encode())
+    monkeypatch.setattr(quanta.lm.corpus, "_site_roots", lambda: [plat, pure])
+    docs, skipped = load_documents("site-packages")
+    assert [d.name for d in docs] == [
+        "site-packages/cpkg/dup.py",  # the first copy of the duplicated text is kept
+        "site-packages/cpkg/fast.py",
+        "site-packages/zpkg/__init__.py",
+    ]
+    assert skipped == 1 and held_out.text not in {d.text for d in docs}
+    both, _ = load_documents("stdlib:test+site-packages", max_docs=5)
+    assert [d.name for d in both] == [d.name for d in load_documents("stdlib:test", max_docs=5)[0]]
+    tail = load_documents("stdlib:test+site-packages")[0][-3:]
+    assert [d.name for d in tail] == [d.name for d in docs]
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -5,6 +5,11 @@ Sources (``load_documents``):
 * ``stdlib`` — the embedded default: the ``.py`` files of the running interpreter's standard
   library (no site-packages), sorted by relative path, so the corpus is deterministic for a
   given Python. ``stdlib:train`` / ``stdlib:test`` split it: every 10th file is test.
+* ``site-packages`` — a larger offline training corpus: the ``.py`` files of the running
+  environment's installed packages (``purelib`` / ``platlib``), sorted, minus exact copies of a
+  ``stdlib:test`` file or of an earlier file (so it never leaks the held-out split). Unlike
+  ``stdlib`` it depends on what is installed: record the environment with the run.
+* ``A+B`` — the documents of ``A`` then those of ``B`` (e.g. ``stdlib:train+site-packages``).
 * a text file (one document), a directory of text files (one document each, sorted; files that
   are not UTF-8 are skipped and counted), ``.jsonl`` or ``.jsonl.zst`` (one JSON object per line,
   its ``text`` field), or a Hugging Face dataset saved with ``save_to_disk``.
@@ -42,7 +47,10 @@ __all__ = [
 ]
 
 _OWNER = "quanta.lm.corpus"
-FORMATS = "stdlib[:train|:test], a text file, a directory, .jsonl, .jsonl.zst, a saved HF dataset"
+FORMATS = (
+    "stdlib[:train|:test], site-packages, A+B, a text file, a directory, .jsonl, .jsonl.zst, "
+    "a saved HF dataset"
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,41 @@ def load_documents(
     return docs, skipped
 
 
+def _site_roots() -> list[Path]:
+    paths = sysconfig.get_paths()
+    return sorted({Path(paths["purelib"]), Path(paths["platlib"])})
+
+
+def _text_key(text: str) -> bytes:
+    import hashlib
+
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def _iter_site_packages() -> Iterator[Document | None]:
+    held_out = {_text_key(d.text) for d in load_documents("stdlib:test")[0]}
+    seen = set(held_out)
+    for root in _site_roots():
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+            doc = _read_text(path, "site-packages/" + path.relative_to(root).as_posix())
+            if doc is not None:
+                key = _text_key(doc.text)
+                if key in seen:  # a copy of a held-out file, or of an earlier file
+                    continue
+                seen.add(key)
+            yield doc
+
+
 def _iter_source(source: str, text_field: str) -> Iterator[Document | None]:
+    if "+" in source and not Path(source).exists():
+        for part in source.split("+"):
+            yield from _iter_source(part, text_field)
+        return
+    if source == "site-packages":
+        yield from _iter_site_packages()
+        return
     if source.split(":")[0] == "stdlib":
         split = source.partition(":")[2]
         if split not in ("", "train", "test"):
