@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "QuantaInputError",
+    "available_devices",
     "check_choice",
     "check_device",
     "check_int",
@@ -138,21 +139,62 @@ def closest(word: str, candidates: Iterable[str]) -> str | None:
     return hits[0] if hits else None
 
 
-def check_device(device: str, owner: str) -> None:
-    """Refuse a CUDA device this torch build cannot see, before any work or write."""
-    if not str(device).startswith("cuda"):
-        return
+def available_devices() -> list[str]:
+    """The torch devices this process can run on: ``"cpu"``, every visible ``"cuda:i"``, and
+    ``"mps"`` where Apple's Metal backend is available.
+
+    >>> available_devices()[0]
+    'cpu'
+    """
     import torch
 
-    if not torch.cuda.is_available():
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(device: str, owner: str) -> str:
+    """Return ``device`` if this process can run on it; else raise one line that names it and
+    what is available, before any work or write.
+
+    Examples
+    --------
+    >>> check_device("cpu", "quanta parity train")
+    'cpu'
+    >>> check_device("gpu", "quanta x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    quanta._validation.QuantaInputError: quanta x asks for device 'gpu', which is not a torch ...
+    """
+    import torch
+
+    text = str(device)
+    have = available_devices()
+    listed = ", ".join(have)
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
         raise QuantaInputError(
-            f"{owner} asks for device {device!r}, but this torch build ({torch.__version__}) "
-            "sees no CUDA GPU; pass --device cpu (slow at paper scale) or install a CUDA build "
-            "of torch on a GPU machine."
-        )
-    index = str(device).partition(":")[2]
-    if index and int(index) >= torch.cuda.device_count():
-        raise QuantaInputError(
-            f"{owner} asks for device {device!r}, but only {torch.cuda.device_count()} CUDA "
-            "device(s) are visible."
-        )
+            f"{owner} asks for device {text!r}, which is not a torch device (cpu, cuda, "
+            f"cuda:N, mps); available here: {listed}."
+        ) from None
+    names = {*have, *(d.partition(":")[0] for d in have)}
+    if "mps" in have:
+        names.add("mps:0")  # the only Metal device
+    if parsed.type == "cpu" or text in names or str(parsed) in names:
+        return text
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        reason = f"this torch build ({torch.__version__}) sees no CUDA GPU"
+        advice = "pass --device cpu (slow at paper scale) or install a CUDA build of torch"
+    elif parsed.type == "cuda":
+        reason = f"only {torch.cuda.device_count()} CUDA device(s) are visible"
+        advice = "pass one of those (CUDA_VISIBLE_DEVICES renumbers the visible ones from 0)"
+    else:
+        reason = "this machine does not offer it"
+        advice = "pass one of those"
+    raise QuantaInputError(
+        f"{owner} asks for device {text!r}, but {reason} (available: {listed}); {advice}."
+    )

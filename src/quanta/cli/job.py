@@ -12,10 +12,17 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from quanta._validation import QuantaInputError, check_choice
+from quanta._validation import QuantaInputError, check_choice, check_device
 from quanta.cli._common import console, in_process_runner, out, user_errors
 
-__all__ = ["job_app"]
+__all__ = ["DEVICE_COMMANDS", "job_app"]
+
+#: The stage commands that run a model, keyed as the pipeline keys ``extra`` (by their first
+#: two words): "lm suite" is ``lm suite train``, and "lm losses" also runs in the lm-dynamics
+#: stage. ``reproduce --device`` is appended to each of them.
+DEVICE_COMMANDS = ("parity train", "parity sweep", "lm suite", "lm losses", "qdg run")
+#: Executors whose runs do not execute on this machine (their workers bring their own GPUs).
+_REMOTE = ("ray", "slurm")
 
 # Merged into the root app (no group name): ``quanta reproduce``, ``quanta report``.
 job_app = typer.Typer(rich_markup_mode=None)
@@ -42,7 +49,9 @@ def reproduce_cmd(
     ),
     ray_address: str | None = typer.Option(None, help="HOST:PORT of a running Ray cluster."),
     device: str | None = typer.Option(
-        None, help="torch device of toy training and LM losses [the preset's: cpu; paper: cuda]."
+        None,
+        help="torch device of every stage that runs a model: parity train and sweeps, lm suite "
+        "train, lm losses (also of lm-dynamics), qdg run [the preset's: cpu; paper: cuda].",
     ),
 ) -> None:
     """Run every pipeline of the paper in order (theory, toy sweeps, LM suite → losses →
@@ -64,8 +73,13 @@ def reproduce_cmd(
     stages = plan(preset, only)
     extra: dict[str, list[str]] = {}
     if device:
-        for command in ("parity train", "parity sweep", "lm losses"):
+        for command in DEVICE_COMMANDS:
             extra[command] = ["--device", device]
+        here = {" ".join(c[:2]) for s in stages for c in s.commands} & set(DEVICE_COMMANDS)
+        if executor in _REMOTE:
+            here.discard("parity sweep")
+        if here:  # refused before the directory is claimed, not stage by stage
+            check_device(device, "quanta reproduce")
     if executor != "local":
         extra.setdefault("parity sweep", []).extend(["--executor", executor])
         if ray_address:

@@ -91,11 +91,12 @@ def token_losses(
     batch_tokens: int = 8192,
     chunk_rows: int = 512,
     head: str = "auto",
-    device: str = "cpu",
+    device: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Per-token cross-entropy (nats, float32) of ``model`` on every predicted token of
     ``corpus``, in index-table order. ``progress(n)`` is called with the tokens just done.
+    Batches go to ``device`` (default: the model's own, where they must be).
 
     ``head`` picks how logits are made: ``"chunked"``, ``"full"`` or ``"auto"`` (the default:
     chunked when it agrees with the model's own logits, else full with a
@@ -116,21 +117,31 @@ def token_losses(
     rows = corpus.row_offsets()
     lengths = corpus.lengths
     out = np.empty(corpus.n_predicted, dtype=np.float32)
+    to_model = _mover(model, device)
     with torch.inference_mode():
         for docs in _batches(lengths, batch_tokens):
             width = int(lengths[docs].max())
-            ids = torch.zeros((len(docs), width), dtype=torch.long)
-            mask = torch.zeros((len(docs), width), dtype=torch.long)
+            # Padded on the host, then one copy per batch to the model's device.
+            ids = np.zeros((len(docs), width), dtype=np.int64)
+            mask = np.zeros((len(docs), width), dtype=np.int64)
             for b, d in enumerate(docs):
                 n = int(lengths[d])
-                ids[b, :n] = torch.from_numpy(corpus.doc(int(d)).astype(np.int64))
+                ids[b, :n] = corpus.doc(int(d))
                 mask[b, :n] = 1
-            losses = losses_of(model, ids.to(device), mask.to(device), chunk_rows)
+            losses = losses_of(model, to_model(ids), to_model(mask), chunk_rows)
             dest = np.concatenate([np.arange(rows[d], rows[d + 1]) for d in docs])
             out[dest] = losses
             if progress is not None:
                 progress(len(dest))
     return out
+
+
+def _mover(model: Any, device: str | None) -> Callable[[np.ndarray], Any]:
+    """Host array -> tensor on ``device``, or on the model's device when ``device`` is None."""
+    import torch
+
+    target = torch.device(device) if device is not None else next(model.parameters()).device
+    return lambda a: torch.from_numpy(a).to(target)
 
 
 class HeadFallbackWarning(UserWarning):
@@ -147,7 +158,7 @@ def resolve_head(
     *,
     head: str = "auto",
     chunk_rows: int = 512,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> str:
     """The output-head path :func:`token_losses` takes for ``model``: ``"chunked"`` or ``"full"``.
 
@@ -168,7 +179,8 @@ def resolve_head(
         (full without a warning for models with no separate output head).
         ``"chunked"``: chunked, or an error if the check fails. ``"full"``: full, no check.
     chunk_rows : int, default 512
-    device : str, default "cpu"
+    device : str, optional
+        Where the check document goes; default the model's device.
 
     Returns
     -------
@@ -200,7 +212,7 @@ def resolve_head(
             )
         return "full"
     with torch.inference_mode():
-        first = torch.from_numpy(corpus.doc(0)[:64].astype(np.int64))[None].to(device)
+        first = _mover(model, device)(corpus.doc(0)[:64].astype(np.int64)[None])
         ones = torch.ones_like(first)
         chunked = _chunked_losses(model, first, ones, min(chunk_rows, 16))
         full = _full_losses(model, first, ones, 0)
@@ -266,8 +278,9 @@ def paper_token_losses(model: Any, corpus: TokenizedCorpus) -> list[float]:
     import torch
 
     losses: list[float] = []
+    to_model = _mover(model, None)
     for d in range(corpus.n_docs):
-        ids = torch.from_numpy(corpus.doc(d).astype(np.int64))[None]
+        ids = to_model(corpus.doc(d).astype(np.int64)[None])
         logits = model(input_ids=ids).logits
         ce = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none")
         losses.extend(ce.tolist())

@@ -116,10 +116,15 @@ class FusedParityMLP(nn.Module):
                 f"({len(self.widths)}). Got {len(self.init_seeds)} instead."
             )
         n_in, n_members, hidden, c = self.n_inputs, len(self.widths), sum(self.widths), n_classes
-        member_of_unit = torch.repeat_interleave(torch.arange(n_members), torch.tensor(self.widths))
+        # Built on the CPU, where the CPU generators of member_generator draw the weights (the
+        # same initial net on every device); ``.to(device)`` moves parameters and buffers.
+        cpu = torch.device("cpu")
+        member_of_unit = torch.repeat_interleave(
+            torch.arange(n_members, device=cpu), torch.tensor(self.widths, device=cpu)
+        )
         self.register_buffer("member_of_unit", member_of_unit, persistent=False)
         # Column of the block-diagonal layer-2 weight that unit j's class-c weight goes to.
-        cols = member_of_unit[:, None] * c + torch.arange(c)  # (H, C)
+        cols = member_of_unit[:, None] * c + torch.arange(c, device=cpu)  # (H, C)
         self.register_buffer("_cols", cols, persistent=False)
         # (unit slice, logit-column slice) of each block of members in layer 2.
         unit_edges = np.concatenate([[0], np.cumsum(self.widths)])
@@ -129,10 +134,10 @@ class FusedParityMLP(nn.Module):
             for m1 in [min(m0 + _MEMBERS_PER_BLOCK, n_members)]
         ]
 
-        w1 = torch.empty(hidden, n_in)
-        b1 = torch.empty(hidden)
-        w2 = torch.empty(hidden, c)
-        b2 = torch.empty(n_members, c)
+        w1 = torch.empty(hidden, n_in, device=cpu)
+        b1 = torch.empty(hidden, device=cpu)
+        w2 = torch.empty(hidden, c, device=cpu)
+        b2 = torch.empty(n_members, c, device=cpu)
         start = 0
         for m, (width, seed) in enumerate(zip(self.widths, self.init_seeds, strict=True)):
             g = member_generator(width, seed)
@@ -141,7 +146,9 @@ class FusedParityMLP(nn.Module):
             # Same draw order as nn.Linear: weight, then bias, layer by layer.
             w1[start:stop].uniform_(-bound1, bound1, generator=g)
             b1[start:stop].uniform_(-bound1, bound1, generator=g)
-            w2[start:stop] = torch.empty(c, width).uniform_(-bound2, bound2, generator=g).T
+            w2[start:stop] = (
+                torch.empty(c, width, device=cpu).uniform_(-bound2, bound2, generator=g).T
+            )
             b2[m].uniform_(-bound2, bound2, generator=g)
             start = stop
         self.w_ctrl = nn.Parameter(w1[:, : self.n_tasks].T.contiguous())

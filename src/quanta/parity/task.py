@@ -76,7 +76,7 @@ class ParityBatch(NamedTuple):
 
     def dense(self, n_tasks: int) -> torch.Tensor:
         """The full float32 input ``[B, n_tasks + n_bits]``: one-hot control bits, then bits."""
-        x = torch.zeros(self.task.numel(), n_tasks + self.bits.shape[1])
+        x = torch.zeros(self.task.numel(), n_tasks + self.bits.shape[1], device=self.task.device)
         x[:, n_tasks:] = self.bits
         return x.scatter_(1, self.task[:, None], 1.0)
 
@@ -174,6 +174,12 @@ class SparseParityTask:
         """Input dimension of the dense encoding, ``n_tasks + n_bits``."""
         return self.n_tasks + self.n_bits
 
+    @property
+    def device(self) -> torch.device:
+        """Where samples are drawn: the CPU, always. Generators are CPU generators, so a seed
+        draws the same data whatever device trains on it; batches are moved by the caller."""
+        return self._masks.device
+
     def labels(self, bits: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """Parity of ``bits[b, S_task[b]]`` for every row: int64 ``[B]``."""
         chosen = bits.gather(1, self.subsets[task])  # (B, k)
@@ -181,7 +187,9 @@ class SparseParityTask:
 
     def _with_tasks(self, task: torch.Tensor, generator: torch.Generator | None) -> ParityBatch:
         n_rows, n_words = task.numel(), self._masks.shape[1]
-        words = torch.randint(_WORD_LOW, _WORD_HIGH, (n_rows, n_words), generator=generator)
+        words = torch.randint(
+            _WORD_LOW, _WORD_HIGH, (n_rows, n_words), generator=generator, device=self.device
+        )
         # Bit j of a row is bit j % 64 of word j // 64. On a little-endian machine the bytes of
         # the words are in that order already; elsewhere reverse each word's bytes first.
         raw = words.view(torch.uint8)
@@ -209,7 +217,7 @@ class SparseParityTask:
         # i.i.d. categorical draws by inverse CDF (float64), so the per-task counts are
         # Multinomial(batch_size, probs) as in the paper's online training. searchsorted was
         # measured 1.7x faster than torch.multinomial here.
-        u = torch.rand(batch_size, dtype=torch.float64, generator=generator)
+        u = torch.rand(batch_size, dtype=torch.float64, generator=generator, device=self.device)
         task = torch.searchsorted(self._cdf, u, right=True).clamp_(max=self.n_tasks - 1)
         return self._with_tasks(task, generator)
 
@@ -238,7 +246,7 @@ class SparseParityTask:
     ) -> ParityBatch:
         """Exactly ``per_task`` samples of every subtask, task-major (task 0 first)."""
         per_task = check_int(per_task, "per_task", _OWNER, low=1)
-        task = torch.arange(self.n_tasks).repeat_interleave(per_task)
+        task = torch.arange(self.n_tasks, device=self.device).repeat_interleave(per_task)
         return self._with_tasks(task, generator)
 
     def __repr__(self) -> str:

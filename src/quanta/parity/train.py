@@ -133,7 +133,8 @@ class _Stream:
             return self.task.sample_compact(self.cfg.batch_size, generator=self.gen)
         n = self.cfg.n_train
         if self.order is None or self.cursor >= n:
-            self.order = torch.randperm(n, generator=self.gen)  # reshuffle every epoch
+            # Reshuffle every epoch, on the CPU where the D set and the stream generator live.
+            self.order = torch.randperm(n, generator=self.gen, device=self.gen.device)
             self.cursor = 0
         idx = self.order[self.cursor : self.cursor + self.cfg.batch_size]
         self.cursor += idx.numel()
@@ -222,8 +223,9 @@ def train_parity(
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         stream = _Stream(task, cfg, seeds)
         n_members = len(members)
-        # (3, M): training loss sum, accuracy sum and batch count since the last evaluation.
-        train_sums = torch.zeros(3, n_members, dtype=torch.float64)
+        # (3, M): training loss sum, accuracy sum and batch count since the last evaluation,
+        # summed where the losses are (one transfer per evaluation, not per step).
+        train_sums = torch.zeros(3, n_members, dtype=torch.float64, device=device)
         blocks: list[dict[str, np.ndarray]] = []  # one block of rows per evaluated step
         start, wall_before = 0, 0.0
         if state is not None:
@@ -231,7 +233,7 @@ def train_parity(
             optimizer.load_state_dict(state.optimizer)
             stream.gen.set_state(state.stream)
             stream.order, stream.cursor = state.order, state.cursor
-            train_sums, blocks = state.train_sums.clone(), list(state.blocks)
+            train_sums, blocks = state.train_sums.to(device, copy=True), list(state.blocks)
             start, wall_before = state.step, state.wall_seconds
         model.to(device)
         to_dev = _mover(device)
@@ -249,7 +251,7 @@ def train_parity(
                 stream=stream.gen.get_state(),
                 order=stream.order,
                 cursor=stream.cursor,
-                train_sums=train_sums.clone(),
+                train_sums=_cpu(train_sums),
                 blocks=list(blocks),
                 wall_seconds=wall_before + time.perf_counter() - t0,
             )
@@ -268,7 +270,7 @@ def train_parity(
                 ev_val = evaluate(model, val_set, probs, chunk_size=eval_chunk)
                 parts.append(_eval_columns(_on_cpu(ev_val), "val", step, per_task=False))
             if train_sums[2, 0] > 0:
-                mean = (train_sums[:2] / train_sums[2]).numpy()
+                mean = (train_sums[:2] / train_sums[2]).cpu().numpy()
                 parts.append(
                     _columns(
                         np.arange(n_members),
@@ -299,8 +301,8 @@ def train_parity(
             # Gradient of the *sum* of member losses: member m gets exactly its own gradient.
             per_member, hits = model.loss_and_grad(batch.bits, batch.task, batch.y)  # (M,) ×2
             optimizer.step()
-            train_sums[0] += per_member.to(torch.float64).cpu()
-            train_sums[1] += hits.to(torch.float64).cpu()
+            train_sums[0] += per_member
+            train_sums[1] += hits
             train_sums[2] += 1
             step += 1
             if progress is not None:
