@@ -14,11 +14,12 @@ Directory layout (``quanta reproduce --out DIR``)::
     DIR/stages.json          the preset's plan (stage names, groups, titles, in order) and,
                              per stage run: status, seconds, commands, error message
     DIR/theory/              quanta theory
-    DIR/toy/params|data|alpha/   parity train / sweeps, each with analysis/
+    DIR/toy/params|data|alpha|alpha_data/   parity train / sweeps, each with analysis/
     DIR/lm/suite|losses/     mini-suite (cpu), per-token losses, losses/analysis/
     DIR/lm/dynamics/         every model × checkpoint (lm losses --checkpoints all), dynamics/
     DIR/qdg/clusters|validate/   QDG run + cluster browser, planted-truth validation
     DIR/qdg/clusters/scale/      quanta across scale (per-cluster curves, learned scale vs rank)
+    DIR/qdg/parity|envelope/     appendix D.1 (QDG on a parity net), D.2 (envelope bias)
     DIR/report.html          the report (``quanta report DIR`` re-renders it)
     DIR/logs/<stage>.log     the traceback of a failed stage
 """
@@ -113,6 +114,42 @@ def _toy(train: str, data: str, alpha: str) -> tuple[Stage, ...]:
 
 
 _ANALYZE = "parity analyze {out}/toy/%s"
+
+
+def _alpha_data(args: str) -> Stage:
+    """The α × D grid (the paper's Fig. 10): α_D and quanta learned vs D for every α."""
+    return Stage(
+        "toy-alpha-data",
+        "toy",
+        "α × D: data scaling for every α (early stopping), α_D vs α/(α+1)",
+        (
+            _cmd(f"parity sweep --experiment alpha-data --out {{out}}/toy/alpha_data {args}"),
+            _cmd(_ANALYZE % "alpha_data"),
+        ),
+        "toy/alpha_data/analysis/analysis.json",
+    )
+
+
+def _appendix_d(parity: str, envelope: str) -> tuple[Stage, ...]:
+    """Appendix D.1 (QDG on the toy-params run's width-500 member, or the nearest width) and
+    D.2 (the envelope slope's bias on planted Zipf clusters)."""
+    return (
+        Stage(
+            "qdg-parity",
+            "qdg",
+            "QDG on a sparse-parity net (appendix D.1): clusters vs the true subtasks",
+            (_cmd(f"qdg parity {{out}}/toy/params --out {{out}}/qdg/parity {parity}"),),
+            "qdg/parity/parity_qdg.json",
+            needs=("toy-params",),
+        ),
+        Stage(
+            "qdg-envelope",
+            "qdg",
+            "the envelope method's bias on planted Zipf clusters (appendix D.2)",
+            (_cmd(f"qdg envelope --out {{out}}/qdg/envelope {envelope}"),),
+            "qdg/envelope/envelope_bias.json",
+        ),
+    )
 
 
 def _lm(
@@ -216,6 +253,10 @@ def _qdg(run: str, validate: str, report: str = "") -> tuple[Stage, ...]:
     )
 
 
+_PAPER_KS = (
+    "10,20,30,40,50,60,70,80,90,100,125,150,175,200,225,250,275,300,350,400,500,600,700,800,"
+    "900,1000,1100,1200,1400,1500"
+)
 _TINY = "--n-tasks 8 --n-bits 10 --k 2 --lr 3e-3 --batch-size 500 --test-per-task 100"
 PRESETS: dict[str, tuple[Stage, ...]] = {
     # Minutes on 2 CPU cores: `make demo`.
@@ -225,14 +266,20 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--preset cpu",
             "--preset cpu --widths 128 --steps 4000 "
             "--grid n_train=4000,8000,16000,32000,64000,128000",
-            "--preset cpu --widths 8,16,32,64,128 --steps 4000",
+            # One replicate (seed 0) keeps make demo's budget; the sweep preset has two.
+            "--preset cpu --widths 8,16,32,64,128 --steps 4000 --grid seed=0",
         ),
+        _alpha_data("--preset cpu"),
         *_lm("--preset cpu", "--max-docs 100", dynamics="--max-docs 20"),
         # The largest model; the paper's 0.1 nats unless fewer than 1000 tokens pass it, then
         # the smallest threshold that yields 1000 (recorded in zipf.json and shown).
         *_qdg(
             "--model -1 --threshold auto --min-samples 1000 --n 1000 --ks 10,20,50,100",
             "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0",
+        ),
+        *_appendix_d(
+            "--width 500 --n 1000 --ks 10,20,40,60 --n-init 3",
+            "--samples 1000 --subtasks 50 --ks 5,10,15,20,30,40,50 --n-init 3 --ranks 3,50",
         ),
     ),
     # Under 90 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
@@ -261,11 +308,19 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
     "paper": (
         _THEORY,
         *_toy("--preset paper", "--preset paper", "--preset paper"),
+        _alpha_data("--preset paper"),
         *_lm(None, "--max-docs 20000 --device cuda", "--fit-models 0,1,2,3,4,5"),
         *_qdg(
             "--threshold 0.1 --every 50 --n 10000 --ks 10,20,50,100,200,400,800,1500",
             "--samples 10000 --subtasks 1000 --dims 1000 --sigmas 2.0",
             "--k 400",
+        ),
+        # D.1: the width-500 member of the paper's run, 10,000 samples (as §4's QDG), the
+        # paper's angular + k-means (n_init 30). D.2: the appendix's planted model (1000
+        # quanta, d = 1000, σ = 2) with the authors' 30 K values and rank window.
+        *_appendix_d(
+            "--width 500 --n 10000 --ks 10,20,50,100,200,300,400,500 --n-init 30 --device cuda",
+            "--samples 10000 --subtasks 1000 --ks " + _PAPER_KS + " --n-init 30 --ranks 101,1000",
         ),
     ),
     # Seconds per stage: a smoke test of the whole chain (used by the tests).
@@ -276,10 +331,18 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             f"{_TINY} --widths 32 --steps 1000 --eval-points 15 --grid n_train=300,1000,3000,10000",
             f"{_TINY} --widths 8,16,32 --steps 1000 --eval-points 15 --grid alpha=0.3,0.8",
         ),
+        _alpha_data(
+            f"{_TINY} --widths 32 --steps 600 --eval-points 10 --grid alpha=0.3,0.8 "
+            "--grid n_train=300,1000,3000"
+        ),
         *_lm("--preset tiny", "--max-docs 8", dynamics="--max-docs 8"),
         *_qdg(
             "--model -1 --threshold auto --n 60 --ks 3,6",  # tiny models: always raised
             "--samples 300 --subtasks 10 --dims 50 --sigmas 0.2",
+        ),
+        *_appendix_d(
+            "--width 64 --n 200 --ks 3,6 --n-init 1",
+            "--samples 200 --subtasks 10 --d 50 --ks 3,6,10 --n-init 1 --ranks 2,10",
         ),
     ),
 }

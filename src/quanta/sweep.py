@@ -40,6 +40,7 @@ from quanta.store import RunDir, write_parquet
 
 __all__ = [
     "EXECUTORS",
+    "EXPERIMENTS",
     "SWEEP_AXES",
     "SWEEP_PRESETS",
     "SweepSpec",
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 EXECUTORS = ("local", "ray", "slurm", "submitit-local")
+#: What ``analyze`` fits; ``alpha-data`` is the α × D grid of the paper's Fig. 10.
+EXPERIMENTS = ("params", "data", "alpha", "alpha-data", "custom")
 _FUSED = ("widths", "init_seeds")
 SWEEP_AXES = tuple(
     name
@@ -60,18 +63,24 @@ KIND = "parity.sweep"
 @dataclass(frozen=True)
 class SweepSpec:
     """What to sweep: ``base`` config values, ``grid`` axes → values, an ``experiment`` label
-    (``params``, ``data``, ``alpha`` or ``custom``) that tells ``analyze`` what to fit."""
+    (one of ``EXPERIMENTS``) that tells ``analyze`` what to fit.
+
+    ``init_per_seed``: the ``seed`` axis makes replicates that differ in everything random —
+    subtask subsets, training data and test sets (all drawn from ``seed``) *and* the members'
+    initialization: a run's init seeds are the base ones offset by ``seed × (max + 1)``, so
+    (base ``init_seeds = (0,)``) the run with ``seed = r`` initializes with ``r``. Without it,
+    runs that differ only in ``seed`` share their initialization.
+    """
 
     base: Mapping[str, Any]
     grid: Mapping[str, Sequence[Any]]
     experiment: str = "custom"
+    init_per_seed: bool = False
 
     def __post_init__(self) -> None:
         # Same sweep, same identity, whether values came as strings (CLI) or numbers (TOML).
         object.__setattr__(self, "base", normalize(ParityConfig, self.base, "the sweep base"))
-        check_choice(
-            self.experiment, "experiment", "SweepSpec", ["params", "data", "alpha", "custom"]
-        )
+        check_choice(self.experiment, "experiment", "SweepSpec", list(EXPERIMENTS))
         for axis, values in self.grid.items():
             if axis not in SWEEP_AXES:
                 hint = closest(axis, SWEEP_AXES)
@@ -102,19 +111,24 @@ class SweepSpec:
         out = []
         for values in itertools.product(*(self.grid[a] for a in axes)):
             point = dict(zip(axes, values, strict=True))
-            out.append(
-                build_config(
-                    ParityConfig, layers=[("the sweep base", self.base), ("the sweep grid", point)]
-                )
+            cfg = build_config(
+                ParityConfig, layers=[("the sweep base", self.base), ("the sweep grid", point)]
             )
+            if self.init_per_seed:
+                shift = cfg.seed * (max(cfg.init_seeds) + 1)
+                cfg = dataclasses.replace(cfg, init_seeds=tuple(s + shift for s in cfg.init_seeds))
+            out.append(cfg)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "base": {k: list(v) if isinstance(v, tuple) else v for k, v in self.base.items()},
             "grid": {k: list(v) for k, v in self.grid.items()},
             "experiment": self.experiment,
         }
+        if self.init_per_seed:  # absent when off, so the hashes of existing sweeps stay
+            out["init_per_seed"] = True
+        return out
 
 
 def sweep_presets() -> dict[tuple[str, str], SweepSpec]:
@@ -125,6 +139,7 @@ def sweep_presets() -> dict[tuple[str, str], SweepSpec]:
     cpu_base = dict(PRESETS["cpu"])
     paper_base = dict(PRESETS["paper"])
     d_grid = [int(d) for d in np.geomspace(1e4, 5e6, 30)]
+    alphas = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
     return {
         ("params", "cpu"): SweepSpec(
             {**cpu_base, "widths": (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)},
@@ -136,24 +151,45 @@ def sweep_presets() -> dict[tuple[str, str], SweepSpec]:
             {"n_train": [int(d) for d in np.geomspace(500, 64_000, 8)]},
             "data",
         ),
+        # Replicates (the seed axis) draw their own subsets, data and initialization.
         ("alpha", "cpu"): SweepSpec(
             {**cpu_base, "widths": (8, 16, 32, 64, 128, 256), "steps": 6000},
-            {"alpha": [0.2, 0.4, 0.8]},
+            {"alpha": [0.2, 0.4, 0.8], "seed": [0, 1]},
             "alpha",
+            init_per_seed=True,
+        ),
+        # The paper's Fig. 10 grid scaled down: early-stopped loss vs D for every α. Parities
+        # of k = 2 bits at lr 3e-3, because at k = 3 a 2,000-step width-64 net learned at most
+        # one subtask at any D (measured), leaving no power law to fit.
+        ("alpha-data", "cpu"): SweepSpec(
+            {
+                **cpu_base,
+                "k": 2,
+                "lr": 3e-3,
+                "widths": (64,),
+                "batch_size": 1000,
+                "steps": 2000,
+                "eval_points": 20,
+            },
+            {"alpha": [0.2, 0.4, 0.8], "n_train": [2000, 6000, 20_000, 60_000]},
+            "alpha-data",
         ),
         ("params", "paper"): SweepSpec(paper_base, {"seed": [0]}, "params"),
         ("data", "paper"): SweepSpec(
             {**paper_base, "widths": (500,), "steps": 1_000_000}, {"n_train": d_grid}, "data"
         ),
+        # 3 replicates per α, each its own task (subsets, data) and init (PAPER.md §2).
         ("alpha", "paper"): SweepSpec(
-            {
-                **paper_base,
-                "widths": paper_widths(20, 10, 300),
-                "init_seeds": (0, 1, 2),
-                "steps": 100_000,
-            },
-            {"alpha": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]},
+            {**paper_base, "widths": paper_widths(20, 10, 300), "steps": 100_000},
+            {"alpha": alphas, "seed": [0, 1, 2]},
             "alpha",
+            init_per_seed=True,
+        ),
+        # Fig. 10's α × D grid: 25 D from 1e4 to 5e6 for every α, width 500, early stopping.
+        ("alpha-data", "paper"): SweepSpec(
+            {**paper_base, "widths": (500,), "steps": 100_000},
+            {"alpha": alphas, "n_train": [int(d) for d in np.geomspace(1e4, 5e6, 25)]},
+            "alpha-data",
         ),
     }
 

@@ -127,7 +127,8 @@ def parity_sweep(
     ctx: typer.Context,
     out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep directory."),
     experiment: str = typer.Option(
-        "custom", help="params | data | alpha (a built-in sweep) or custom (base + --grid)."
+        "custom",
+        help="params | data | alpha | alpha-data (a built-in sweep) or custom (base + --grid).",
     ),
     preset: str = PRESET_OPT,
     config: Path | None = typer.Option(
@@ -147,18 +148,18 @@ def parity_sweep(
     """
     from quanta.config import config_fields, load_toml, parse_overrides
     from quanta.parity.config import PRESETS, ParityConfig
-    from quanta.sweep import SWEEP_PRESETS, SweepSpec, run_sweep
+    from quanta.sweep import EXPERIMENTS, SWEEP_PRESETS, SweepSpec, run_sweep
 
-    check_choice(
-        experiment, "experiment", "quanta parity sweep", ["params", "data", "alpha", "custom"]
-    )
+    check_choice(experiment, "experiment", "quanta parity sweep", list(EXPERIMENTS))
     check_choice(preset, "preset", "quanta parity sweep", list(PRESETS))
+    init_per_seed = False
     if experiment == "custom":
         base: dict[str, Any] = dict(PRESETS[preset])
         axes: dict[str, list[Any]] = {}
     else:
         spec0 = SWEEP_PRESETS[(experiment, preset)]
         base, axes = dict(spec0.base), {k: list(v) for k, v in spec0.grid.items()}
+        init_per_seed = spec0.init_per_seed
     if config is not None:
         data = load_toml(config)
         unknown = set(data) - {"base", "grid"}
@@ -181,7 +182,7 @@ def parity_sweep(
         axes[axis.replace("-", "_")] = [v for v in values.split(",") if v.strip()]
     if not axes:
         axes = {"seed": [base.get("seed", 0)]}  # a single run
-    spec = SweepSpec(base, axes, experiment)
+    spec = SweepSpec(base, axes, experiment, init_per_seed=init_per_seed)
     from quanta.config import build_config
 
     runtime_values = build_config(ParityConfig, layers=[("the command line", runtime)])
