@@ -258,47 +258,48 @@ _PAPER_KS = (
     "900,1000,1100,1200,1400,1500"
 )
 _TINY = "--n-tasks 8 --n-bits 10 --k 2 --lr 3e-3 --batch-size 500 --test-per-task 100"
+# The toy half and appendix D of both CPU presets (cpu-long differs only in its LM half).
+_CPU_TOY = (
+    *_toy(
+        "--preset cpu",
+        "--preset cpu --widths 128 --steps 4000 --grid n_train=4000,8000,16000,32000,64000,128000",
+        # One replicate (seed 0) keeps make demo's budget; the sweep preset has two.
+        "--preset cpu --widths 8,16,32,64,128 --steps 4000 --grid seed=0",
+    ),
+    _alpha_data("--preset cpu"),
+)
+_CPU_APPENDIX_D = _appendix_d(
+    "--width 500 --n 1000 --ks 10,20,40,60 --n-init 3",
+    "--samples 1000 --subtasks 50 --ks 5,10,15,20,30,40,50 --n-init 3 --ranks 3,50",
+)
+_CPU_VALIDATE = "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0"
 PRESETS: dict[str, tuple[Stage, ...]] = {
     # Minutes on 2 CPU cores: `make demo`.
     "cpu": (
         _THEORY,
-        *_toy(
-            "--preset cpu",
-            "--preset cpu --widths 128 --steps 4000 "
-            "--grid n_train=4000,8000,16000,32000,64000,128000",
-            # One replicate (seed 0) keeps make demo's budget; the sweep preset has two.
-            "--preset cpu --widths 8,16,32,64,128 --steps 4000 --grid seed=0",
-        ),
-        _alpha_data("--preset cpu"),
+        *_CPU_TOY,
         *_lm("--preset cpu", "--max-docs 100", dynamics="--max-docs 20"),
         # The largest model; the paper's 0.1 nats unless fewer than 1000 tokens pass it, then
         # the smallest threshold that yields 1000 (recorded in zipf.json and shown).
         *_qdg(
             "--model -1 --threshold auto --min-samples 1000 --n 1000 --ks 10,20,50,100",
-            "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0",
+            _CPU_VALIDATE,
         ),
-        *_appendix_d(
-            "--width 500 --n 1000 --ks 10,20,40,60 --n-init 3",
-            "--samples 1000 --subtasks 50 --ks 5,10,15,20,30,40,50 --n-init 3 --ranks 3,50",
-        ),
+        *_CPU_APPENDIX_D,
     ),
-    # Under 90 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
+    # About 80 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
     # (the lm-suite stage is under an hour), losses on 3× the documents, QDG on >= 3000 tokens
     # of the largest model with K up to 400 (enough K for the rank-frequency envelope).
     "cpu-long": (
         _THEORY,
-        *_toy(
-            "--preset cpu",
-            "--preset cpu --widths 128 --steps 4000 "
-            "--grid n_train=4000,8000,16000,32000,64000,128000",
-            "--preset cpu --widths 8,16,32,64,128 --steps 4000",
-        ),
+        *_CPU_TOY,
         *_lm("--preset cpu-long", "--max-docs 300", dynamics="--max-docs 60"),
         *_qdg(
             "--model -1 --threshold auto --min-samples 3000 --n 3000 "
             "--ks 10,20,30,50,75,100,150,200,300,400",
-            "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0",
+            _CPU_VALIDATE,
         ),
+        *_CPU_APPENDIX_D,
     ),
     # PAPER.md's configurations: GPUs (the toy presets set device cuda), the original Pythia
     # release (`--suite pythia-v0`, EleutherAI/pythia-*-v0 at step143000: the paper's α_N = 0.083
