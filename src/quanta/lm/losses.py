@@ -325,7 +325,7 @@ def _document_length(refs: list[Any], max_len: int | None) -> int:
             continue
         where, kwargs = where_loaded(ref)
         try:
-            config = AutoConfig.from_pretrained(where, revision=ref.revision, **kwargs)
+            config = AutoConfig.from_pretrained(where, **kwargs)  # kwargs: revision, cache
         except OSError as exc:
             raise QuantaInputError(
                 f"Cannot read the config of {ref.label()!r}: {exc}".splitlines()[0]
