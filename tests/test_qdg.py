@@ -756,3 +756,25 @@ def test_sparse_knn_affinity_recovers_planted_clusters_with_little_memory():
     assert sparse.issparse(a) and a.nnz <= 2 * 15 * 3000 and (a != a.T).nnz == 0
     labels = spectral_sweep(a, [20], assign="cluster_qr", seed=0)[20]
     assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_paper_preset_runs_qdg_with_the_papers_settings():
+    """PAPER.md §4: exact gradients, k-means labels with n_init = 30, the authors' 30 K values;
+    every option on the line is one ``qdg run`` has (a misspelt flag would fail the stage)."""
+    import typer
+
+    from quanta.cli.qdg import qdg_app
+    from quanta.pipeline import PRESETS
+
+    (stage,) = [s for s in PRESETS["paper"] if s.name == "qdg-clusters"]
+    line = list(stage.commands[0])
+    assert line[:2] == ["qdg", "run"]
+    opts = dict(zip(line[3::2], line[4::2], strict=True))
+    authors = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 125, 150, 175, 200, 225, 250, 275, 300]
+    authors += [350, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1400, 1500]
+    assert [int(k) for k in opts["--ks"].split(",")] == authors and len(authors) == 30
+    assert (opts["--similarity"], opts["--assign"], opts["--n-init"]) == ("exact", "kmeans", "30")
+    assert (opts["--threshold"], opts["--every"], opts["--n"]) == ("0.1", "50", "10000")
+    command = typer.main.get_command(qdg_app).commands["run"]
+    known = {o for p in command.params for o in getattr(p, "opts", [])}
+    assert set(opts) <= known, set(opts) - known
