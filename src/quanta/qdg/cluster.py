@@ -90,16 +90,20 @@ def cosine_from_gram(gram: np.ndarray, *, center: bool = False) -> np.ndarray:
     g = np.array(gram, dtype=np.float64)  # a copy: the caller's matrix is not changed
     if g.ndim != 2 or g.shape[0] != g.shape[1]:
         raise QuantaInputError(f"A Gram matrix must be square; got shape {g.shape}.")
-    if center:
-        r = g.mean(axis=1)
-        g += g.mean() - r[:, None] - r[None, :]
+    if center:  # in place: n = 10,000 makes every n × n float64 temporary 800 MB
+        r, m = g.mean(axis=1), g.mean()
+        g -= r[:, None]
+        g -= r[None, :]
+        g += m
     d = np.diag(g).copy()
     if not np.all(np.isfinite(g)) or np.any(d <= 0):
         raise QuantaInputError(
             "Gradients hold NaN/Inf or zero vectors; cosine similarity is undefined."
         )
     s = 1.0 / np.sqrt(d)
-    return (g * s[:, None] * s[None, :]).astype(np.float32)
+    g *= s[:, None]
+    g *= s[None, :]
+    return g.astype(np.float32)
 
 
 def _transform(sim: np.ndarray, transform: str) -> np.ndarray:

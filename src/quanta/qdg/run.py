@@ -198,7 +198,7 @@ def run_qdg(
     write_parquet(
         out / "samples.parquet", samples.assign(**context[["context", "token", "previous"]])
     )
-    done = [0]
+    done, total = [0], [len(samples)]  # total: backward passes, set per mode below
 
     def tick(m: int) -> None:
         done[0] += m
@@ -210,7 +210,7 @@ def run_qdg(
         if not gram_file.exists():
             dim = sum(p.numel() for _, p in select_params(net, param_filter))
             blocks = -(-dim // gram_block_params(dim, len(samples), block_params))
-            total = [len(samples) * blocks]
+            total[0] = len(samples) * blocks
             gram, info = exact_gram(
                 net,
                 corpus,
@@ -228,7 +228,6 @@ def run_qdg(
     else:
         grads_file = out / "grads.npy"
         if not grads_file.exists():
-            total = [len(samples)]
             info = per_token_gradients(
                 net,
                 corpus,
