@@ -14,8 +14,16 @@ PAPER.md §4's, not measured here). Also: on the first ``--vjp`` tokens, the sha
 embedding for the largest K, labels from its leading K columns), each with k-means
 (``n_init=30``) and with ``cluster_qr`` labels — so the saving of the shared embedding is
 measured apart from the choice of assigner.
+(c) Exact similarities (``--similarity exact``) vs the sketch, same model, ``--exact-samples``
+tokens: seconds of the CountSketch pass (``projection_dim=8192``, one backward per sample), of
+the exact rows stored (``projection_dim=None``), and of :func:`exact_gram` with one block and
+with ``--blocks`` blocks (each block recomputes every gradient); the Gram matrix checked
+against ``X Xᵀ`` of the stored rows; then the cosine error of CountSketches of several sizes
+against the exact cosines over all pairs i < j — RMS and max — relative to the spread (std)
+of the exact cosines themselves, the scale that the clustering sees.
 
-Usage: python benchmarks/bench_qdg.py [--samples 200] [--vjp 40] [--n 3000] [--ks 10,20,50,100,200]
+Usage: python benchmarks/bench_qdg.py [--parts abc] [--samples 200] [--vjp 40] [--n 3000]
+    [--ks 10,20,50,100,200] [--exact-samples 40] [--blocks 4]
 """
 
 from __future__ import annotations
@@ -29,30 +37,38 @@ from typing import Any
 import numpy as np
 
 
-def bench_grads(samples: int, vjp: int) -> None:
+def _setup(tmp: str, samples: int) -> tuple[Any, Any, Any]:
+    """GPT-NeoX of the cpu mini-suite's largest shape (random init, seed 0), 20 stdlib
+    documents ≤ 512 tokens and a seeded subset of ``samples`` of their tokens."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     from quanta.lm.corpus import load_documents, tokenize_documents
     from quanta.lm.minisuite import train_tokenizer
-    from quanta.qdg.grads import naive_token_gradient, per_token_gradients, select_params
     from quanta.qdg.select import select_tokens
 
     torch.manual_seed(0)
+    docs, _ = load_documents("stdlib:test", max_docs=20)
+    tok = train_tokenizer([d.text for d in docs], 2048, Path(tmp) / "tok")
+    corpus = tokenize_documents(docs, tok, max_len=512)
+    cfg = GPTNeoXConfig(
+        vocab_size=2048,
+        hidden_size=192,
+        num_hidden_layers=4,
+        num_attention_heads=6,
+        intermediate_size=768,
+    )
+    model = GPTNeoXForCausalLM(cfg).eval()
+    fake = np.zeros(corpus.n_predicted)  # every token eligible; a seeded subset
+    chosen = select_tokens(corpus, fake, threshold=1.0, induction=False, n=samples, seed=0)
+    return model, corpus, chosen
+
+
+def bench_grads(samples: int, vjp: int) -> None:
+    from quanta.qdg.grads import naive_token_gradient, per_token_gradients, select_params
+
     with tempfile.TemporaryDirectory() as tmp:
-        docs, _ = load_documents("stdlib:test", max_docs=20)
-        tok = train_tokenizer([d.text for d in docs], 2048, Path(tmp) / "tok")
-        corpus = tokenize_documents(docs, tok, max_len=512)
-        cfg = GPTNeoXConfig(
-            vocab_size=2048,
-            hidden_size=192,
-            num_hidden_layers=4,
-            num_attention_heads=6,
-            intermediate_size=768,
-        )
-        model = GPTNeoXForCausalLM(cfg).eval()
-        fake = np.zeros(corpus.n_predicted)  # every token eligible; a seeded subset
-        chosen = select_tokens(corpus, fake, threshold=1.0, induction=False, n=samples, seed=0)
+        model, corpus, chosen = _setup(tmp, samples)
         params = select_params(model)
         warm = chosen.head(2)  # every variant warmed up alike, on the first two tokens
         per_token_gradients(model, corpus, warm, Path(tmp) / "w.npy")
@@ -187,15 +203,92 @@ def bench_sweep(n: int, ks: list[int]) -> None:
         )
 
 
+def bench_exact(samples: int, blocks: int) -> None:
+    from quanta.qdg.cluster import cosine_from_gram, cosine_similarity
+    from quanta.qdg.grads import CountSketch, exact_gram, per_token_gradients
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, corpus, chosen = _setup(tmp, samples)
+        warm = chosen.head(2)  # every variant warmed up alike
+        per_token_gradients(model, corpus, warm, Path(tmp) / "w.npy", projection_dim=8192)
+        exact_gram(model, corpus, warm)
+        seconds: dict[str, tuple[float, float]] = {}  # wall, CPU (all threads of this process)
+
+        def timed(key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = fn(*args, **kwargs)
+            seconds[key] = (time.perf_counter() - wall, time.process_time() - cpu)
+            return result
+
+        sketch_file, rows_file = Path(tmp) / "s.npy", Path(tmp) / "x.npy"
+        timed(
+            "sketch", per_token_gradients, model, corpus, chosen, sketch_file, projection_dim=8192
+        )
+        info = timed("rows", per_token_gradients, model, corpus, chosen, rows_file)
+        gram1, _ = timed("gram1", exact_gram, model, corpus, chosen)
+        dim = info["dim"]
+        gram, ginfo = timed(
+            "gram", exact_gram, model, corpus, chosen, block_params=-(-dim // blocks)
+        )
+        x = np.load(Path(tmp) / "x.npy").astype(np.float64)
+    xx = x @ x.T
+    rel = float(np.abs(gram - xx).max() / np.abs(xx).max())
+    rel1 = float(np.abs(gram - gram1).max() / np.abs(xx).max())
+    n = len(chosen)
+    upper = np.triu_indices(n, 1)
+    exact = cosine_from_gram(gram).astype(np.float64)[upper]
+    spread = float(exact.std())
+    print(
+        f"(c) exact similarities of {n} tokens in {chosen['doc_id'].nunique()} documents, "
+        f"{dim:,} dims (random-init model)"
+    )
+    cpu0 = seconds["sketch"][1]
+    print("    wall s, CPU s (all threads), CPU vs the sketch's")
+    for key, what in (
+        ("sketch", "CountSketch 8192 (one pass)"),
+        ("rows", "exact rows stored (one pass)"),
+        ("gram1", "exact_gram, 1 block"),
+        ("gram", f"exact_gram, {ginfo['n_blocks']} blocks"),
+    ):
+        wall, cpu = seconds[key]
+        print(f"    {what:28s} {wall:7.2f} s  {cpu:7.2f} s  {cpu / cpu0:5.2f}x")
+    print(
+        f"    max |G - X Xᵀ| / max |X Xᵀ|: {rel:.1e} ({ginfo['n_blocks']} blocks), "
+        f"1 vs {ginfo['n_blocks']} blocks: {rel1:.1e}"
+    )
+    print(
+        f"    exact cosines over {len(exact):,} pairs: mean {exact.mean():.4f}, "
+        f"std (spread) {spread:.4f}, mean |cos| {np.abs(exact).mean():.4f}"
+    )
+    for k in (1024, 8192, 65536):
+        import torch
+
+        sketch = CountSketch(dim, k, seed=0)(torch.from_numpy(x.astype(np.float32))).numpy()
+        err = cosine_similarity(sketch).astype(np.float64)[upper] - exact
+        rms = float(np.sqrt((err**2).mean()))
+        print(
+            f"    CountSketch {k:6d}: cosine error RMS {rms:.4f} ({rms / spread:.2f}x the spread), "
+            f"max {np.abs(err).max():.4f} ({np.abs(err).max() / spread:.2f}x); 1/sqrt(k) = "
+            f"{k**-0.5:.4f}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--vjp", type=int, default=40, help="tokens for the batched-VJP comparison")
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--ks", default="10,20,50,100,200")
+    ap.add_argument("--parts", default="abc", help="which of (a), (b), (c) to run")
+    ap.add_argument("--exact-samples", type=int, default=40)
+    ap.add_argument("--blocks", type=int, default=4, help="(c): parameter blocks of exact_gram")
     args = ap.parse_args()
-    bench_grads(args.samples, args.vjp)
-    bench_sweep(args.n, [int(k) for k in args.ks.split(",")])
+    if "a" in args.parts:
+        bench_grads(args.samples, args.vjp)
+    if "b" in args.parts:
+        bench_sweep(args.n, [int(k) for k in args.ks.split(",")])
+    if "c" in args.parts:
+        bench_exact(args.exact_samples, args.blocks)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from quanta.qdg.cluster import (
     AFFINITIES,
     affinity,
     cluster_qr,
+    cosine_from_gram,
     cosine_similarity,
     discretize,
     envelope_slope,
@@ -24,6 +25,7 @@ from quanta.qdg.cluster import (
 )
 from quanta.qdg.describe import describe_cluster
 from quanta.qdg.grads import (
+    exact_gram,
     naive_token_gradient,
     per_token_gradients,
     projection_error,
@@ -176,6 +178,68 @@ def test_bad_gradient_inputs(lm, tmp_path):
     with pytest.raises(ValueError, match="projection_dim"):
         per_token_gradients(model, corpus, samples, tmp_path / "g.npy", projection_dim=0)
     assert not (tmp_path / "g.npy").exists()
+
+
+def _func_gradients(model, corpus, samples, names):
+    """Oracle: each token's gradient w.r.t. the parameters ``names`` by ``torch.func.grad`` of
+    a functional call of the whole model on the token's truncated context (full logits)."""
+    frozen = {n: p.detach() for n, p in model.named_parameters()}
+    rows = []
+    for r in samples.itertuples():
+        ids = torch.as_tensor(corpus.doc(int(r.doc_id))[: int(r.pos) + 1], dtype=torch.long)[None]
+
+        def loss(chosen, ids=ids):
+            logits = torch.func.functional_call(model, {**frozen, **chosen}, (ids,)).logits
+            return torch.nn.functional.cross_entropy(logits[0, -2:-1], ids[0, -1:])
+
+        g = torch.func.grad(loss)({n: frozen[n] for n in names})
+        rows.append(torch.cat([g[n].reshape(-1) for n in names]))
+    return torch.stack(rows).double()
+
+
+def test_exact_blockwise_gram_equals_a_dense_autograd_reference(lm):
+    model, corpus = lm
+    losses = token_losses(model, corpus)
+    samples = select_tokens(corpus, losses, threshold=float(np.median(losses)), n=10, seed=2)
+    names = [n for n, _ in select_params(model)]
+    x = _func_gradients(model, corpus, samples, names)
+    dim = x.shape[1]
+    block = 9973  # prime: blocks split tensors, and the last block is short
+    assert dim % block and any(p.numel() % block for _, p in select_params(model))
+    gram, info = exact_gram(model, corpus, samples, block_params=block)
+    want = (x @ x.T).numpy()
+    assert gram.dtype == np.float64 and gram.shape == (10, 10)
+    np.testing.assert_allclose(gram, want, rtol=1e-5, atol=1e-7 * np.abs(want).max())
+    assert (info["dim"], info["n_blocks"], info["params"]) == (dim, -(-dim // block), names)
+    assert info["n_backward"] == 10 * info["n_blocks"]
+    # the cosines of the Gram matrix are those of the rows, centered or not
+    for center in (False, True):
+        np.testing.assert_allclose(
+            cosine_from_gram(gram, center=center),
+            cosine_similarity(x.numpy(), center=center),
+            atol=1e-5,
+        )
+
+
+def test_gradients_create_their_tensors_on_the_models_device(lm, tmp_path):
+    """The class of bug behind issue 12 (tensors allocated on the default device while the
+    model is on a GPU), caught without a GPU: under ``torch.device("meta")`` every tensor made
+    by a factory without an explicit device (zeros, empty, randint, arange, eye, …) lands on
+    the meta device, and combining it with the CPU model's tensors raises. Covers the sketch,
+    the Gram accumulator, the row buffers and the index tensors. Cannot catch: tensors put on
+    "cpu" explicitly, ``from_numpy`` results not moved to the model's device (CPU either way
+    here; a meta-device model accepts CPU indices, so that cannot stand in), ``.cpu()`` round
+    trips, or kernels that behave differently on CUDA."""
+    model, corpus = lm
+    losses = token_losses(model, corpus)
+    samples = select_tokens(corpus, losses, threshold=float(np.median(losses)), n=6, seed=1)
+    want, _ = exact_gram(model, corpus, samples, block_params=20_000)
+    per_token_gradients(model, corpus, samples, tmp_path / "a.npy", projection_dim=64, seed=3)
+    with torch.device("meta"):
+        got, _ = exact_gram(model, corpus, samples, block_params=20_000)
+        per_token_gradients(model, corpus, samples, tmp_path / "b.npy", projection_dim=64, seed=3)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), np.load(tmp_path / "a.npy"))
 
 
 def test_non_finite_gradients_are_refused(lm, tmp_path):
@@ -426,6 +490,44 @@ def test_qdg_run_end_to_end_through_the_cli(losses_dir, tmp_path):
     assert pd.read_parquet(sparse_out / "labels.parquet")["K6"].nunique() == 6
 
 
+def test_qdg_run_exact_similarity_and_kmeans_restarts_through_the_cli(losses_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from quanta.cli import app
+
+    base = ["qdg", "run", str(losses_dir), "--threshold", "5", "--n", "40", "--ks", "3,6"]
+    rows_dir, exact_dir = tmp_path / "rows", tmp_path / "exact"
+    res = CliRunner().invoke(app, [*base, "--out", str(rows_dir), "--projection-dim", "0"])
+    assert res.exit_code == 0, res.output
+    exact = ["--similarity", "exact", "--block-params", "7001", "--assign", "kmeans"]
+    res = CliRunner().invoke(app, [*base, "--out", str(exact_dir), *exact, "--n-init", "3"])
+    assert res.exit_code == 0, res.output
+    assert "gram.npy" in res.output and not (exact_dir / "grads.npy").exists()
+    # oracle: the Gram matrix of the exact rows the other run stored
+    x = np.load(rows_dir / "grads.npy").astype(np.float64)
+    gram = np.load(exact_dir / "gram.npy")
+    np.testing.assert_allclose(gram, x @ x.T, rtol=1e-5, atol=1e-7 * np.abs(gram).max())
+    info = json.loads((exact_dir / "grads.json").read_text())
+    assert info["n_blocks"] == -(-x.shape[1] // 7001) and info["device"] == "cpu"
+    manifest = json.loads((exact_dir / "manifest.json").read_text())
+    config = manifest["config"]
+    assert (config["similarity"], config["n_init"], config["projection_dim"]) == ("exact", 3, None)
+    assert manifest["device"] == "cpu" == config["device"]
+    # labels: k-means with 3 restarts on the spectral embedding of the Gram's angular affinity
+    a = affinity(cosine_from_gram(gram), "angular", norms=np.sqrt(np.diag(gram)))
+    want = spectral_sweep(a, [3, 6], assign="kmeans", n_init=3, seed=0)
+    labels = pd.read_parquet(exact_dir / "labels.parquet")
+    assert all(np.array_equal(labels[f"K{k}"], want[k]) for k in (3, 6))
+    assert json.loads((exact_dir / "zipf.json").read_text())["n_init"] == 3
+    # complete: another device is a runtime setting (same run), another n_init is not
+    again = CliRunner().invoke(app, [*base, "--out", str(exact_dir), *exact, "--n-init", "3"])
+    assert again.exit_code == 0
+    other = CliRunner().invoke(app, [*base, "--out", str(exact_dir), *exact, "--n-init", "4"])
+    assert other.exit_code == 2 and "n_init: 3 there vs 4 now" in other.output
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -442,6 +544,15 @@ def test_qdg_run_end_to_end_through_the_cli(losses_dir, tmp_path):
         (["--ks", "3,x"], "--ks takes integers"),
         (["--affinity", "cosh"], "'affinity'"),
         (["--knn", "5", "--affinity", "relu_norm"], "'shift' with knn = 5"),  # before claiming
+        pytest.param(
+            ["--device", "cuda"],
+            "asks for device 'cuda', but this torch build",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible"),
+        ),
+        (["--similarity", "dense"], "'similarity' parameter of quanta qdg run must be one of"),
+        (["--similarity", "exact", "--knn", "5"], "knn = 5 needs similarity 'sketch'"),
+        (["--similarity", "exact", "--block-params", "0"], "'block_params' parameter"),
+        (["--assign", "kmeans", "--n-init", "0"], "'n_init' parameter of quanta qdg run"),
     ],
 )
 def test_qdg_run_bad_input(losses_dir, tmp_path, extra, message):
@@ -645,3 +756,25 @@ def test_sparse_knn_affinity_recovers_planted_clusters_with_little_memory():
     assert sparse.issparse(a) and a.nnz <= 2 * 15 * 3000 and (a != a.T).nnz == 0
     labels = spectral_sweep(a, [20], assign="cluster_qr", seed=0)[20]
     assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_paper_preset_runs_qdg_with_the_papers_settings():
+    """PAPER.md §4: exact gradients, k-means labels with n_init = 30, the authors' 30 K values;
+    every option on the line is one ``qdg run`` has (a misspelt flag would fail the stage)."""
+    import typer
+
+    from quanta.cli.qdg import qdg_app
+    from quanta.pipeline import PRESETS
+
+    (stage,) = [s for s in PRESETS["paper"] if s.name == "qdg-clusters"]
+    line = list(stage.commands[0])
+    assert line[:2] == ["qdg", "run"]
+    opts = dict(zip(line[3::2], line[4::2], strict=True))
+    authors = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 125, 150, 175, 200, 225, 250, 275, 300]
+    authors += [350, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1400, 1500]
+    assert [int(k) for k in opts["--ks"].split(",")] == authors and len(authors) == 30
+    assert (opts["--similarity"], opts["--assign"], opts["--n-init"]) == ("exact", "kmeans", "30")
+    assert (opts["--threshold"], opts["--every"], opts["--n"]) == ("0.1", "50", "10000")
+    command = typer.main.get_command(qdg_app).commands["run"]
+    known = {o for p in command.params for o in getattr(p, "opts", [])}
+    assert set(opts) <= known, set(opts) - known

@@ -311,8 +311,13 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
         *_toy("--preset paper", "--preset paper", "--preset paper"),
         _alpha_data("--preset paper"),
         *_lm(None, "--max-docs 20000 --device cuda", "--fit-models 0,1,2,3,4,5"),
+        # PAPER.md §4: exact cosines (the Gram matrix over blocks of 1M parameters: 40 GB of
+        # float32 rows for 10,000 tokens, 19 gradient passes for Pythia-70m's 18.9M dims),
+        # k-means with 30 restarts, the authors' 30 K values.
         *_qdg(
-            "--threshold 0.1 --every 50 --n 10000 --ks 10,20,50,100,200,400,800,1500",
+            "--threshold 0.1 --every 50 --n 10000 --similarity exact --block-params 1000000 "
+            "--assign kmeans --n-init 30 --device cuda --ks 10,20,30,40,50,60,70,80,90,100,"
+            "125,150,175,200,225,250,275,300,350,400,500,600,700,800,900,1000,1100,1200,1400,1500",
             "--samples 10000 --subtasks 1000 --dims 1000 --sigmas 2.0",
             "--k 400",
         ),

@@ -39,7 +39,21 @@ def qdg_run(
     induction: bool = typer.Option(True, help="Drop tokens predictable by induction."),
     n: int = typer.Option(2000, help="Number of samples (at most)."),
     every: int | None = typer.Option(None, help="Keep every k-th eligible token [seeded random]."),
-    projection_dim: int = typer.Option(8192, help="CountSketch size; 0 = exact gradients."),
+    similarity: str = typer.Option(
+        "sketch",
+        help="sketch: cosines of the gradients' CountSketch projections (--projection-dim), "
+        "stored in grads.npy | exact: the exact Gram matrix accumulated over blocks of "
+        "--block-params parameters, no gradients stored, each recomputed once per block "
+        "(the paper's).",
+    ),
+    projection_dim: int = typer.Option(
+        8192, help="sketch: CountSketch size; 0 = the exact rows, stored (n × dim float32)."
+    ),
+    block_params: int | None = typer.Option(
+        None,
+        help="exact: parameters per block; the gradients are recomputed ⌈dim / block⌉ times "
+        "[the most whose float32 rows take 4 GiB: 4 GiB / (4 · n)].",
+    ),
     param_filter: str | None = typer.Option(
         None, help="Regex of parameter names [all but embeddings, unembedding, layer norms]."
     ),
@@ -52,10 +66,16 @@ def qdg_run(
     ),
     ks: str = typer.Option("10,20,50,100,200", help="Cluster counts K, comma-separated."),
     assign: str = typer.Option("cluster_qr", help="cluster_qr | kmeans | discretize."),
+    n_init: int = typer.Option(
+        10, help="kmeans: restarts per K (the paper: 30; scikit-learn's default 10)."
+    ),
     alpha_n: float | None = typer.Option(
         None, help="Mean-loss exponent for the predicted Zipf exponent [from lm analyze]."
     ),
     seed: int = typer.Option(0, help="Seed of selection, projection and clustering."),
+    device: str = typer.Option(
+        "cpu", help="Where the model runs and its gradients are taken: cpu | cuda | cuda:1 | …"
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Select confident tokens, take their gradients, cluster them for every K and fit the
@@ -92,15 +112,19 @@ def qdg_run(
             induction=induction,
             n=n,
             every=every,
+            similarity=similarity,
             projection_dim=projection_dim or None,
+            block_params=block_params,
             param_filter=param_filter,
             transform=affinity,
             center=center,
             knn=knn,
             ks=k_list,
             assign=assign,
+            n_init=n_init,
             alpha_n=alpha_n,
             seed=seed,
+            device=device,
             progress=on_gradients,
         )
     finally:
@@ -134,7 +158,8 @@ def qdg_run(
             f"envelope log-log slope over ranks {lo}–{hi} (the paper's): "
             f"{result['envelope_slope']:.3f}"
         )
-    out.print(f"{out_dir}/  (samples, grads.npy, labels, clusters, rank_frequency, zipf.json, png)")
+    stored = "gram.npy" if similarity == "exact" else "grads.npy"
+    out.print(f"{out_dir}/  (samples, {stored}, labels, clusters, rank_frequency, zipf.json, png)")
 
 
 @qdg_app.command("validate")

@@ -2,7 +2,9 @@
 Zipf law of cluster sizes.
 
 * :func:`cosine_similarity` — blockwise ``Ĝ Ĝᵀ`` of row-normalized gradients read from a
-  (memory-mapped) array, optionally centered first (real gradients share a common direction).
+  (memory-mapped) array, optionally centered first (real gradients share a common direction);
+  :func:`cosine_from_gram` — the same cosines from a Gram matrix ``G Gᵀ`` (the exact
+  similarities of :func:`quanta.qdg.grads.exact_gram`, whose rows are never stored).
 * :func:`affinity` — an explicit transform of cosine C, recorded by name: ``angular``
   1 − arccos(C)/π (the paper's; C clipped to [−1, 1] first), ``relu`` max(C, 0), ``shift``
   (1 + C)/2, ``relu_norm`` relu(C)·|g_i||g_j| (norm-weighted); checked symmetric, finite and
@@ -34,6 +36,7 @@ __all__ = [
     "KNN_AFFINITIES",
     "affinity",
     "cluster_qr",
+    "cosine_from_gram",
     "cosine_similarity",
     "discretize",
     "envelope_slope",
@@ -70,6 +73,37 @@ def cosine_similarity(g: np.ndarray, *, center: bool = False, block: int = 2048)
     for i in range(0, n, block):
         sim[i : i + block] = unit[i : i + block] @ unit.T
     return sim
+
+
+def cosine_from_gram(gram: np.ndarray, *, center: bool = False) -> np.ndarray:
+    """``C[i, j] = cos(g_i, g_j)`` as float32 [n, n] from the Gram matrix ``G = X Xᵀ``.
+
+    The same cosines :func:`cosine_similarity` computes from the rows ``X``: centering
+    (subtracting the mean row) is ``H G H`` with ``H = I − 11ᵀ/n``, done as
+    ``G − r1ᵀ − 1rᵀ + m`` (``r`` the row means, ``m`` the grand mean); normalizing divides by
+    ``√(G_ii G_jj)`` of the (centered) diagonal — the squared norms. Arithmetic in float64.
+
+    >>> x = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    >>> np.allclose(cosine_from_gram(x @ x.T), cosine_similarity(x), atol=1e-7)
+    True
+    """
+    g = np.array(gram, dtype=np.float64)  # a copy: the caller's matrix is not changed
+    if g.ndim != 2 or g.shape[0] != g.shape[1]:
+        raise QuantaInputError(f"A Gram matrix must be square; got shape {g.shape}.")
+    if center:  # in place: n = 10,000 makes every n × n float64 temporary 800 MB
+        r, m = g.mean(axis=1), g.mean()
+        g -= r[:, None]
+        g -= r[None, :]
+        g += m
+    d = np.diag(g).copy()
+    if not np.all(np.isfinite(g)) or np.any(d <= 0):
+        raise QuantaInputError(
+            "Gradients hold NaN/Inf or zero vectors; cosine similarity is undefined."
+        )
+    s = 1.0 / np.sqrt(d)
+    g *= s[:, None]
+    g *= s[None, :]
+    return g.astype(np.float32)
 
 
 def _transform(sim: np.ndarray, transform: str) -> np.ndarray:

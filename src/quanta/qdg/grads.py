@@ -15,12 +15,20 @@ paper's choice; Pythia-70m: 18,903,040 dims). Rows are streamed to ``.npy`` in s
 ``n × dim`` never has to fit in memory; ``projection_dim=k`` stores a seeded CountSketch
 (sparse Rademacher) projection instead — inner products preserved in expectation, error
 measured by :func:`projection_error`.
+
+:func:`exact_gram` is the paper's exact similarity without the ``n × dim`` matrix (10,000 ×
+18.9M float32 is 756 GB): the Gram matrix ``X Xᵀ`` accumulated over blocks of parameter
+coordinates, each block's gradient rows recomputed — ``n_blocks × n`` backward passes.
+
+Every tensor is created on the model's device (the first parameter's): a CUDA model computes
+its gradients, sketches and Gram blocks on the GPU, and only finished rows or the finished Gram
+matrix are copied to the host.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,8 @@ from quanta.lm.corpus import TokenizedCorpus
 __all__ = [
     "CountSketch",
     "default_param_filter",
+    "exact_gram",
+    "gram_block_params",
     "naive_token_gradient",
     "per_token_gradients",
     "projection_error",
@@ -77,22 +87,36 @@ def select_params(
 
 class CountSketch:
     """A seeded sparse random projection ``R^dim → R^k``: coordinate i goes to bucket
-    ``h(i)`` with sign ``s(i)``. ``E[<Pa, Pb>] = <a, b>``."""
+    ``h(i)`` with sign ``s(i)``. ``E[<Pa, Pb>] = <a, b>``. The hash is drawn on the CPU
+    (the same ``seed`` gives the same sketch on every device) and kept on ``device``."""
 
-    def __init__(self, dim: int, k: int, seed: int = 0) -> None:
+    def __init__(self, dim: int, k: int, seed: int = 0, *, device: Any = "cpu") -> None:
         import torch
 
         self.k = check_int(k, "projection_dim", _OWNER, low=1)
-        gen = torch.Generator().manual_seed(seed)
-        self.bucket = torch.randint(0, self.k, (dim,), generator=gen)
-        self.sign = torch.randint(0, 2, (dim,), generator=gen).float() * 2 - 1
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        bucket = torch.randint(0, self.k, (dim,), generator=gen, device="cpu")
+        sign = torch.randint(0, 2, (dim,), generator=gen, device="cpu").float() * 2 - 1
+        self.bucket, self.sign = bucket.to(device), sign.to(device)
 
     def __call__(self, g: Any) -> Any:
-        """Project rows of ``g`` ([m, dim]) to [m, k]."""
+        """Project rows of ``g`` ([m, dim], on the sketch's device) to [m, k]."""
         import torch
 
-        out = torch.zeros((g.shape[0], self.k), dtype=g.dtype)
+        out = torch.zeros((g.shape[0], self.k), dtype=g.dtype, device=g.device)
         return out.index_add_(1, self.bucket, g * self.sign)
+
+
+def _device(model: Any) -> Any:
+    """The device of the model's parameters (where every tensor of this module is made)."""
+    return next(model.parameters()).device
+
+
+def _doc_ids(corpus: TokenizedCorpus, doc: int, end: int, device: Any) -> Any:
+    """Token ids ``[0, end)`` of document ``doc`` as int64 [1, end] on ``device``."""
+    import torch
+
+    return torch.from_numpy(corpus.doc(doc)[:end].astype(np.int64)).to(device)[None]
 
 
 def _token_losses_at(model: Any, ids: Any, positions: Any) -> Any:
@@ -101,6 +125,7 @@ def _token_losses_at(model: Any, ids: Any, positions: Any) -> Any:
     the hidden state at ``pos − 1`` predicts token ``pos``."""
     import torch
 
+    positions = positions.to(ids.device)
     hidden = model.base_model(input_ids=ids).last_hidden_state[0]
     logits = model.get_output_embeddings()(hidden[positions - 1]).float()
     return torch.nn.functional.cross_entropy(logits, ids[0, positions], reduction="none")
@@ -112,11 +137,80 @@ def naive_token_gradient(
     """Reference: a fresh forward + backward of one token's loss over its truncated context."""
     import torch
 
-    ids = torch.from_numpy(corpus.doc(doc)[: pos + 1].astype(np.int64))[None]
+    ids = _doc_ids(corpus, doc, pos + 1, _device(model))
     out = model(input_ids=ids).logits[0, pos - 1].float()
     loss = torch.nn.functional.cross_entropy(out[None], ids[0, pos : pos + 1])
     grads = torch.autograd.grad(loss, [p for _, p in params])
     return torch.cat([g.reshape(-1) for g in grads])
+
+
+def _check_sorted(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    docs = samples["doc_id"].to_numpy()
+    if np.any(np.diff(docs) < 0):
+        raise QuantaInputError("Samples must be sorted by document (as select_tokens returns).")
+    return docs, samples["pos"].to_numpy()
+
+
+def _gradient_rows(
+    model: Any,
+    corpus: TokenizedCorpus,
+    samples: pd.DataFrame,
+    tensors: list,
+    *,
+    chunk: int,
+    shared_forward: bool = False,
+    keep: Callable[[list], Any] | None = None,
+) -> Iterator[Any]:
+    """Flat gradients of the samples' losses w.r.t. ``tensors``, in sample order, as float32
+    [m ≤ chunk, dim] blocks on the model's device (never mixing two documents in a block).
+    ``keep`` maps a token's per-tensor gradients to its row (default: all of them,
+    concatenated). Refuses a non-finite row before it is yielded."""
+    import torch
+
+    docs, positions = _check_sorted(samples)
+    device = _device(model)
+    for doc in pd.unique(docs):
+        at = positions[docs == doc]
+        pos = torch.from_numpy(at.astype(np.int64)).to(device)
+        ids = _doc_ids(corpus, int(doc), int(at.max()) + 1, device)
+        losses = _token_losses_at(model, ids, pos) if shared_forward else None
+        for start in range(0, len(pos), chunk):
+            grads = []
+            for i in range(start, min(start + chunk, len(pos))):
+                if losses is None:  # the token's own truncated context
+                    end = int(at[i]) + 1
+                    loss = _token_losses_at(model, ids[:, :end], pos[i : i + 1])[0]
+                    g = torch.autograd.grad(loss, tensors)
+                else:
+                    g = torch.autograd.grad(losses[i], tensors, retain_graph=True)
+                grads.append(keep(list(g)) if keep else torch.cat([x.reshape(-1) for x in g]))
+            rows = torch.stack(grads).float()
+            if not torch.isfinite(rows).all():
+                raise QuantaInputError(
+                    f"Non-finite gradient for a token of document {int(doc)}; the model "
+                    "or its inputs are broken (NaN/Inf)."
+                )
+            yield rows
+
+
+class _OnlyGrads:
+    """Within the block only ``tensors`` require gradients (autograd then skips the weight
+    gradients of every other parameter); on exit every parameter gets its flag back."""
+
+    def __init__(self, model: Any, tensors: list) -> None:
+        self.model, self.tensors = model, tensors
+        self.before: list[tuple[Any, bool]] = []
+
+    def __enter__(self) -> None:
+        self.before = [(p, p.requires_grad) for p in self.model.parameters()]
+        for p, _ in self.before:
+            p.requires_grad_(False)
+        for p in self.tensors:
+            p.requires_grad_(True)
+
+    def __exit__(self, *exc: object) -> None:
+        for p, flag in self.before:
+            p.requires_grad_(flag)
 
 
 def per_token_gradients(
@@ -133,67 +227,168 @@ def per_token_gradients(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Gradients of every sample's loss (rows of ``samples``: ``doc_id``, ``pos``) written as
-    ``out`` (``.npy`` float32, [n_samples, dim or projection_dim], sample order). Returns
-    ``{"dim", "stored_dim", "n_backward", "params"}``."""
-    import torch
-
+    ``out`` (``.npy`` float32, [n_samples, dim or projection_dim], sample order). Computed on
+    the model's device; ``memory_bytes`` bounds one block of rows held there before it is
+    copied out. Returns ``{"dim", "stored_dim", "n_backward", "params"}``."""
     from quanta.store import atomic_write
 
     params = select_params(model, param_filter)
     tensors = [p for _, p in params]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in tensors:
-        p.requires_grad_(True)
     dim = sum(p.numel() for p in tensors)
     sketch = None
     if projection_dim is not None:
-        sketch = CountSketch(dim, check_int(projection_dim, "projection_dim", _OWNER, low=1), seed)
+        k = check_int(projection_dim, "projection_dim", _OWNER, low=1)
+        sketch = CountSketch(dim, k, seed, device=_device(model))
     stored = sketch.k if sketch is not None else dim
-    per_chunk = max(1, memory_bytes // (4 * dim))
-    docs = samples["doc_id"].to_numpy()
-    positions = samples["pos"].to_numpy()
-    if np.any(np.diff(docs) < 0):
-        raise QuantaInputError("Samples must be sorted by document (as select_tokens returns).")
+    _check_sorted(samples)
     n_backward = 0
     header = {"descr": "<f4", "fortran_order": False, "shape": (len(samples), stored)}
     model.eval()
-    with atomic_write(Path(out)) as fh:
+    rows_of = _gradient_rows(
+        model,
+        corpus,
+        samples,
+        tensors,
+        chunk=max(1, memory_bytes // (4 * dim)),
+        shared_forward=shared_forward,
+    )
+    with _OnlyGrads(model, tensors), atomic_write(Path(out)) as fh:
         np.lib.format.write_array_header_1_0(fh, header)
-        for doc in pd.unique(docs):
-            pos = torch.from_numpy(positions[docs == doc].astype(np.int64))
-            ids = torch.from_numpy(corpus.doc(int(doc))[: int(pos.max()) + 1].astype(np.int64))
-            losses = _token_losses_at(model, ids[None], pos) if shared_forward else None
-            for start in range(0, len(pos), per_chunk):
-                m = min(per_chunk, len(pos) - start)
-                grads = []
-                for i in range(start, start + m):
-                    if losses is None:  # the token's own truncated context
-                        p = int(pos[i])
-                        loss = _token_losses_at(model, ids[None, : p + 1], pos[i : i + 1])[0]
-                        g = torch.autograd.grad(loss, tensors)
-                    else:
-                        g = torch.autograd.grad(losses[i], tensors, retain_graph=True)
-                    grads.append(torch.cat([x.reshape(-1) for x in g]))
-                rows = torch.stack(grads)
-                n_backward += m
-                if not torch.isfinite(rows).all():
-                    raise QuantaInputError(
-                        f"Non-finite gradient for a token of document {int(doc)}; the model "
-                        "or its inputs are broken (NaN/Inf)."
-                    )
-                if sketch is not None:
-                    rows = sketch(rows)
-                fh.write(rows.detach().float().numpy().astype("<f4").tobytes())
-                if progress is not None:
-                    progress(m)
-    for p in model.parameters():
-        p.requires_grad_(True)
+        for rows in rows_of:
+            n_backward += len(rows)
+            if sketch is not None:
+                rows = sketch(rows)
+            fh.write(rows.detach().cpu().numpy().astype("<f4").tobytes())
+            if progress is not None:
+                progress(len(rows))
     return {
         "dim": dim,
         "stored_dim": stored,
         "n_backward": n_backward,
         "params": [n for n, _ in params],
+    }
+
+
+def gram_block_params(
+    dim: int, n: int, block_params: int | None = None, *, block_memory: int = 4 << 30
+) -> int:
+    """Coordinates per block of :func:`exact_gram`: ``block_params`` if given (checked), else
+    the most whose float32 rows for ``n`` samples fit in ``block_memory`` bytes, at most
+    ``dim``; :func:`exact_gram` recomputes the gradients ``⌈dim / block⌉`` times.
+
+    >>> gram_block_params(18_903_040, 10_000)  # Pythia-70m, the paper's n: 177 blocks
+    107374
+    >>> gram_block_params(1000, 10), gram_block_params(1000, 10, 300)
+    (1000, 300)
+    """
+    if block_params is None:
+        return min(dim, max(1, int(block_memory) // (4 * max(n, 1))))
+    return check_int(block_params, "block_params", _OWNER, low=1)
+
+
+def exact_gram(
+    model: Any,
+    corpus: TokenizedCorpus,
+    samples: pd.DataFrame,
+    *,
+    param_filter: Callable[[str, Any, Any], bool] | str | None = None,
+    block_params: int | None = None,
+    block_memory: int = 4 << 30,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The exact Gram matrix ``G = X Xᵀ`` of the samples' gradients ``X`` [n, dim], without
+    ever holding ``X``.
+
+    The ``dim`` gradient coordinates (the selected parameters, flattened and concatenated in
+    :func:`select_params` order) are cut into consecutive blocks of ``block_params``; a block
+    may split a parameter tensor. For each block every sample's gradient is recomputed with
+    only the block's tensors requiring gradients, its slice kept as a float32 row of
+    ``X_b`` [n, block] on the model's device, and ``X_b X_bᵀ`` added to ``G``. Cost:
+    ``n_blocks = ⌈dim / block_params⌉`` times the backward passes of :func:`per_token_gradients`
+    (one forward and backward per sample and block) and ``2 n² dim`` flops of products.
+
+    Precision: ``G`` and every product are float64. Gradient cosines are small (the paper's
+    reason for exact similarities), a float32 dot product over millions of coordinates loses
+    about √dim·2⁻²⁴ of ``|x||y|`` (and TF32 GPU matmuls 2⁻¹¹), so the float32 rows are
+    upcast a column slice at a time (≤ 256 MiB of float64 at once) for the products.
+
+    Parameters
+    ----------
+    model : transformers causal LM
+        Gradients are taken on its device.
+    corpus : TokenizedCorpus
+    samples : DataFrame
+        ``doc_id``, ``pos`` (the predicted token's index), sorted by ``doc_id``.
+    param_filter : callable, str or None
+        As :func:`select_params`.
+    block_params : int, optional
+        Coordinates per block [the most whose float32 rows fit in ``block_memory``:
+        ``block_memory // (4 n)``, at most ``dim``].
+    block_memory : int, default 4 GiB
+        Bytes of gradient rows held at once when ``block_params`` is not given.
+    progress : callable, optional
+        Called with the number of backward passes just done.
+
+    Returns
+    -------
+    gram : ndarray of float64, shape (n, n)
+        ``G[i, j] = <g_i, g_j>`` (units: nats² per parameter unit²).
+    info : dict
+        ``dim``, ``block_params``, ``n_blocks``, ``n_backward``, ``params``, ``dtype``.
+    """
+    import torch
+
+    params = select_params(model, param_filter)
+    tensors = [p for _, p in params]
+    sizes = [p.numel() for p in tensors]
+    dim, n = sum(sizes), len(samples)
+    _check_sorted(samples)
+    block_params = gram_block_params(dim, n, block_params, block_memory=block_memory)
+    device = _device(model)
+    starts = np.concatenate([[0], np.cumsum(sizes)])  # tensor t holds [starts[t], starts[t+1])
+    gram = torch.zeros((n, n), dtype=torch.float64, device=device)
+    n_backward = 0
+    model.eval()
+    for lo in range(0, dim, block_params):
+        hi = min(lo + block_params, dim)
+        # (tensor, first, last) coordinates of each tensor overlapping [lo, hi)
+        parts = [
+            (
+                t,
+                max(lo, int(starts[t])) - int(starts[t]),
+                min(hi, int(starts[t + 1])) - int(starts[t]),
+            )
+            for t in range(len(tensors))
+            if starts[t] < hi and starts[t + 1] > lo
+        ]
+        block = [tensors[t] for t, _, _ in parts]
+
+        def keep(grads: list, parts: list = parts) -> Any:
+            return torch.cat(
+                [g.reshape(-1)[a:b] for g, (_, a, b) in zip(grads, parts, strict=True)]
+            )
+
+        rows = torch.empty((n, hi - lo), dtype=torch.float32, device=device)
+        done = 0
+        with _OnlyGrads(model, block):
+            for chunk in _gradient_rows(model, corpus, samples, block, chunk=256, keep=keep):
+                rows[done : done + len(chunk)] = chunk
+                done += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        n_backward += n
+        step = max(1, (256 << 20) // (8 * max(n, 1)))
+        for c in range(0, hi - lo, step):
+            x = rows[:, c : c + step].double()  # (n, ≤ step)
+            gram.addmm_(x, x.T)
+        del rows
+    return gram.cpu().numpy(), {
+        "dim": dim,
+        "block_params": block_params,
+        "n_blocks": -(-dim // block_params),
+        "n_backward": n_backward,
+        "params": [name for name, _ in params],
+        "dtype": "float64",
     }
 
 

@@ -7,6 +7,10 @@ every K → rank-frequency and Zipf fits. Layout of the output directory::
     samples.parquet        the selected tokens (row, doc_id, pos, token_id, loss) with context,
                            the predicted token and the token before it (decoded)
     grads.npy              their gradients [n, dim] (or projections [n, k]), float32
+                           (similarity "sketch"), or
+    gram.npy               their exact Gram matrix [n, n], float64 (similarity "exact",
+                           accumulated over parameter blocks; no gradient rows stored)
+    grads.json             dims, backward passes, parameters (and blocks, for "exact")
     labels.parquet         sample × K cluster labels
     clusters.parquet       K, cluster, size, rank, top tokens, description (one line)
     rank_frequency.parquet K, rank, size (K = 0: the envelope over K)
@@ -27,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quanta._validation import QuantaInputError, check_choice, check_int
+from quanta._validation import QuantaInputError, check_choice, check_device, check_int
 
 __all__ = ["pick_model", "run_qdg"]
 
@@ -45,15 +49,19 @@ def run_qdg(
     induction: bool = True,
     n: int = 2000,
     every: int | None = None,
+    similarity: str = "sketch",
     projection_dim: int | None = 8192,
+    block_params: int | None = None,
     param_filter: str | None = None,
     transform: str = "angular",
     center: bool = False,
     knn: int = 0,
     ks: tuple[int, ...] = (10, 20, 50, 100, 200),
     assign: str = "cluster_qr",
+    n_init: int = 10,
     alpha_n: float | None = None,
     seed: int = 0,
+    device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run QDG with one model of a ``quanta lm losses`` directory.
@@ -65,6 +73,15 @@ def run_qdg(
     induction, thinned to every ``every``-th, are subsampled to ``n``; fewer than
     ``min_samples`` (default ``n``) is refused before anything is written.
 
+    Similarities: ``similarity="sketch"`` (default) takes cosines of the gradients'
+    CountSketch projections to ``projection_dim`` (``None``: the exact rows, stored n × dim);
+    ``"exact"`` takes them from the exact Gram matrix accumulated over blocks of
+    ``block_params`` parameters (:func:`quanta.qdg.grads.exact_gram`: no rows stored, the
+    gradients recomputed once per block) — the paper's. ``assign="kmeans"`` runs k-means
+    ``n_init`` times (the paper: 30; scikit-learn's default 10). The model is loaded on
+    ``device`` and every tensor is made there (a runtime setting: not part of the
+    configuration's identity, so a run may be resumed on another device).
+
     The quantization model predicts cluster sizes ∝ rank^−(1+α_N); ``alpha_n`` defaults to the
     mean-loss exponent fitted by ``quanta lm analyze`` on the same directory, if present.
     """
@@ -75,6 +92,7 @@ def run_qdg(
     from quanta.lm.suite import ModelRef, load_model, load_tokenizer
     from quanta.qdg.cluster import (
         affinity,
+        cosine_from_gram,
         cosine_similarity,
         envelope_slope,
         knn_affinity,
@@ -82,11 +100,25 @@ def run_qdg(
         spectral_sweep,
         zipf_mle,
     )
-    from quanta.qdg.grads import per_token_gradients, select_params
+    from quanta.qdg.grads import (
+        exact_gram,
+        gram_block_params,
+        per_token_gradients,
+        select_params,
+    )
     from quanta.qdg.select import choose_threshold, select_tokens
-    from quanta.store import RunDir, write_json, write_parquet
+    from quanta.store import RunDir, atomic_write, write_json, write_parquet
 
-    _check_arguments(transform, knn=knn, assign=assign, projection_dim=projection_dim)
+    _check_arguments(
+        transform,
+        knn=knn,
+        assign=assign,
+        similarity=similarity,
+        projection_dim=projection_dim,
+        block_params=block_params,
+    )
+    n_init = check_int(n_init, "n_init", _OWNER, low=1)
+    check_device(device, _OWNER)
     n = check_int(n, "n", _OWNER, low=10)
     min_samples = n if min_samples is None else min_samples
     min_samples = check_int(min_samples, "min_samples", _OWNER, low=10, high=n)
@@ -126,7 +158,10 @@ def run_qdg(
         "induction": induction,
         "n": n,
         "every": every,
-        "projection_dim": projection_dim,
+        "projection_dim": None if similarity == "exact" else projection_dim,
+        # Keys added later appear only where they matter, so earlier runs keep their hash.
+        **({"similarity": "exact"} if similarity == "exact" else {}),
+        **({"n_init": n_init} if assign == "kmeans" else {}),
         "param_filter": param_filter,
         "affinity": transform,
         "center": center,
@@ -139,7 +174,7 @@ def run_qdg(
     check_int(knn, "knn", _OWNER, low=0, high=len(samples) - 1)
     spec = manifest["config"]["models"][column]
     ref = ModelRef(spec["name"], spec["source"], spec["revision"])
-    net = load_model(ref)
+    net = load_model(ref, device=device)
     select_params(net, param_filter)
     model_info = {
         "label": str(chosen["label"]),
@@ -148,7 +183,9 @@ def run_qdg(
         "size_index": int(chosen["size_index"]),
         "n_models": len(models),
     }
-    run = RunDir(out, KIND, config, config_hash(config))
+    run = RunDir(
+        out, KIND, {**config, "device": device}, config_hash(config), frozenset({"device"})
+    )
     if run.open() == "complete":
         return json.loads((out / "zipf.json").read_text())
     t0 = time.perf_counter()
@@ -161,40 +198,61 @@ def run_qdg(
     write_parquet(
         out / "samples.parquet", samples.assign(**context[["context", "token", "previous"]])
     )
-    grads_file = out / "grads.npy"
-    if not grads_file.exists():
-        done = [0]
+    done, total = [0], [len(samples)]  # total: backward passes, set per mode below
 
-        def tick(m: int) -> None:
-            done[0] += m
-            if progress is not None:
-                progress(done[0], len(samples))
+    def tick(m: int) -> None:
+        done[0] += m
+        if progress is not None:
+            progress(done[0], total[0])
 
-        info = per_token_gradients(
-            net,
-            corpus,
-            samples,
-            grads_file,
-            param_filter=param_filter,
-            projection_dim=projection_dim,
-            seed=seed,
-            progress=tick,
-        )
-        write_json(out / "grads.json", info)
-    grads = np.load(grads_file, mmap_mode="r")
-    if knn:
-        aff = knn_affinity(grads, n_neighbors=knn, transform=transform, center=center)
-    else:
-        norms = np.sqrt(
-            np.concatenate(
-                [
-                    (np.asarray(grads[i : i + 2048], np.float64) ** 2).sum(1)
-                    for i in range(0, len(grads), 2048)
-                ]
+    if similarity == "exact":
+        gram_file = out / "gram.npy"
+        if not gram_file.exists():
+            dim = sum(p.numel() for _, p in select_params(net, param_filter))
+            blocks = -(-dim // gram_block_params(dim, len(samples), block_params))
+            total[0] = len(samples) * blocks
+            gram, info = exact_gram(
+                net,
+                corpus,
+                samples,
+                param_filter=param_filter,
+                block_params=block_params,
+                progress=tick,
             )
-        )
-        aff = affinity(cosine_similarity(grads, center=center), transform, norms=norms)
-    labels = spectral_sweep(aff, ks, assign=assign, seed=seed)
+            with atomic_write(gram_file) as fh:
+                np.save(fh, gram)
+            write_json(out / "grads.json", {**info, "device": device})
+        gram = np.load(gram_file)
+        norms = np.sqrt(np.diag(gram))
+        aff = affinity(cosine_from_gram(gram, center=center), transform, norms=norms)
+    else:
+        grads_file = out / "grads.npy"
+        if not grads_file.exists():
+            info = per_token_gradients(
+                net,
+                corpus,
+                samples,
+                grads_file,
+                param_filter=param_filter,
+                projection_dim=projection_dim,
+                seed=seed,
+                progress=tick,
+            )
+            write_json(out / "grads.json", {**info, "device": device})
+        grads = np.load(grads_file, mmap_mode="r")
+        if knn:
+            aff = knn_affinity(grads, n_neighbors=knn, transform=transform, center=center)
+        else:
+            norms = np.sqrt(
+                np.concatenate(
+                    [
+                        (np.asarray(grads[i : i + 2048], np.float64) ** 2).sum(1)
+                        for i in range(0, len(grads), 2048)
+                    ]
+                )
+            )
+            aff = affinity(cosine_similarity(grads, center=center), transform, norms=norms)
+    labels = spectral_sweep(aff, ks, assign=assign, n_init=n_init, seed=seed)
     write_parquet(
         out / "labels.parquet",
         pd.DataFrame(
@@ -224,26 +282,50 @@ def run_qdg(
         "model": model_info["label"],
         "model_info": model_info,
         "selection": choice.to_dict(),
+        "similarity": similarity,
+        "assign": assign,
+        "n_init": n_init if assign == "kmeans" else None,
     }
     write_json(out / "zipf.json", result)
     plots.save_figure(plots.rank_frequency_figure(table, fits), out / "rank_frequency.png")
     run.write_manifest(
         status="complete",
         wall_seconds=time.perf_counter() - t0,
-        extra={"n_samples": len(samples), "model": model_info, "selection": choice.to_dict()},
+        extra={
+            "n_samples": len(samples),
+            "model": model_info,
+            "selection": choice.to_dict(),
+            "device": device,
+        },
     )
     return result
 
 
-def _check_arguments(transform: str, *, knn: int, assign: str, projection_dim: int | None) -> None:
+def _check_arguments(
+    transform: str,
+    *,
+    knn: int,
+    assign: str,
+    similarity: str,
+    projection_dim: int | None,
+    block_params: int | None,
+) -> None:
     """Refuse bad settings before any file is read or written."""
     from quanta.qdg.cluster import AFFINITIES, KNN_AFFINITIES
 
     check_choice(transform, "affinity", _OWNER, list(AFFINITIES))
     check_choice(assign, "assign", _OWNER, ["kmeans", "cluster_qr", "discretize"])
+    check_choice(similarity, "similarity", _OWNER, ["sketch", "exact"])
     if projection_dim is not None:
         check_int(projection_dim, "projection_dim", _OWNER, low=1)
+    if block_params is not None:
+        check_int(block_params, "block_params", _OWNER, low=1)
     check_int(knn, "knn", _OWNER, low=0)
+    if knn and similarity == "exact":
+        raise QuantaInputError(
+            f"knn = {knn} needs similarity 'sketch' (the sparse affinity is built from stored "
+            "gradient rows); the exact similarity is a dense n × n Gram matrix: use knn = 0."
+        )
     if knn and transform not in KNN_AFFINITIES:
         allowed = ", ".join(repr(a) for a in KNN_AFFINITIES)
         raise QuantaInputError(
