@@ -19,7 +19,8 @@ On disk (:func:`run_losses`), ``DIR`` is a quanta run directory::
     manifest.json        suite spec and resolved models, corpus spec, max_len, bos, dtype
     corpus/              the tokenized corpus and its index table (quanta.lm.corpus)
     columns/<i>.npy      model i's losses, written atomically when the model is done (resume)
-    columns/<i>.json     its models.parquet row, written after the .npy (where it was computed)
+    rows/<i>.json        its models.parquet row, written after the .npy by whichever process or
+                         worker computed it (so a restarted driver reuses finished remote work)
     losses.npy           [n_tokens, n_models] float32 (or float16), row r = index row r;
                          open with numpy.load(..., mmap_mode="r")
     models.parquet       one row per column: model (the column index), name, revision, step
@@ -460,11 +461,11 @@ def run_losses(
 
 
 def _finished_row(out: Path, i: int, known: pd.DataFrame) -> dict[str, Any] | None:
-    """Column ``i``'s models-table row if its losses are on disk (from the column's own
-    ``<i>.json``, written after its ``.npy``, or the models table of runs made before it)."""
+    """Column ``i``'s models-table row if its losses are on disk (from ``rows/<i>.json``,
+    written after the column, or the models table of runs made before rows were kept)."""
     if not (out / "columns" / f"{i}.npy").exists():
         return None
-    sidecar = out / "columns" / f"{i}.json"
+    sidecar = out / "rows" / f"{i}.json"
     if sidecar.exists():
         return dict(json.loads(sidecar.read_text()))
     if len(known) and (known["model"] == i).any():
@@ -485,7 +486,7 @@ def _column(
     on_tokens: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Compute model ``ref``'s losses into ``out/columns/<i>.npy`` and its models-table row into
-    ``<i>.json`` (each written atomically, the row last, so a row means a finished column)."""
+    ``out/rows/<i>.json`` (each atomically, the row last: a row means a finished column)."""
     from quanta.lm.suite import load_model, non_embedding_params, revision_step
     from quanta.store import atomic_write
 
@@ -512,7 +513,7 @@ def _column(
         "tokens_per_second": tokens.n_predicted / max(seconds, 1e-9),
         "head": path,
     }
-    with atomic_write(out / "columns" / f"{i}.json", "w") as fh:
+    with atomic_write(out / "rows" / f"{i}.json", "w") as fh:
         json.dump(row, fh)
     return row
 
