@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -149,52 +148,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A real local Ray cluster bound to 127.0.0.1, torn down afterwards."""
-    ray_bin = Path(sys.executable).parent / "ray"
-    if not ray_bin.exists():
-        pytest.skip("ray is not installed")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    port = _free_port()
-    start = subprocess.run(
-        [
-            str(ray_bin),
-            "start",
-            "--head",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--include-dashboard=false",
-            "--num-cpus=2",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert start.returncode == 0, start.stderr[-2000:]
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)
-
-
-def test_ray_executor_on_a_real_local_cluster(ray_cluster, tmp_path):
-    results = run_sweep(tiny_spec(), tmp_path / "ray", executor="ray", ray_address=ray_cluster)
-    local = run_sweep(tiny_spec(), tmp_path / "local")
-    pd.testing.assert_frame_equal(sorted_results(results), sorted_results(local))
-    manifest = (tmp_path / "ray" / "manifest.json").read_text()
-    assert '"executor": "ray"' in manifest
-
-
-def test_submitit_local_executor(tmp_path):
-    pytest.importorskip("submitit")
-    results = run_sweep(tiny_spec(), tmp_path / "sub", executor="submitit-local")
-    local = run_sweep(tiny_spec(), tmp_path / "local")
-    pd.testing.assert_frame_equal(sorted_results(results), sorted_results(local))
 
 
 @pytest.mark.parametrize(

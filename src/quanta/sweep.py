@@ -12,19 +12,16 @@ tables are assembled from the finished run directories, never appended to in pla
     DIR/results.parquet   every run's curves with its hash and axis values (the members'
                           init seed as ``init_seed``; ``seed`` is the run's data seed)
 
-Executors: ``local`` (in this process), ``ray`` (a running Ray cluster, by address),
-``slurm`` (submitit on a SLURM cluster) and ``submitit-local`` (submitit's local executor: the
-SLURM code path on one machine).
+Executors (:mod:`quanta.executors`): ``local`` (in this process), ``ray`` (a running Ray
+cluster, by address), ``slurm`` (one submitit job array on a SLURM cluster) and
+``submitit-local`` (the same submitit code path on one machine); every remote task asks for the
+torch threads its run uses and, on CUDA, one GPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import itertools
-import os
-import shutil
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quanta._validation import QuantaInputError, check_choice, check_device, closest
+from quanta._validation import QuantaInputError, check_choice, check_device, check_int, closest
 from quanta.config import build_config, config_fields, config_hash, config_to_dict, normalize
+from quanta.executors import EXECUTORS, Task, check_executor, gpus_for, remote_device, run_tasks
 from quanta.parity.config import PRESETS, ParityConfig, paper_widths
 from quanta.store import RunDir, write_parquet
 
@@ -48,7 +46,6 @@ __all__ = [
     "sweep_presets",
 ]
 
-EXECUTORS = ("local", "ray", "slurm", "submitit-local")
 #: What ``analyze`` fits; ``alpha-data`` is the α × D grid of the paper's Fig. 10.
 EXPERIMENTS = ("params", "data", "alpha", "alpha-data", "custom")
 _FUSED = ("widths", "init_seeds")
@@ -215,85 +212,17 @@ def run_one(
     return {"status": outcome.status, "wall_seconds": outcome.wall_seconds}
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise QuantaInputError(f"The Ray address must look like HOST:PORT. Got {address!r}.")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise QuantaInputError(
-            f"Cannot reach a Ray cluster at {address!r} ({exc.strerror or exc}); start one with "
-            "'ray start --head' or check --ray-address."
-        ) from None
-    return host, int(port)
-
-
-def _preflight(executor: str, ray_address: str | None) -> None:
-    """Refuse an unusable executor before anything is written."""
-    if executor == "ray":
-        if not ray_address:
-            raise QuantaInputError(
-                "--executor ray needs --ray-address HOST:PORT of a running Ray cluster "
-                "(start one with 'ray start --head')."
-            )
-        _check_reachable(ray_address)
-    if executor == "slurm" and shutil.which("sbatch") is None:
-        raise QuantaInputError(
-            "SLURM is not available here (no 'sbatch' on PATH); use --executor local, ray or "
-            "submitit-local."
+def _tasks(jobs: list[tuple[dict[str, Any], str]], configs: list[ParityConfig]) -> list[Task]:
+    """One remote task per pending run, asking for what it uses: its torch threads (resolved
+    here and pinned in the config, so the worker uses that many) and a GPU on CUDA."""
+    tasks = []
+    for (config, out), cfg in zip(jobs, configs, strict=True):
+        threads = cfg.resolved_threads()
+        runtime = {"threads": threads, "device": remote_device(cfg.device)}
+        tasks.append(
+            Task(run_one, ({**config, **runtime}, out), cpus=threads, gpus=gpus_for(cfg.device))
         )
-
-
-def _execute(
-    executor: str,
-    jobs: list[tuple[dict[str, Any], str]],
-    *,
-    ray_address: str | None,
-    folder: Path,
-    on_done: Callable[[int], None],
-    on_step: Callable[[int, int], None] | None = None,
-) -> None:
-    if executor == "local":
-        for i, (config, out) in enumerate(jobs):
-            run_one(config, out, on_step)
-            on_done(i)
-        return
-    if executor == "ray":
-        host, _ = _check_reachable(str(ray_address))
-        if ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
-            # Ray rewrites a loopback address to this machine's network IP unless cluster mode
-            # is off, and a cluster bound to 127.0.0.1 is not listening there (ray.init would
-            # retry for minutes). The flag is read when Ray is first imported.
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        import ray
-
-        ray.init(
-            address=ray_address, _node_ip_address=host, log_to_driver=False, configure_logging=False
-        )
-        try:
-            remote = ray.remote(num_cpus=1)(run_one)
-            pending = {remote.remote(c, o): i for i, (c, o) in enumerate(jobs)}
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                ray.get(done[0])  # re-raises a task's error here
-                on_done(pending.pop(done[0]))
-        finally:
-            ray.shutdown()
-        return
-    import submitit
-
-    sub: Any
-    if executor == "slurm":
-        sub = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    else:
-        sub = submitit.LocalExecutor(folder=str(folder))
-    sub.update_parameters(timeout_min=24 * 60)
-    submitted = [(sub.submit(run_one, c, o), i) for i, (c, o) in enumerate(jobs)]
-    for job, i in submitted:
-        job.result()
-        on_done(i)
+    return tasks
 
 
 def run_sweep(
@@ -303,6 +232,7 @@ def run_sweep(
     executor: str = "local",
     ray_address: str | None = None,
     runtime: Mapping[str, Any] | None = None,
+    slurm_array_parallelism: int | None = None,
     on_run_done: Callable[[int, int], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
@@ -310,18 +240,21 @@ def run_sweep(
 
     ``runtime`` overrides runtime-only keys (threads, device, …) of every run. Runs already
     complete are skipped; ``on_run_done(done, total)`` reports runs finished and, with the
-    local executor, ``on_step(step, steps)`` the steps of the run in progress.
+    local executor, ``on_step(step, steps)`` the steps of the run in progress. ``executor``,
+    ``ray_address`` and ``slurm_array_parallelism``: see :func:`quanta.executors.run_tasks`
+    (one task per pending run, asking for its threads and, on CUDA, one GPU).
     """
-    executor = check_choice(executor, "executor", "quanta parity sweep", list(EXECUTORS))
     configs = [dataclasses.replace(c, **(runtime or {})) for c in spec.configs()]
-    _preflight(executor, ray_address)
+    executor = check_executor(executor, ray_address, owner="quanta parity sweep")
+    if slurm_array_parallelism is not None:
+        check_int(slurm_array_parallelism, "slurm_array_parallelism", "quanta parity sweep", low=1)
     if executor in ("local", "submitit-local"):  # remote workers bring their own GPUs
         for device in {c.device for c in configs}:
             check_device(device, "quanta parity sweep")
     out = Path(out)
     sweep = RunDir(out, KIND, spec.to_dict(), _spec_hash(spec))
     status = sweep.open()
-    runs_dir = out / "runs"
+    runs_dir = out.absolute() / "runs"  # remote workers may start in another directory
     paths = [str(runs_dir / config_hash(c)) for c in configs]
     total = len(configs)
     pending = [i for i, p in enumerate(paths) if status != "complete" and not _complete(p)]
@@ -329,21 +262,26 @@ def run_sweep(
     if on_run_done is not None:
         on_run_done(done, total)
 
-    def finished(_: int) -> None:
+    def finished(*_: Any) -> None:
         nonlocal done
         done += 1
         if on_run_done is not None:
             on_run_done(done, total)
 
     jobs = [(config_to_dict(configs[i]), paths[i]) for i in pending]
-    _execute(
-        executor,
-        jobs,
-        ray_address=ray_address,
-        folder=out / "submitit",
-        on_done=finished,
-        on_step=on_step,
-    )
+    if executor == "local":  # in this process, so training steps can be reported
+        for config, path in jobs:
+            run_one(config, path, on_step)
+            finished()
+    else:
+        run_tasks(
+            executor,
+            _tasks(jobs, [configs[i] for i in pending]),
+            ray_address=ray_address,
+            folder=out / "submitit",
+            slurm_array_parallelism=slurm_array_parallelism,
+            on_done=finished,
+        )
     runs, results = _assemble(spec, configs, paths)
     write_parquet(out / "runs.parquet", runs)
     write_parquet(out / "results.parquet", results)

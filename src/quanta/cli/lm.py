@@ -154,10 +154,21 @@ def lm_losses(
         "warning) | chunked (or fail) | full. The path each model took is in models.parquet.",
     ),
     device: str = typer.Option("cpu", help="torch device."),
+    threads: int | None = typer.Option(
+        None, help="torch CPU threads per model [default: torch's locally, 1 per remote task]."
+    ),
+    executor: str = typer.Option(
+        "local", help="local | ray | slurm | submitit-local: one task per model column."
+    ),
+    ray_address: str | None = typer.Option(None, help="HOST:PORT of a running Ray cluster."),
+    slurm_array_parallelism: int | None = typer.Option(
+        None, help="At most this many SLURM array jobs at once [no limit]."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Per-token losses (nats) of every model of a suite on a corpus: losses.npy
-    [n_tokens, n_models] + the token index table; resumable per model."""
+    [n_tokens, n_models] + the token index table; resumable per model. Remote executors run
+    one task per model column, each asking for --threads CPUs and, on CUDA, one GPU."""
     import warnings
 
     from quanta.lm.losses import HeadFallbackWarning, run_losses
@@ -197,6 +208,10 @@ def lm_losses(
             batch_tokens=batch_tokens,
             head=head,
             device=device,
+            threads=threads,
+            executor=executor,
+            ray_address=ray_address,
+            slurm_array_parallelism=slurm_array_parallelism,
             on_model=on_model,
             on_tokens=on_tokens,
         )

@@ -19,6 +19,8 @@ On disk (:func:`run_losses`), ``DIR`` is a quanta run directory::
     manifest.json        suite spec and resolved models, corpus spec, max_len, bos, dtype
     corpus/              the tokenized corpus and its index table (quanta.lm.corpus)
     columns/<i>.npy      model i's losses, written atomically when the model is done (resume)
+    rows/<i>.json        its models.parquet row, written after the .npy by whichever process or
+                         worker computed it (so a restarted driver reuses finished remote work)
     losses.npy           [n_tokens, n_models] float32 (or float16), row r = index row r;
                          open with numpy.load(..., mmap_mode="r")
     models.parquet       one row per column: model (the column index), name, revision, step
@@ -31,9 +33,11 @@ named models of the suite, each over its revisions (optionally only ``revisions=
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +45,13 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_choice, check_device, check_int
+from quanta.executors import Task, check_executor, gpus_for, remote_device, run_tasks, torch_threads
 from quanta.lm.corpus import TokenizedCorpus
 
 __all__ = [
     "HEADS",
     "HeadFallbackWarning",
+    "column_task",
     "next_token_targets",
     "paper_token_losses",
     "resolve_head",
@@ -362,6 +368,10 @@ def run_losses(
     batch_tokens: int = 8192,
     head: str = "auto",
     device: str = "cpu",
+    threads: int | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    slurm_array_parallelism: int | None = None,
     on_model: Callable[[str, int], None] | None = None,
     on_tokens: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
@@ -371,9 +381,17 @@ def run_losses(
     ``head``. ``checkpoints`` / ``revisions`` select checkpoints (training dynamics: one column
     per model × revision; see :func:`quanta.lm.suite.resolve_suite`). Returns the models table.
 
+    ``executor`` (``local``, ``ray``, ``slurm``, ``submitit-local``; see
+    :mod:`quanta.executors`) computes the missing columns as one task each: it loads the saved
+    corpus and its model, runs with ``threads`` torch threads (default: torch's own locally, 1
+    on remote workers), requests that many CPUs and, on CUDA, one GPU, and writes its column
+    file; this process tokenizes, writes the tables and resumes as locally, so every executor
+    gives the same files. ``on_model``/``on_tokens`` report local progress only.
+
     Every refusal (unknown suite or model, missing revision, a local checkpoint without
-    ``config.json``, a hub model that is neither downloadable nor cached: see
-    :func:`quanta.lm.suite.where_loaded`) happens before ``out`` is created or touched.
+    ``config.json``, a hub model that is neither downloadable nor cached — see
+    :func:`quanta.lm.suite.where_loaded` — or an unusable executor) happens before ``out`` is
+    created or touched.
 
     ``max_len`` (tokens per document) defaults to the models' context, at most 1024, and may
     not exceed it: past the positions a model was trained on (a rotary model accepts them
@@ -381,14 +399,12 @@ def run_losses(
     from quanta.config import config_hash
     from quanta.lm.corpus import load_corpus, load_documents, save_corpus, tokenize_documents
     from quanta.lm.suite import (
-        load_model,
         load_tokenizer,
-        non_embedding_params,
         resolve_suite,
         revision_step,
         where_loaded,
     )
-    from quanta.store import RunDir, atomic_write, write_parquet
+    from quanta.store import RunDir, write_parquet
 
     dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
     head = check_choice(head, "head", _OWNER, list(HEADS))
@@ -406,8 +422,14 @@ def run_losses(
         "text_field": text_field,
         "dtype": dtype,
     }
-    out = Path(out)
-    check_device(device, "quanta lm losses")
+    out = Path(out).absolute()  # remote workers may start in another directory
+    executor = check_executor(executor, ray_address, owner=_OWNER)
+    if slurm_array_parallelism is not None:
+        check_int(slurm_array_parallelism, "slurm_array_parallelism", _OWNER, low=1)
+    if threads is not None:
+        threads = check_int(threads, "threads", _OWNER, low=1)
+    if executor in ("local", "submitit-local"):  # ray/slurm workers bring their own GPUs
+        check_device(device, "quanta lm losses")
     # Check every model is loadable before claiming the directory (no hub hang, no write): a
     # local one has its config.json, a hub one is downloadable or cached (one metadata request
     # or a cache lookup each), so a model the hub or cache lacks is refused up front, not after
@@ -435,52 +457,131 @@ def run_losses(
             tokens = tokenize_documents(docs, tokenizer, max_len=max_len, bos=bos)
             tokens.n_skipped_unreadable = unreadable
         save_corpus(tokens, out / "corpus")
-    rows = []
+    rows: dict[int, dict[str, Any]] = {}
     models_file = out / "models.parquet"
     known = pd.read_parquet(models_file) if models_file.exists() else pd.DataFrame()
-    for i, ref in enumerate(refs):
-        column = out / "columns" / f"{i}.npy"
-        if column.exists() and len(known) and (known["model"] == i).any():
-            row = known[known["model"] == i].iloc[0].to_dict()
+    settings: dict[str, Any] = {"head": head, "batch_tokens": batch_tokens, "dtype": dtype}
+    pending = []
+    for i in range(len(refs)):
+        row = _finished_row(out, i, known)
+        if row is None:
+            pending.append(i)
+        else:
             row.setdefault("step", revision_step(row["revision"] or None))  # older runs
-            rows.append(row)
-            continue
-        if on_model is not None:
-            on_model(ref.label(), tokens.n_predicted)
-        model = load_model(ref, device=device)
-        start = time.perf_counter()
-        # Resolved here to record it; token_losses checks a "chunked" again (one 64-token
-        # forward), which keeps "chunked" an assertion wherever it is passed.
-        path = resolve_head(model, tokens, head=head, device=device)
-        losses = token_losses(
-            model, tokens, batch_tokens=batch_tokens, head=path, device=device, progress=on_tokens
+            rows[i] = row
+
+    def finished(i: int, row: dict[str, Any]) -> None:
+        rows[i] = row
+        write_parquet(models_file, pd.DataFrame([rows[k] for k in sorted(rows)]))
+
+    if executor == "local":  # in this process, so tokens can be reported as they are done
+        with torch_threads(threads):
+            for i in pending:
+                if on_model is not None:
+                    on_model(refs[i].label(), tokens.n_predicted)
+                row = _column(
+                    out, i, refs[i], tokens, **settings, device=device, on_tokens=on_tokens
+                )
+                finished(i, row)
+    else:
+        where = remote_device(device)
+        # A local model's directory, absolute: remote workers may start in another directory.
+        portable = [
+            replace(r, source=str(Path(r.source).absolute())) if r.local_path else r for r in refs
+        ]
+        tasks = [
+            Task(
+                column_task,
+                (str(out), i, portable[i], settings, where),
+                threads or 1,
+                gpus_for(where),
+            )
+            for i in pending
+        ]
+        run_tasks(
+            executor,
+            tasks,
+            ray_address=ray_address,
+            folder=out / "submitit",
+            slurm_array_parallelism=slurm_array_parallelism,
+            on_done=lambda k, row: finished(pending[k], row),
         )
-        seconds = time.perf_counter() - start
-        with atomic_write(column) as fh:
-            np.save(fh, losses.astype(dtype))
-        rows.append(
-            {
-                "model": i,
-                "name": ref.name,
-                "revision": ref.revision or "",
-                "step": revision_step(ref.revision),
-                "label": ref.label(),
-                "n_params": non_embedding_params(model),
-                "mean_loss": float(losses.mean(dtype=np.float64)),
-                "seconds": seconds,
-                "tokens_per_second": tokens.n_predicted / max(seconds, 1e-9),
-                "head": path,
-            }
-        )
-        write_parquet(models_file, pd.DataFrame(rows))
-        del model
     _assemble(out, len(refs), tokens.n_predicted, dtype)
     run.write_manifest(
         status="complete",
         wall_seconds=time.perf_counter() - t0,
         extra={"n_models": len(refs), "n_tokens": tokens.n_predicted, "n_docs": tokens.n_docs},
     )
-    return pd.DataFrame(rows)
+    return pd.DataFrame([rows[k] for k in sorted(rows)])
+
+
+def _finished_row(out: Path, i: int, known: pd.DataFrame) -> dict[str, Any] | None:
+    """Column ``i``'s models-table row if its losses are on disk (from ``rows/<i>.json``,
+    written after the column, or the models table of runs made before rows were kept)."""
+    if not (out / "columns" / f"{i}.npy").exists():
+        return None
+    sidecar = out / "rows" / f"{i}.json"
+    if sidecar.exists():
+        return dict(json.loads(sidecar.read_text()))
+    if len(known) and (known["model"] == i).any():
+        return {str(k): v for k, v in known[known["model"] == i].iloc[0].to_dict().items()}
+    return None
+
+
+def _column(
+    out: Path,
+    i: int,
+    ref: Any,
+    tokens: TokenizedCorpus,
+    *,
+    head: str,
+    batch_tokens: int,
+    dtype: str,
+    device: str,
+    on_tokens: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Compute model ``ref``'s losses into ``out/columns/<i>.npy`` and its models-table row into
+    ``out/rows/<i>.json`` (each atomically, the row last: a row means a finished column)."""
+    from quanta.lm.suite import load_model, non_embedding_params, revision_step
+    from quanta.store import atomic_write
+
+    model = load_model(ref, device=device)
+    start = time.perf_counter()
+    # Resolved here to record it; token_losses checks a "chunked" again (one 64-token
+    # forward), which keeps "chunked" an assertion wherever it is passed.
+    path = resolve_head(model, tokens, head=head, device=device)
+    losses = token_losses(
+        model, tokens, batch_tokens=batch_tokens, head=path, device=device, progress=on_tokens
+    )
+    seconds = time.perf_counter() - start
+    with atomic_write(out / "columns" / f"{i}.npy") as fh:
+        np.save(fh, losses.astype(dtype))
+    row = {
+        "model": i,
+        "name": ref.name,
+        "revision": ref.revision or "",
+        "step": revision_step(ref.revision),
+        "label": ref.label(),
+        "n_params": non_embedding_params(model),
+        "mean_loss": float(losses.mean(dtype=np.float64)),
+        "seconds": seconds,
+        "tokens_per_second": tokens.n_predicted / max(seconds, 1e-9),
+        "head": path,
+    }
+    with atomic_write(out / "rows" / f"{i}.json", "w") as fh:
+        json.dump(row, fh)
+    return row
+
+
+def column_task(
+    out: str, i: int, ref: Any, settings: dict[str, Any], device: str
+) -> dict[str, Any]:
+    """One remote column of :func:`run_losses`: the corpus saved in ``out``, model ``ref``,
+    losses into ``out/columns/<i>.npy``; returns its models-table row. Importable by workers."""
+    from quanta.lm.corpus import load_corpus
+
+    tokens = load_corpus(Path(out) / "corpus")
+    return _column(Path(out), i, ref, tokens, **settings, device=device)
 
 
 def _cleanup_stale(out: Path) -> None:
