@@ -325,20 +325,7 @@ def _click_command(words: list[str]) -> Any:
     return command
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                strict=True, reason="qdg run's --device comes with issue 12's QDG slice"
-            ),
-        )
-        if c == "qdg run"
-        else c
-        for c in DEVICE_COMMANDS
-    ],
-)
+@pytest.mark.parametrize("command", DEVICE_COMMANDS)
 def test_every_command_reproduce_sends_device_to_takes_it(command):
     if command.startswith("parity"):  # config keys: --device is ParityConfig's runtime field
         field = {f.name: f for f in dataclasses.fields(ParityConfig)}["device"]

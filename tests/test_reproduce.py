@@ -120,6 +120,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_run, tmp_path):
     res = runner.invoke(app, ["reproduce", "--ray-address", "h:1", "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "--executor ray" in res.output
     assert not (tmp_path / "c").exists()
+    # A Ray address nobody answers on (port 1 of this machine), and SLURM without sbatch: refused
+    # before the directory is claimed, not at the first sweep stage.
+    dead = ["--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", str(tmp_path / "d")]
+    res = runner.invoke(app, ["reproduce", "--preset", "tiny", *dead])
+    assert res.exit_code == 2 and "127.0.0.1:1" in res.output and not (tmp_path / "d").exists()
+    res = runner.invoke(
+        app,
+        ["reproduce", "--preset", "tiny", "--executor", "slurm", "--out", str(tmp_path / "e")],
+        env={"PATH": str(tmp_path)},
+    )
+    assert res.exit_code == 2 and "sbatch" in res.output and not (tmp_path / "e").exists()
     report = (out / "report.html").read_bytes()
     res = runner.invoke(app, ["reproduce", "--preset", "cpu", "--out", str(out)])
     assert res.exit_code == 2 and "preset 'tiny'" in res.output

@@ -45,7 +45,9 @@ def reproduce_cmd(
         "paper: required, a local Pile shard .jsonl or .jsonl.zst].",
     ),
     executor: str = typer.Option(
-        "local", help="Executor of the toy sweeps: local | ray | slurm | submitit-local."
+        "local",
+        help="Executor of the toy sweeps (a task per run) and of lm losses (a task per model "
+        "column): local | ray | slurm | submitit-local.",
     ),
     ray_address: str | None = typer.Option(None, help="HOST:PORT of a running Ray cluster."),
     device: str | None = typer.Option(
@@ -63,13 +65,14 @@ def reproduce_cmd(
     """
     import time
 
+    from quanta.executors import EXECUTORS, check_executor
     from quanta.pipeline import plan, reproduce
 
-    check_choice(
-        executor, "executor", "quanta reproduce", ["local", "ray", "slurm", "submitit-local"]
-    )
+    check_choice(executor, "executor", "quanta reproduce", list(EXECUTORS))
     if ray_address and executor != "ray":
         raise QuantaInputError("--ray-address is used with --executor ray only.")
+    # A dead Ray address or a missing sbatch is refused before the directory is claimed.
+    check_executor(executor, ray_address, owner="quanta reproduce")
     stages = plan(preset, only)
     extra: dict[str, list[str]] = {}
     if device:
@@ -77,13 +80,14 @@ def reproduce_cmd(
             extra[command] = ["--device", device]
         here = {" ".join(c[:2]) for s in stages for c in s.commands} & set(DEVICE_COMMANDS)
         if executor in _REMOTE:
-            here.discard("parity sweep")
+            here -= {"parity sweep", "lm losses"}
         if here:  # refused before the directory is claimed, not stage by stage
             check_device(device, "quanta reproduce")
-    if executor != "local":
-        extra.setdefault("parity sweep", []).extend(["--executor", executor])
-        if ray_address:
-            extra["parity sweep"] += ["--ray-address", ray_address]
+    if executor != "local":  # the toy sweeps (one task per run), lm losses (one per column)
+        for command in ("parity sweep", "lm losses"):
+            extra.setdefault(command, []).extend(["--executor", executor])
+            if ray_address:
+                extra[command] += ["--ray-address", ray_address]
     t0 = {"stage": time.perf_counter()}
     failed: list[str] = []
 
