@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -308,6 +309,12 @@ def test_reproduce_checks_the_device_only_where_a_stage_runs_it_here(tmp_path, m
 
     _gpus(monkeypatch, 0)
     monkeypatch.setattr(job, "in_process_runner", lambda command: lambda argv: None)
+    # A login node: SLURM's sbatch on PATH (never called: the runner is a no-op), no GPU.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     base = ["reproduce", "--preset", "tiny", "--device", "cuda", "--executor", "slurm"]
     res = CliRunner().invoke(app, [*base, "--only", "toy-data", "--out", str(tmp_path / "a")])
     assert res.exit_code == 0, res.output

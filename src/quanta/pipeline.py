@@ -136,7 +136,7 @@ def _appendix_d(parity: str, envelope: str) -> tuple[Stage, ...]:
     return (
         Stage(
             "qdg-parity",
-            "qdg",
+            "toy",  # it reads the toy-params run: `--only toy` runs it, `--only lm,qdg` does not
             "QDG on a sparse-parity net (appendix D.1): clusters vs the true subtasks",
             (_cmd(f"qdg parity {{out}}/toy/params --out {{out}}/qdg/parity {parity}"),),
             "qdg/parity/parity_qdg.json",

@@ -409,6 +409,14 @@ def run_losses(
     dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
     head = check_choice(head, "head", _OWNER, list(HEADS))
     refs = resolve_suite(suite, checkpoints=checkpoints, revisions=revisions)
+    out = Path(out).absolute()  # remote workers may start in another directory
+    executor = check_executor(executor, ray_address, owner=_OWNER)
+    if slurm_array_parallelism is not None:
+        check_int(slurm_array_parallelism, "slurm_array_parallelism", _OWNER, low=1)
+    if threads is not None:
+        threads = check_int(threads, "threads", _OWNER, low=1)
+    if executor in ("local", "submitit-local"):  # ray/slurm workers bring their own GPUs
+        check_device(device, "quanta lm losses")
     max_len = _document_length(refs, max_len)
     config: dict[str, Any] = {
         "suite": suite,
@@ -422,14 +430,6 @@ def run_losses(
         "text_field": text_field,
         "dtype": dtype,
     }
-    out = Path(out).absolute()  # remote workers may start in another directory
-    executor = check_executor(executor, ray_address, owner=_OWNER)
-    if slurm_array_parallelism is not None:
-        check_int(slurm_array_parallelism, "slurm_array_parallelism", _OWNER, low=1)
-    if threads is not None:
-        threads = check_int(threads, "threads", _OWNER, low=1)
-    if executor in ("local", "submitit-local"):  # ray/slurm workers bring their own GPUs
-        check_device(device, "quanta lm losses")
     # Check every model is loadable before claiming the directory (no hub hang, no write): a
     # local one has its config.json, a hub one is downloadable or cached (one metadata request
     # or a cache lookup each), so a model the hub or cache lacks is refused up front, not after
