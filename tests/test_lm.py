@@ -325,6 +325,13 @@ def test_losses_and_analyze_end_to_end_through_the_cli(suite_dir, tmp_path):
     summary = json.loads((out / "analysis" / "analysis.json").read_text())
     assert summary["fit"]["success"] and summary["fit"]["alpha"] > 0
     assert summary["n_tokens"] == len(index)
+    # The pure law is a line in log-log: its slope and R² are ordinary least squares there.
+    x, y = np.log(models["n_params"].to_numpy(float)), np.log(models["mean_loss"].to_numpy(float))
+    slope, intercept = np.polyfit(x, y, 1)
+    r2 = 1 - ((y - (slope * x + intercept)) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    assert summary["fit"]["alpha"] == pytest.approx(-slope, rel=1e-6)
+    assert summary["fit"]["r2_loglog"] == pytest.approx(r2, rel=1e-6)
+    assert f"R² {r2:.4f} in log-log" in res.output
     for fig in ("mean_loss", "loss_distribution", "token_curves"):
         assert (out / "analysis" / f"{fig}.png").stat().st_size > 10_000
     show = CliRunner().invoke(app, ["lm", "show", str(out), "--kind", "any", "--n", "2"])

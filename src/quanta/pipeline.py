@@ -287,7 +287,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
         ),
         *_CPU_APPENDIX_D,
     ),
-    # About 80 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
+    # About 45 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
     # (the lm-suite stage is under an hour), losses on 3× the documents, QDG on >= 3000 tokens
     # of the largest model with K up to 400 (enough K for the rank-frequency envelope).
     "cpu-long": (

@@ -550,6 +550,7 @@ class _Report:
         fit_text = (
             f"mean loss ∝ {summary['axis']}^-α with α = {_num(fit.get('alpha'), 4)}, 95% CI "
             f"{_ci(*(fit.get('alpha_ci') or (None, None)))} over models {fit.get('models')}"
+            + (f", R² {_num(fit['r2_loglog'], 4)} in log-log" if fit.get("r2_loglog") else "")
             if fit.get("success")
             else f"mean-loss fit: {escape(str(fit.get('message', 'not fitted')))}"
         )

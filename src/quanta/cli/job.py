@@ -33,7 +33,7 @@ job_app = typer.Typer(rich_markup_mode=None)
 def reproduce_cmd(
     ctx: typer.Context,
     preset: str = typer.Option(
-        "cpu", help="cpu (minutes on 2 cores) | cpu-long (about 90 min) | paper (GPUs) | tiny."
+        "cpu", help="cpu (minutes on 2 cores) | cpu-long (about 45 min) | paper (GPUs) | tiny."
     ),
     only: str | None = typer.Option(
         None, help="Groups (toy, lm, qdg) or stage names, comma-separated [every stage]."

@@ -286,7 +286,8 @@ def lm_analyze(
     elif fit["success"]:
         ci = fit["alpha_ci"]
         ci_text = f" [{ci[0]:.4f}, {ci[1]:.4f}] 95% CI" if ci else ""
-        out.print(f"mean loss ∝ {analysis.axis}^-α: α = {fit['alpha']:.4f}{ci_text}")
+        r2 = f", R² {fit['r2_loglog']:.4f} in log-log" if fit.get("r2_loglog") is not None else ""
+        out.print(f"mean loss ∝ {analysis.axis}^-α: α = {fit['alpha']:.4f}{ci_text}{r2}")
     else:
         out.print(f"mean-loss fit failed: {fit['message']}")
     out.print(

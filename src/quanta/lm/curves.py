@@ -123,6 +123,16 @@ class LMAnalysis:
     curves: dict[int, np.ndarray]  # a few tokens' losses across the sorted models, by row
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def _r2_loglog(self) -> float | None:
+        """R² of the fitted line in (ln scale, ln mean loss), over the fitted models."""
+        if self.fit is None or not self.fit.success:
+            return None
+        rows = self.models.iloc[self.fit_models]
+        log_y = np.log(rows["mean_loss"].to_numpy(dtype=float))
+        residual = log_y - np.log(self.fit.predict(rows["scale"].to_numpy(dtype=float)))
+        total = float(((log_y - log_y.mean()) ** 2).sum())
+        return 1.0 - float((residual**2).sum()) / total if total > 0 else None
+
     def summary(self) -> dict[str, Any]:
         fit = None
         if self.fit is not None:
@@ -130,6 +140,7 @@ class LMAnalysis:
                 "alpha": self.fit.alpha if self.fit.success else None,
                 "alpha_ci": self.fit.alpha_ci,
                 "c1": self.fit.c1,
+                "r2_loglog": self._r2_loglog(),
                 "success": self.fit.success,
                 "message": self.fit.message,
                 "models": self.fit_models,
