@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from quanta._validation import QuantaInputError
 from quanta.cli import app
-from quanta.executors import Task, run_tasks
+from quanta.executors import Task, run_tasks, torch_threads
 from quanta.lm.losses import run_losses
 from quanta.sweep import _tasks, run_sweep
 from test_sweep import BASE, sorted_results, tiny_spec
@@ -271,3 +271,116 @@ def test_lm_losses_cli_refuses_an_unusable_executor_before_writing(
     assert res.exit_code == 2, res.output
     assert message in res.output and len(res.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ QDG over several models
+
+QDG = ["--threshold", "5", "--n", "40", "--ks", "3,5", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def qdg_losses(tiny_suite, tmp_path_factory):
+    """A losses directory of the tiny suite's final checkpoints (4 models, 8 documents)."""
+    out = tmp_path_factory.mktemp("qdg_losses") / "L"
+    run_losses(str(tiny_suite), "stdlib:test", out, max_docs=8, max_len=200, threads=1)
+    return out
+
+
+def _assert_same_qdg(a: Path, b: Path) -> None:
+    """Two ``qdg run`` directories hold the same results (timings aside)."""
+    for name in ("labels.parquet", "samples.parquet", "rank_frequency.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(b / name), pd.read_parquet(a / name))
+    assert json.loads((b / "zipf.json").read_text()) == json.loads((a / "zipf.json").read_text())
+    np.testing.assert_array_equal(np.load(b / "grads.npy"), np.load(a / "grads.npy"))
+    assert json.loads((b / "manifest.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_qdg_models_on_submitit_local_equal_one_local_run_each(qdg_losses, tmp_path):
+    pytest.importorskip("submitit")
+    from quanta.qdg.multi import model_dir_name
+
+    base = ["qdg", "run", str(qdg_losses), *QDG]
+    multi = tmp_path / "multi"
+    args = [*base, "--models", "0,-1", "--out", str(multi), "--executor", "submitit-local"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(qdg_losses / "models.parquet").sort_values("n_params", kind="stable")
+    labels = [table["label"].iloc[0], table["label"].iloc[-1]]
+    assert sorted(p.name for p in multi.iterdir()) == sorted(
+        [*(model_dir_name(label) for label in labels), "submitit"]
+    )
+    for index, label in zip(("0", "-1"), labels, strict=True):
+        single = tmp_path / f"single{index}"
+        with torch_threads(1):  # as the task (1 thread): float sums in the same order
+            res = CliRunner().invoke(app, [*base, "--model", index, "--out", str(single)])
+        assert res.exit_code == 0, res.output
+        _assert_same_qdg(single, multi / model_dir_name(label))
+    # a finished model directory is reused, not recomputed
+    stamp = (multi / model_dir_name(labels[0]) / "labels.parquet").stat().st_mtime_ns
+    res = CliRunner().invoke(app, [*base, "--models", "0", "--out", str(multi)])
+    assert res.exit_code == 0, res.output
+    assert (multi / model_dir_name(labels[0]) / "labels.parquet").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_qdg_models_on_ray_equal_local(ray_cluster, qdg_losses, tmp_path):
+    from quanta.qdg.multi import model_dir_name
+
+    base = ["qdg", "run", str(qdg_losses), *QDG, "--models", "1"]
+    ray = ["--executor", "ray", "--ray-address", ray_cluster]
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "ray"), *ray])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "local"), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    (name,) = [p.name for p in (tmp_path / "local").iterdir()]
+    assert name == model_dir_name(
+        str(json.loads((tmp_path / "local" / name / "zipf.json").read_text())["model"])
+    )
+    _assert_same_qdg(tmp_path / "local" / name, tmp_path / "ray" / name)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--executor", "dask"], "The 'executor' parameter of quanta qdg run must be one of"),
+        (["--executor", "slurm"], "SLURM is not available here (no 'sbatch' on PATH)"),
+        (["--executor", "ray"], "--executor ray needs --ray-address HOST:PORT"),
+        (["--threads", "0"], "The 'threads' parameter of quanta qdg run must be an int"),
+        (["--model", "0"], "--models and --model exclude each other"),
+        (["--ks", "3,500"], "K = 500 exceeds the 40 selected samples"),
+        (["--n-init", "0", "--assign", "kmeans"], "'n_init' parameter of quanta qdg run"),
+    ],
+)
+def test_qdg_models_refuse_bad_input_before_writing(
+    qdg_losses, tmp_path, monkeypatch, extra, message
+):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no sbatch, whatever this machine has
+    out = tmp_path / "Q"
+    args = ["qdg", "run", str(qdg_losses), *QDG, "--models", "0,-1", "--out", str(out), *extra]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output and len(res.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_qdg_models_refuse_an_unknown_or_repeated_model_before_writing(qdg_losses, tmp_path):
+    out = tmp_path / "Q"
+    base = ["qdg", "run", str(qdg_losses), *QDG, "--out", str(out)]
+    for models, message in (("0,9", "Got '9' instead"), ("0,0", "twice")):
+        res = CliRunner().invoke(app, [*base, "--models", models])
+        assert res.exit_code == 2 and message in res.output, res.output
+        assert not out.exists()
+    # a model whose directory holds another configuration is refused before the others start
+    (out / "x").mkdir(parents=True)
+    table = pd.read_parquet(qdg_losses / "models.parquet").sort_values("n_params", kind="stable")
+    from quanta.qdg.multi import model_dir_name
+
+    foreign = out / model_dir_name(table["label"].iloc[-1])
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(app, [*base, "--models", "0,-1"])
+    assert res.exit_code == 2 and "holds no quanta run" in res.output, res.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(["x", foreign.name])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -22,10 +23,28 @@ qdg_app = typer.Typer(
 def qdg_run(
     losses: Path = typer.Argument(..., help="A 'quanta lm losses' directory."),
     out_dir: Path = typer.Option(Path("runs/qdg"), "--out", help="Output directory."),
-    model: str = typer.Option(
-        "0",
+    model: str | None = typer.Option(
+        None,
         help="A model label or name, or an index by size: 0 = smallest (the paper's), "
-        "-1 = largest.",
+        "-1 = largest [0].",
+    ),
+    models: str | None = typer.Option(
+        None,
+        help="Several models (comma-separated labels, names or indices): one QDG run "
+        "directory each, OUT/<label>, one task each on --executor (not with --model).",
+    ),
+    executor: str = typer.Option(
+        "local",
+        help="--models: where each model's task runs: local | ray | slurm | submitit-local.",
+    ),
+    ray_address: str | None = typer.Option(
+        None, help="--executor ray: HOST:PORT of a running Ray cluster."
+    ),
+    threads: int | None = typer.Option(
+        None, help="--models: torch threads (and CPUs requested) per task [torch's; 1 remote]."
+    ),
+    slurm_array_parallelism: int | None = typer.Option(
+        None, help="slurm: at most this many jobs of the array at once."
     ),
     threshold: str = typer.Option(
         "0.1",
@@ -94,6 +113,46 @@ def qdg_run(
         ) from None
     if projection_dim < 0:
         raise QuantaInputError(f"--projection-dim must be ≥ 0 (0 = exact); got {projection_dim}.")
+    options: dict[str, Any] = {
+        "threshold": cut,
+        "min_samples": min_samples,
+        "induction": induction,
+        "n": n,
+        "every": every,
+        "similarity": similarity,
+        "projection_dim": projection_dim or None,
+        "block_params": block_params,
+        "param_filter": param_filter,
+        "transform": affinity,
+        "center": center,
+        "knn": knn,
+        "ks": k_list,
+        "assign": assign,
+        "n_init": n_init,
+        "alpha_n": alpha_n,
+        "seed": seed,
+    }
+    if models is not None:
+        if model is not None:
+            raise QuantaInputError("--models and --model exclude each other; pass one.")
+        many = [m.strip() for m in models.split(",") if m.strip()]
+        _run_many(
+            losses,
+            out_dir,
+            many,
+            executor,
+            ray_address,
+            threads,
+            slurm_array_parallelism,
+            device,
+            quiet,
+            options,
+        )
+        return
+    if (executor, ray_address, threads, slurm_array_parallelism) != ("local", None, None, None):
+        raise QuantaInputError(
+            "--executor, --ray-address, --threads and --slurm-array-parallelism go with --models."
+        )
     progress = progress_bar()
     progress.disable = quiet
     bar = progress.add_task("gradients", total=None)
@@ -106,24 +165,8 @@ def qdg_run(
         result = run_qdg(
             losses,
             out_dir,
-            model=model,
-            threshold=cut,
-            min_samples=min_samples,
-            induction=induction,
-            n=n,
-            every=every,
-            similarity=similarity,
-            projection_dim=projection_dim or None,
-            block_params=block_params,
-            param_filter=param_filter,
-            transform=affinity,
-            center=center,
-            knn=knn,
-            ks=k_list,
-            assign=assign,
-            n_init=n_init,
-            alpha_n=alpha_n,
-            seed=seed,
+            model="0" if model is None else model,
+            **options,
             device=device,
             progress=on_gradients,
         )
@@ -160,6 +203,63 @@ def qdg_run(
         )
     stored = "gram.npy" if similarity == "exact" else "grads.npy"
     out.print(f"{out_dir}/  (samples, {stored}, labels, clusters, rank_frequency, zipf.json, png)")
+
+
+def _run_many(
+    losses: Path,
+    out_dir: Path,
+    models: list[str],
+    executor: str,
+    ray_address: str | None,
+    threads: int | None,
+    slurm_array_parallelism: int | None,
+    device: str,
+    quiet: bool,
+    options: dict[str, Any],
+) -> None:
+    """``qdg run --models``: one run directory per model, a table of their Zipf fits."""
+    from quanta.qdg.multi import model_dir_name, run_qdg_models
+
+    progress = progress_bar()
+    progress.disable = quiet
+    bar = progress.add_task("models", total=len(models))
+
+    def on_done(label: str, result: dict[str, Any]) -> None:  # not on refusal: nothing runs
+        progress.start()
+        progress.advance(bar)
+
+    try:
+        results = run_qdg_models(
+            losses,
+            out_dir,
+            list(models),
+            executor=executor,
+            ray_address=ray_address,
+            threads=threads,
+            slurm_array_parallelism=slurm_array_parallelism,
+            device=device,
+            on_done=on_done,
+            **options,
+        )
+    finally:
+        progress.stop()
+    table = Table(title=f"QDG on {len(results)} models ({executor})")
+    for name in ("model", "N", "samples", "largest K", "Zipf exponent (MLE)", "envelope"):
+        table.add_column(name, justify="right")
+    for label, result in results.items():
+        k, fit = list(result["zipf"].items())[-1]
+        env = result["envelope_slope"]
+        table.add_row(
+            label,
+            f"{result['model_info']['n_params']:,}",
+            str(result["n_samples"]),
+            k,
+            f"{fit['exponent']:.3f}" if fit["exponent"] is not None else fit["message"],
+            "-" if env is None else f"{env:.3f}",
+        )
+    out.print(table)
+    names = ", ".join(model_dir_name(label) for label in results)
+    out.print(f"{out_dir}/  ({names}: one 'qdg run' directory each)")
 
 
 @qdg_app.command("validate")

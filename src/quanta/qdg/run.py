@@ -25,6 +25,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,8 @@ def run_qdg(
     """
     from quanta import plots
     from quanta.config import config_hash
-    from quanta.lm.corpus import load_corpus
-    from quanta.lm.curves import load_losses, token_context
-    from quanta.lm.suite import ModelRef, load_model, load_tokenizer
+    from quanta.lm.curves import token_context
+    from quanta.lm.suite import load_model, load_tokenizer
     from quanta.qdg.cluster import (
         affinity,
         cosine_from_gram,
@@ -106,83 +106,34 @@ def run_qdg(
         per_token_gradients,
         select_params,
     )
-    from quanta.qdg.select import choose_threshold, select_tokens
     from quanta.store import RunDir, atomic_write, write_json, write_parquet
 
-    _check_arguments(
-        transform,
-        knn=knn,
-        assign=assign,
-        similarity=similarity,
-        projection_dim=projection_dim,
-        block_params=block_params,
-    )
-    n_init = check_int(n_init, "n_init", _OWNER, low=1)
-    check_device(device, _OWNER)
-    n = check_int(n, "n", _OWNER, low=10)
-    min_samples = n if min_samples is None else min_samples
-    min_samples = check_int(min_samples, "min_samples", _OWNER, low=10, high=n)
-    losses_dir, out = Path(losses_dir), Path(out)
-    manifest, models, losses = load_losses(losses_dir)
-    chosen = pick_model(models, model)
-    column = int(chosen["model"])
-    corpus = load_corpus(losses_dir / "corpus")
-    column_losses = np.asarray(losses[:, column])
-    choice = choose_threshold(
-        corpus,
-        column_losses,
+    prep = _prepare(
+        losses_dir,
+        model=model,
         threshold=threshold,
         min_samples=min_samples,
         induction=induction,
-        every=every,
-    )
-    samples = select_tokens(
-        corpus,
-        column_losses,
-        threshold=choice.threshold,
-        induction=induction,
         n=n,
         every=every,
+        similarity=similarity,
+        projection_dim=projection_dim,
+        block_params=block_params,
+        param_filter=param_filter,
+        transform=transform,
+        center=center,
+        knn=knn,
+        ks=ks,
+        assign=assign,
+        n_init=n_init,
         seed=seed,
+        device=device,
     )
-    ks = tuple(sorted({check_int(k, "K", _OWNER, low=2) for k in ks}))
-    if ks[-1] > len(samples):
-        raise QuantaInputError(
-            f"K = {ks[-1]} exceeds the {len(samples)} selected samples; lower --ks or select more."
-        )
-    config = {
-        "losses": str(losses_dir.resolve()),
-        "model": str(chosen["label"]),
-        "threshold": threshold,
-        "min_samples": min_samples,
-        "induction": induction,
-        "n": n,
-        "every": every,
-        "projection_dim": None if similarity == "exact" else projection_dim,
-        # Keys added later appear only where they matter, so earlier runs keep their hash.
-        **({"similarity": "exact"} if similarity == "exact" else {}),
-        **({"n_init": n_init} if assign == "kmeans" else {}),
-        "param_filter": param_filter,
-        "affinity": transform,
-        "center": center,
-        "knn": knn,
-        "ks": list(ks),
-        "assign": assign,
-        "seed": seed,
-    }
-    # Everything that can be refused is checked before the directory is claimed.
-    check_int(knn, "knn", _OWNER, low=0, high=len(samples) - 1)
-    spec = manifest["config"]["models"][column]
-    ref = ModelRef(spec["name"], spec["source"], spec["revision"])
+    losses_dir, out = Path(losses_dir), Path(out)
+    corpus, samples, choice, config = prep.corpus, prep.samples, prep.choice, prep.config
+    ks, n_init, ref, model_info = prep.ks, prep.n_init, prep.ref, prep.model_info
     net = load_model(ref, device=device)
     select_params(net, param_filter)
-    model_info = {
-        "label": str(chosen["label"]),
-        "name": str(chosen["name"]),
-        "n_params": int(chosen["n_params"]),
-        "size_index": int(chosen["size_index"]),
-        "n_models": len(models),
-    }
     run = RunDir(
         out, KIND, {**config, "device": device}, config_hash(config), frozenset({"device"})
     )
@@ -299,6 +250,123 @@ def run_qdg(
         },
     )
     return result
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What :func:`_prepare` checked and resolved: no file written, no model loaded."""
+
+    corpus: Any
+    samples: pd.DataFrame
+    choice: Any  # quanta.qdg.select.ThresholdChoice
+    config: dict[str, Any]  # the run's identity (hashed)
+    ks: tuple[int, ...]
+    n_init: int
+    ref: Any  # quanta.lm.suite.ModelRef
+    model_info: dict[str, Any]
+
+
+def _prepare(
+    losses_dir: str | Path,
+    *,
+    model: int | str,
+    threshold: float | str,
+    min_samples: int | None,
+    induction: bool,
+    n: int,
+    every: int | None,
+    similarity: str,
+    projection_dim: int | None,
+    block_params: int | None,
+    param_filter: str | None,
+    transform: str,
+    center: bool,
+    knn: int,
+    ks: tuple[int, ...],
+    assign: str,
+    n_init: int,
+    seed: int,
+    device: str,
+) -> _Prepared:
+    """Check every setting of :func:`run_qdg` and select its samples, writing nothing."""
+    from quanta.lm.corpus import load_corpus
+    from quanta.lm.curves import load_losses
+    from quanta.lm.suite import ModelRef
+    from quanta.qdg.select import choose_threshold, select_tokens
+
+    _check_arguments(
+        transform,
+        knn=knn,
+        assign=assign,
+        similarity=similarity,
+        projection_dim=projection_dim,
+        block_params=block_params,
+    )
+    n_init = check_int(n_init, "n_init", _OWNER, low=1)
+    check_device(device, _OWNER)
+    n = check_int(n, "n", _OWNER, low=10)
+    min_samples = n if min_samples is None else min_samples
+    min_samples = check_int(min_samples, "min_samples", _OWNER, low=10, high=n)
+    losses_dir = Path(losses_dir)
+    manifest, models, losses = load_losses(losses_dir)
+    chosen = pick_model(models, model)
+    column = int(chosen["model"])
+    corpus = load_corpus(losses_dir / "corpus")
+    column_losses = np.asarray(losses[:, column])
+    choice = choose_threshold(
+        corpus,
+        column_losses,
+        threshold=threshold,
+        min_samples=min_samples,
+        induction=induction,
+        every=every,
+    )
+    samples = select_tokens(
+        corpus,
+        column_losses,
+        threshold=choice.threshold,
+        induction=induction,
+        n=n,
+        every=every,
+        seed=seed,
+    )
+    ks = tuple(sorted({check_int(k, "K", _OWNER, low=2) for k in ks}))
+    if ks[-1] > len(samples):
+        raise QuantaInputError(
+            f"K = {ks[-1]} exceeds the {len(samples)} selected samples; lower --ks or select more."
+        )
+    config = {
+        "losses": str(losses_dir.resolve()),
+        "model": str(chosen["label"]),
+        "threshold": threshold,
+        "min_samples": min_samples,
+        "induction": induction,
+        "n": n,
+        "every": every,
+        "projection_dim": None if similarity == "exact" else projection_dim,
+        # Keys added later appear only where they matter, so earlier runs keep their hash.
+        **({"similarity": "exact"} if similarity == "exact" else {}),
+        **({"n_init": n_init} if assign == "kmeans" else {}),
+        "param_filter": param_filter,
+        "affinity": transform,
+        "center": center,
+        "knn": knn,
+        "ks": list(ks),
+        "assign": assign,
+        "seed": seed,
+    }
+    # Everything that can be refused is checked before the directory is claimed.
+    check_int(knn, "knn", _OWNER, low=0, high=len(samples) - 1)
+    spec = manifest["config"]["models"][column]
+    ref = ModelRef(spec["name"], spec["source"], spec["revision"])
+    model_info = {
+        "label": str(chosen["label"]),
+        "name": str(chosen["name"]),
+        "n_params": int(chosen["n_params"]),
+        "size_index": int(chosen["size_index"]),
+        "n_models": len(models),
+    }
+    return _Prepared(corpus, samples, choice, config, ks, n_init, ref, model_info)
 
 
 def _check_arguments(
