@@ -66,6 +66,22 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def int_list(text: str, option: str) -> tuple[int, ...]:
+    """``"10,50,100"`` → ``(10, 50, 100)``; one error line naming ``option`` otherwise."""
+    try:
+        return tuple(int(k) for k in text.split(",") if k.strip())
+    except ValueError:
+        raise QuantaInputError(f"{option} takes integers like 10,50,100; got {text!r}.") from None
+
+
+def float_list(text: str, option: str) -> tuple[float, ...]:
+    """``"1e-3,0.01"`` → ``(0.001, 0.01)``; one error line naming ``option`` otherwise."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise QuantaInputError(f"{option} takes comma-separated numbers; got {text!r}.") from None
+
+
 def progress_bar(*fields: str) -> Any:
     """The progress display of every command, on stderr: description, bar, M/N, ``fields``
     (extra text columns such as ``"loss {task.fields[loss]:.4f}"``), elapsed and remaining

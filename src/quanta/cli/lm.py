@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from quanta._validation import QuantaInputError
-from quanta.cli._common import console, out, progress_bar, user_errors
+from quanta.cli._common import console, float_list, out, progress_bar, user_errors
 
 __all__ = ["lm_app"]
 
@@ -20,13 +20,6 @@ lm_app = typer.Typer(
 )
 suite_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Model suites.")
 lm_app.add_typer(suite_app, name="suite")
-
-
-def _floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise QuantaInputError(f"{flag} takes comma-separated numbers; got {text!r}.") from None
 
 
 @suite_app.command("train")
@@ -66,7 +59,7 @@ def suite_train(
         context=context,
         vocab_size=vocab_size,
         seed=seed,
-        lrs=_floats(lrs, "--lrs") if lrs is not None else None,
+        lrs=float_list(lrs, "--lrs") if lrs is not None else None,
         precision=precision,
         threads=threads,
         device=device,

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from quanta._validation import QuantaInputError
-from quanta.cli._common import out, progress_bar, user_errors
+from quanta.cli._common import int_list, out, progress_bar, user_errors
 
 __all__ = ["qdg_app"]
 
@@ -101,10 +101,7 @@ def qdg_run(
     Zipf law of cluster sizes."""
     from quanta.qdg.run import run_qdg
 
-    try:
-        k_list = tuple(int(k) for k in ks.split(",") if k.strip())
-    except ValueError:
-        raise QuantaInputError(f"--ks takes integers like 10,50,100; got {ks!r}.") from None
+    k_list = int_list(ks, "--ks")
     try:
         cut: float | str = "auto" if threshold.strip() == "auto" else float(threshold)
     except ValueError:
@@ -419,13 +416,6 @@ def qdg_scale(
     out.print(f"{target}/  (scale.json, curves, learned, slopes .parquet, curves_*/learned_*.png)")
 
 
-def _int_list(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(k) for k in text.split(",") if k.strip())
-    except ValueError:
-        raise QuantaInputError(f"{option} takes integers like 10,50,100; got {text!r}.") from None
-
-
 @qdg_app.command("parity")
 @user_errors
 def qdg_parity(
@@ -452,7 +442,7 @@ def qdg_parity(
         width=width,
         n_samples=n,
         threshold=threshold,
-        ks=_int_list(ks, "--ks"),
+        ks=int_list(ks, "--ks"),
         transform=affinity,
         assign=assign,
         n_init=n_init,
@@ -502,7 +492,7 @@ def qdg_envelope(
     planted exponent, as K grows, for each affinity."""
     from quanta.qdg.envelope import envelope_bias, write_envelope_bias
 
-    window = _int_list(ranks, "--ranks")
+    window = int_list(ranks, "--ranks")
     if len(window) != 2:
         raise QuantaInputError(f"--ranks takes LOW,HIGH like 11,200; got {ranks!r}.")
     result = envelope_bias(
@@ -511,7 +501,7 @@ def qdg_envelope(
         d=d,
         sigma=sigma,
         alpha=alpha,
-        ks=_int_list(ks, "--ks"),
+        ks=int_list(ks, "--ks"),
         transforms=tuple(a.strip() for a in affinities.split(",") if a.strip()),
         assign=assign,
         n_init=n_init,
