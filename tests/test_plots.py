@@ -303,3 +303,23 @@ def test_a_fresh_session_keeps_its_backend(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["svg", "1"]  # fit.plot()'s figure only
     assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_alpha_sweep_draws_an_interval_that_does_not_contain_the_mean_estimate():
+    # Seeds' percentile-bootstrap bounds, averaged, need not contain the averaged estimate (the
+    # tiny preset's α × D grid gave one): the interval is drawn from its bounds, as they are.
+    exponents = pd.DataFrame(
+        {
+            "fit": "power",
+            "success": True,
+            "axis": "D",
+            "alpha": [0.2, 0.2, 0.4, 0.4],
+            "exponent": [0.30, 0.34, 0.40, 0.42],
+            "ci_low": [0.33, 0.35, 0.30, 0.32],
+            "ci_high": [0.50, 0.52, 0.50, 0.52],
+        }
+    )
+    fig = matplotlib.figure.Figure()
+    ax = plots.plot_alpha_sweep(exponents, ax=fig.subplots())
+    (segments,) = [c.get_segments() for c in ax.collections]
+    assert np.allclose([s[:, 1] for s in segments], [[0.34, 0.51], [0.31, 0.51]])

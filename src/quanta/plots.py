@@ -303,9 +303,12 @@ def plot_alpha_sweep(exponents: pd.DataFrame, *, ax: Axes | None = None) -> Axes
         )
         if g.empty:
             continue
-        err = np.vstack([g["e"] - g["lo"], g["hi"] - g["e"]])
-        err = np.where(np.isfinite(err), err, 0.0)
-        ax.errorbar(g.index, g["e"], yerr=err, fmt="o-", ms=4, color=f"C{i}", label=f"α_{axis}")
+        # The interval is drawn from its own bounds, not as ± errors around the estimate: a
+        # mean of percentile-bootstrap bounds over seeds need not contain the mean estimate,
+        # and errorbar refuses the negative error that would give.
+        ax.plot(g.index, g["e"], "o-", ms=4, color=f"C{i}", label=f"α_{axis}")
+        ok = np.isfinite(g["lo"]) & np.isfinite(g["hi"])
+        ax.vlines(g.index[ok], g["lo"][ok], g["hi"][ok], color=f"C{i}", lw=1)
     ax.set(xlabel="Zipf α", ylabel="fitted exponent", title="exponents vs α")
     ax.legend(fontsize=7)
     return ax
