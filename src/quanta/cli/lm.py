@@ -164,7 +164,8 @@ def lm_losses(
     one task per model column, each asking for --threads CPUs and, on CUDA, one GPU."""
     import warnings
 
-    from quanta.lm.losses import HeadFallbackWarning, run_losses
+    from quanta.lm.losses import HeadFallbackWarning
+    from quanta.lm.losses_run import run_losses
 
     progress = progress_bar("{task.fields[tps]}")
     progress.disable = quiet
