@@ -1,4 +1,4 @@
-"""Per-token losses of a model suite on a corpus: batched, memory-bounded, resumable.
+"""Per-token losses of a model on a corpus: batched and memory-bounded.
 
 The engine (:func:`token_losses`) sorts documents by length (so batches hold similar lengths
 and padding is small), packs as many as fit in ``batch_tokens`` padded tokens, runs the model's
