@@ -33,8 +33,8 @@ from typer.testing import CliRunner
 
 from quanta._validation import QuantaInputError, available_devices, check_device
 from quanta.cli import app
-from quanta.cli.job import DEVICE_COMMANDS
 from quanta.parity import ParityConfig, SparseParityTask, train_parity
+from quanta.pipeline import DEVICE_COMMANDS
 
 # Every torch function that takes a device and otherwise uses the default one (the same list
 # that ``with torch.device(...)`` redirects).

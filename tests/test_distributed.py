@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from quanta._validation import QuantaInputError
 from quanta.cli import app
 from quanta.executors import Task, run_tasks, torch_threads
-from quanta.lm.losses import run_losses
+from quanta.lm.losses_run import run_losses
 from quanta.sweep import _tasks, run_sweep
 from test_sweep import BASE, sorted_results, tiny_spec
 

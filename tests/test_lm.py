@@ -25,7 +25,8 @@ from quanta.lm.corpus import (
     tokenize_documents,
 )
 from quanta.lm.curves import classify_tokens
-from quanta.lm.losses import HeadFallbackWarning, resolve_head, run_losses, token_losses
+from quanta.lm.losses import HeadFallbackWarning, resolve_head, token_losses
+from quanta.lm.losses_run import run_losses
 from quanta.lm.minisuite import build_suite_config, train_minisuite
 from quanta.lm.suite import load_model, load_tokenizer, non_embedding_params, resolve_suite
 

@@ -452,7 +452,7 @@ def test_clustering_bad_input():
 
 @pytest.fixture(scope="module")
 def losses_dir(tmp_path_factory):
-    from quanta.lm.losses import run_losses
+    from quanta.lm.losses_run import run_losses
 
     root = tmp_path_factory.mktemp("qdg")
     train_minisuite(build_suite_config("tiny"), root / "suite")

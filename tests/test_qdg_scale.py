@@ -282,7 +282,7 @@ def test_refuses_another_model_or_corpus_before_writing(tmp_path):
 def real(tmp_path_factory):
     """A tiny trained suite, its losses, a QDG run on its smallest model and the checkpoint
     losses of that model and of another one."""
-    from quanta.lm.losses import run_losses
+    from quanta.lm.losses_run import run_losses
     from quanta.lm.minisuite import build_suite_config, train_minisuite
 
     root = tmp_path_factory.mktemp("scale")

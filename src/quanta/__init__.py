@@ -19,7 +19,7 @@ _API = {
     "ParityConfig": "quanta.parity.config",
     "run_parity": "quanta.parity.run",
     "analyze": "quanta.parity.analyze",
-    "run_losses": "quanta.lm.losses",
+    "run_losses": "quanta.lm.losses_run",
     "analyze_losses": "quanta.lm.curves",
     "run_qdg": "quanta.qdg.run",
     "reproduce": "quanta.cli",  # the pipeline run with the CLI's in-process runner

@@ -27,18 +27,19 @@ Directory layout (``quanta reproduce --out DIR``)::
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quanta._stages import PlannedStage, read_stages_file, write_stages_file
-from quanta._validation import QuantaInputError, check_choice
-from quanta.store import RunDir, atomic_write
+from quanta._stage_runner import StageRunner
+from quanta._stages import PlannedStage, read_stages_file
+from quanta._validation import QuantaInputError, check_choice, check_device
+from quanta.store import RunDir
 
 __all__ = [
     "DEFAULT_CORPUS",
+    "DEVICE_COMMANDS",
     "GROUPS",
     "PRESETS",
     "Stage",
@@ -46,6 +47,7 @@ __all__ = [
     "read_stages",
     "reproduce",
     "resolve_corpus",
+    "stage_options",
 ]
 
 KIND = "reproduce"
@@ -374,6 +376,54 @@ def plan(preset: str, only: str | None = None) -> list[Stage]:
     return [s for s in stages if s.group in wanted or s.name in wanted]
 
 
+#: The stage commands that run a model, keyed as :func:`reproduce` keys ``extra`` (by their
+#: first two words): "lm suite" is ``lm suite train``, and "lm losses" also runs in the
+#: lm-dynamics stage. :func:`stage_options` appends ``--device`` to each of them.
+DEVICE_COMMANDS = ("parity train", "parity sweep", "lm suite", "lm losses", "qdg run")
+#: Executors whose runs do not execute on this machine (their workers bring their own GPUs).
+_REMOTE = ("ray", "slurm")
+
+
+def stage_options(
+    preset: str,
+    only: str | None = None,
+    *,
+    executor: str = "local",
+    ray_address: str | None = None,
+    device: str | None = None,
+) -> dict[str, list[str]]:
+    """The ``extra`` arguments of :func:`reproduce` that run the models of ``preset``'s stages
+    (those selected by ``only``) on ``device`` (:data:`DEVICE_COMMANDS`) and its toy sweeps
+    (a task per run) and loss columns (a task per model) on ``executor``.
+
+    Everything is checked before a directory is claimed: the executor (a dead Ray address, a
+    missing ``sbatch``), and the device where a selected stage runs a model on this machine
+    (sweeps and loss columns sent to Ray or SLURM run on workers, which check their own).
+    """
+    from quanta.executors import EXECUTORS, check_executor
+
+    check_choice(executor, "executor", "quanta reproduce", list(EXECUTORS))
+    if ray_address and executor != "ray":
+        raise QuantaInputError("--ray-address is used with --executor ray only.")
+    check_executor(executor, ray_address, owner="quanta reproduce")
+    stages = plan(preset, only)
+    extra: dict[str, list[str]] = {}
+    if device:
+        for command in DEVICE_COMMANDS:
+            extra[command] = ["--device", device]
+        here = {" ".join(c[:2]) for s in stages for c in s.commands} & set(DEVICE_COMMANDS)
+        if executor in _REMOTE:
+            here -= {"parity sweep", "lm losses"}
+        if here:  # refused before the directory is claimed, not stage by stage
+            check_device(device, "quanta reproduce")
+    if executor != "local":  # the toy sweeps (one task per run), lm losses (one per column)
+        for command in ("parity sweep", "lm losses"):
+            extra.setdefault(command, []).extend(["--executor", executor])
+            if ray_address:
+                extra[command] += ["--ray-address", ray_address]
+    return extra
+
+
 def read_stages(out: str | Path) -> dict[str, dict[str, Any]]:
     """The recorded state of every stage run so far in ``out`` ({} when none)."""
     return read_stages_file(out).stages
@@ -401,10 +451,6 @@ def resolve_corpus(preset: str, stages: list[Stage], corpus: str | None) -> str:
 
     load_documents(corpus, max_docs=1)  # exists and holds a document, before hours of toy runs
     return corpus
-
-
-def _format(command: tuple[str, ...], out: Path, corpus: str) -> list[str]:
-    return [a.format(out=out, corpus=corpus) for a in command]
 
 
 def reproduce(
@@ -454,6 +500,30 @@ def reproduce(
     stages = plan(preset, only)
     corpus = resolve_corpus(preset, stages, corpus)
     out = Path(out)
+    run = _claim(out, preset)
+    planned = [PlannedStage(s.name, s.group, s.title) for s in PRESETS[preset]]
+    job = StageRunner(
+        out, preset, corpus, extra or {}, run_command, on_stage, planned, read_stages(out)
+    )
+    job.save()  # the report reads the plan from here, also before any stage
+    started = time.perf_counter()
+    for i, stage in enumerate(stages):
+        job.run(i, len(stages), stage)
+    failed = [n for n, r in job.state.items() if r.get("status") != "done"]
+    run.write_manifest(
+        status="complete" if not failed else "incomplete",
+        wall_seconds=time.perf_counter() - started,
+        extra={"stages": {n: r.get("status") for n, r in job.state.items()}},
+    )
+    if report:
+        from quanta.report import write_report
+
+        write_report(out)
+    return job.state
+
+
+def _claim(out: Path, preset: str) -> RunDir:
+    """The reproduction directory, opened for ``preset``; one of another preset is refused."""
     run = RunDir(out, KIND, {"preset": preset}, f"preset-{preset}")
     manifest = run.read_manifest()
     if manifest is not None and manifest.get("kind") == KIND:
@@ -464,78 +534,4 @@ def reproduce(
                 f"--preset {held} to continue it or choose another --out directory."
             )
     run.open()
-    state = read_stages(out)
-    planned = [PlannedStage(s.name, s.group, s.title) for s in PRESETS[preset]]
-    _save(out, planned, state)  # the report reads the plan from here, also before any stage
-    started = time.perf_counter()
-    for i, stage in enumerate(stages):
-        old = state.get(stage.name, {})
-        if old.get("status") == "done" and (out / stage.marker).exists():
-            if on_stage:
-                on_stage(i, len(stages), stage, "reused")
-            continue
-        missing = {n: state.get(n, {}).get("status", "not run") for n in stage.needs}
-        missing = {n: st for n, st in missing.items() if st != "done"}
-        if missing:
-            what = ", ".join(f"{n} ({st})" for n, st in missing.items())
-            message = (
-                f"needs stage {what}; finish it first (e.g. 'quanta reproduce --preset "
-                f"{preset} --only {','.join(missing)}')"
-            )
-            state[stage.name] = {"status": "skipped", "message": message, "seconds": 0.0}
-            _save(out, planned, state)
-            if on_stage:
-                on_stage(i, len(stages), stage, "skipped")
-            continue
-        commands = [_format(c, out, corpus) for c in stage.commands]
-        for argv in commands:
-            key = " ".join(argv[:2])
-            argv.extend((extra or {}).get(key, []))
-        if on_stage:
-            on_stage(i, len(stages), stage, "start")
-        t0 = time.perf_counter()
-        record: dict[str, Any] = {"commands": [" ".join(["quanta", *a]) for a in commands]}
-        try:
-            for argv in commands:
-                run_command(argv)
-        except KeyboardInterrupt:
-            record.update(status="interrupted", seconds=time.perf_counter() - t0)
-            state[stage.name] = record
-            _save(out, planned, state)
-            raise
-        except Exception as exc:
-            message = (
-                str(exc)
-                if isinstance(exc, QuantaInputError | OSError)
-                else (f"{type(exc).__name__}: {exc}")
-            )
-            record.update(status="failed", message=message, seconds=time.perf_counter() - t0)
-            log = out / "logs" / f"{stage.name}.log"
-            with atomic_write(log, "w") as fh:
-                fh.write(traceback.format_exc())
-            record["log"] = str(log.relative_to(out))
-            state[stage.name] = record
-            _save(out, planned, state)
-            if on_stage:
-                on_stage(i, len(stages), stage, "failed")
-            continue
-        record.update(status="done", seconds=time.perf_counter() - t0)
-        state[stage.name] = record
-        _save(out, planned, state)
-        if on_stage:
-            on_stage(i, len(stages), stage, "done")
-    failed = [n for n, r in state.items() if r.get("status") != "done"]
-    run.write_manifest(
-        status="complete" if not failed else "incomplete",
-        wall_seconds=time.perf_counter() - started,
-        extra={"stages": {n: r.get("status") for n, r in state.items()}},
-    )
-    if report:
-        from quanta.report import write_report
-
-        write_report(out)
-    return state
-
-
-def _save(out: Path, plan: list[PlannedStage], state: dict[str, dict[str, Any]]) -> None:
-    write_stages_file(out, plan=plan, stages=state)
+    return run

@@ -273,6 +273,36 @@ def fit_power_laws(
             for i in range(0, len(y2), block)
         ]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    alpha, c0, c1, obj, at_bound, settled = _irls(
+        x2, y2, offset, loss, huber_delta, (lo, hi), grid, iters
+    )
+    message = np.full(len(y2), "ok", dtype=object)
+    message[at_bound] = f"alpha ended on a search bound of [{lo:g}, {hi:g}]"
+    message[~settled] = f"Huber reweighting did not settle in {_HUBER_ROUNDS} rounds"
+    message[~(c1 > 0)] = "no decreasing power law (c1 <= 0)"
+    message[~np.isfinite(obj) | ~np.isfinite(alpha)] = "objective is not finite"
+    return {
+        "alpha": alpha,
+        "c0": c0,
+        "c1": c1,
+        "objective": obj,
+        "success": message == "ok",
+        "message": message,
+    }
+
+
+def _irls(
+    x2: np.ndarray,
+    y2: np.ndarray,
+    offset: bool,
+    loss: str,
+    huber_delta: float,
+    bounds: tuple[float, float],
+    grid: int,
+    iters: int,
+) -> tuple[np.ndarray, ...]:
+    """``alpha, c0, c1, objective, at_bound, settled`` ([C] each) of every curve: one weighted
+    fit for ``loss="l2"``, Huber IRLS rounds until each curve's weights settle otherwise."""
     # Relative residuals: weight 1/y² in linear space (log space directly for offset=False).
     base = 1.0 / y2**2 if offset else np.ones_like(y2)
     weights = base.copy()
@@ -287,7 +317,7 @@ def fit_power_laws(
             alpha, c0, c1, obj, at_bound = _fit_loglog_l2(x2, y2)
             break
         xa, ya, wa = x2[active], y2[active], weights[active]
-        fits = _fit_offset(xa, ya, wa, (lo, hi), grid, iters) if offset else _fit_loglog(xa, ya, wa)
+        fits = _fit_offset(xa, ya, wa, bounds, grid, iters) if offset else _fit_loglog(xa, ya, wa)
         for out, value in zip((alpha, c0, c1, obj, at_bound), fits, strict=True):
             out[active] = value
         if loss == "l2":
@@ -307,19 +337,7 @@ def fit_power_laws(
         active = active[~done]
         if not active.size:
             break
-    message = np.full(n, "ok", dtype=object)
-    message[at_bound] = f"alpha ended on a search bound of [{lo:g}, {hi:g}]"
-    message[~settled] = f"Huber reweighting did not settle in {_HUBER_ROUNDS} rounds"
-    message[~(c1 > 0)] = "no decreasing power law (c1 <= 0)"
-    message[~np.isfinite(obj) | ~np.isfinite(alpha)] = "objective is not finite"
-    return {
-        "alpha": alpha,
-        "c0": c0,
-        "c1": c1,
-        "objective": obj,
-        "success": message == "ok",
-        "message": message,
-    }
+    return alpha, c0, c1, obj, at_bound, settled
 
 
 def _bootstrap_curves(

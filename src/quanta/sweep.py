@@ -44,6 +44,7 @@ __all__ = [
     "SweepSpec",
     "run_sweep",
     "sweep_presets",
+    "sweep_spec",
 ]
 
 #: What ``analyze`` fits; ``alpha-data`` is the α × D grid of the paper's Fig. 10.
@@ -192,6 +193,67 @@ def sweep_presets() -> dict[tuple[str, str], SweepSpec]:
 
 
 SWEEP_PRESETS = sweep_presets()
+
+
+def sweep_spec(
+    experiment: str = "custom",
+    preset: str = "cpu",
+    *,
+    sweep_file: str | Path | None = None,
+    args: Sequence[str] = (),
+    grid: Sequence[str] = (),
+) -> tuple[SweepSpec, dict[str, Any]]:
+    """The sweep ``quanta parity sweep`` runs, and the runtime keys it applies to every run.
+
+    Layers, each over the one before: the built-in sweep ``(experiment, preset)`` (for
+    ``custom``: the preset's config and no axes); the ``[base]`` and ``[grid]`` tables of the
+    TOML ``sweep_file``; config keys as ``--key value`` ``args`` (runtime keys — threads,
+    device, … — go to every run without changing the sweep's identity, the others to the
+    base); ``grid`` items ``AXIS=V1,V2,...``, each replacing that axis. No axis at all: one run.
+
+    Returns
+    -------
+    (SweepSpec, dict)
+        The spec, and the runtime keys given in ``args`` (checked as :class:`ParityConfig`
+        values).
+    """
+    from quanta.config import load_toml, parse_overrides
+
+    check_choice(experiment, "experiment", "quanta parity sweep", list(EXPERIMENTS))
+    check_choice(preset, "preset", "quanta parity sweep", list(PRESETS))
+    init_per_seed = False
+    if experiment == "custom":
+        base: dict[str, Any] = dict(PRESETS[preset])
+        axes: dict[str, list[Any]] = {}
+    else:
+        spec0 = SWEEP_PRESETS[(experiment, preset)]
+        base, axes = dict(spec0.base), {k: list(v) for k, v in spec0.grid.items()}
+        init_per_seed = spec0.init_per_seed
+    if sweep_file is not None:
+        data = load_toml(sweep_file)
+        unknown = set(data) - {"base", "grid"}
+        if unknown:
+            raise QuantaInputError(
+                f"Sweep file '{sweep_file}' may hold [base] and [grid] tables "
+                f"only. Got {sorted(unknown)!r}."
+            )
+        base.update(data.get("base", {}))
+        axes.update({k: list(v) for k, v in data.get("grid", {}).items()})
+    fields = config_fields(ParityConfig)
+    runtime: dict[str, Any] = {}
+    for key, value in parse_overrides(list(args)).items():
+        is_runtime = key in fields and fields[key][1].metadata.get("runtime")
+        (runtime if is_runtime else base)[key] = value
+    for item in grid:
+        axis, eq, values = item.partition("=")
+        if not eq:
+            raise QuantaInputError(f"--grid takes AXIS=V1,V2,...; got {item!r}.")
+        axes[axis.replace("-", "_")] = [v for v in values.split(",") if v.strip()]
+    if not axes:
+        axes = {"seed": [base.get("seed", 0)]}  # a single run
+    spec = SweepSpec(base, axes, experiment, init_per_seed=init_per_seed)
+    runtime_values = build_config(ParityConfig, layers=[("the command line", runtime)])
+    return spec, {k: getattr(runtime_values, k) for k in runtime}
 
 
 def run_one(

@@ -6,23 +6,17 @@ exceptions), so the pipeline runs what a person would type without importing the
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from quanta._validation import QuantaInputError, check_choice, check_device
 from quanta.cli._common import console, in_process_runner, out, user_errors
 
-__all__ = ["DEVICE_COMMANDS", "job_app"]
-
-#: The stage commands that run a model, keyed as the pipeline keys ``extra`` (by their first
-#: two words): "lm suite" is ``lm suite train``, and "lm losses" also runs in the lm-dynamics
-#: stage. ``reproduce --device`` is appended to each of them.
-DEVICE_COMMANDS = ("parity train", "parity sweep", "lm suite", "lm losses", "qdg run")
-#: Executors whose runs do not execute on this machine (their workers bring their own GPUs).
-_REMOTE = ("ray", "slurm")
+__all__ = ["job_app"]
 
 # Merged into the root app (no group name): ``quanta reproduce``, ``quanta report``.
 job_app = typer.Typer(rich_markup_mode=None)
@@ -63,46 +57,10 @@ def reproduce_cmd(
     stopped. A failing stage is reported by name; the others still run and the report marks
     what is missing (exit code 1).
     """
-    import time
+    from quanta.pipeline import plan, reproduce, stage_options
 
-    from quanta.executors import EXECUTORS, check_executor
-    from quanta.pipeline import plan, reproduce
-
-    check_choice(executor, "executor", "quanta reproduce", list(EXECUTORS))
-    if ray_address and executor != "ray":
-        raise QuantaInputError("--ray-address is used with --executor ray only.")
-    # A dead Ray address or a missing sbatch is refused before the directory is claimed.
-    check_executor(executor, ray_address, owner="quanta reproduce")
-    stages = plan(preset, only)
-    extra: dict[str, list[str]] = {}
-    if device:
-        for command in DEVICE_COMMANDS:
-            extra[command] = ["--device", device]
-        here = {" ".join(c[:2]) for s in stages for c in s.commands} & set(DEVICE_COMMANDS)
-        if executor in _REMOTE:
-            here -= {"parity sweep", "lm losses"}
-        if here:  # refused before the directory is claimed, not stage by stage
-            check_device(device, "quanta reproduce")
-    if executor != "local":  # the toy sweeps (one task per run), lm losses (one per column)
-        for command in ("parity sweep", "lm losses"):
-            extra.setdefault(command, []).extend(["--executor", executor])
-            if ray_address:
-                extra[command] += ["--ray-address", ray_address]
-    t0 = {"stage": time.perf_counter()}
+    extra = stage_options(preset, only, executor=executor, ray_address=ray_address, device=device)
     failed: list[str] = []
-
-    def on_stage(i: int, n: int, stage: Any, status: str) -> None:
-        head = f"[{i + 1}/{n}] {stage.name}"
-        if status == "start":
-            t0["stage"] = time.perf_counter()
-            console.rule(f"[bold]{head}[/]: {stage.title}", align="left")
-        elif status == "done":
-            console.print(f"{head} done in {time.perf_counter() - t0['stage']:,.1f} s")
-        elif status == "reused":
-            console.print(f"{head} reused (finished earlier in '{out_dir}')")
-        else:
-            failed.append(stage.name)
-
     try:
         state = reproduce(
             out_dir,
@@ -111,7 +69,7 @@ def reproduce_cmd(
             only=only,
             corpus=corpus,
             extra=extra,
-            on_stage=on_stage,
+            on_stage=_stage_display(out_dir, failed),
         )
     except KeyboardInterrupt:
         console.print(
@@ -123,7 +81,7 @@ def reproduce_cmd(
     table = Table(title=f"quanta reproduce --preset {preset}")
     for name in ("stage", "status", "seconds"):
         table.add_column(name, justify="right")
-    for stage in stages:
+    for stage in plan(preset, only):
         r = state.get(stage.name, {})
         table.add_row(stage.name, str(r.get("status")), f"{float(r.get('seconds', 0.0)):,.1f}")
     out.print(table)
@@ -142,6 +100,26 @@ def reproduce_cmd(
             "again to finish."
         )
         raise typer.Exit(1)
+
+
+def _stage_display(out_dir: Path, failed: list[str]) -> Callable[[int, int, Any, str], None]:
+    """The pipeline's ``on_stage``: a rule per stage started, its time when done; the names of
+    stages that failed or were skipped are appended to ``failed``."""
+    started = {"stage": time.perf_counter()}
+
+    def on_stage(i: int, n: int, stage: Any, status: str) -> None:
+        head = f"[{i + 1}/{n}] {stage.name}"
+        if status == "start":
+            started["stage"] = time.perf_counter()
+            console.rule(f"[bold]{head}[/]: {stage.title}", align="left")
+        elif status == "done":
+            console.print(f"{head} done in {time.perf_counter() - started['stage']:,.1f} s")
+        elif status == "reused":
+            console.print(f"{head} reused (finished earlier in '{out_dir}')")
+        else:
+            failed.append(stage.name)
+
+    return on_stage
 
 
 @job_app.command("report")

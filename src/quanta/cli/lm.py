@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,21 +166,12 @@ def lm_losses(
     one task per model column, each asking for --threads CPUs and, on CUDA, one GPU."""
     import warnings
 
-    from quanta.lm.losses import HeadFallbackWarning, run_losses
+    from quanta.lm.losses import HeadFallbackWarning
+    from quanta.lm.losses_run import run_losses
 
     progress = progress_bar("{task.fields[tps]}")
     progress.disable = quiet
-    state: dict[str, Any] = {}
-
-    def on_model(label: str, n_tokens: int) -> None:
-        state["bar"] = progress.add_task(label, total=n_tokens, tps="")
-        state["t0"] = __import__("time").perf_counter()
-        state["done"] = 0
-
-    def on_tokens(n: int) -> None:
-        state["done"] += n
-        rate = state["done"] / max(__import__("time").perf_counter() - state["t0"], 1e-9)
-        progress.update(state["bar"], advance=n, tps=f"{rate:,.0f} tok/s")
+    on_model, on_tokens = _token_bars(progress)
 
     def show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
         # One line through the console (above the progress bar), not Python's two-line form.
@@ -220,6 +213,23 @@ def lm_losses(
             str(r.get("head", "")),
         )
     out.print(table)
+
+
+def _token_bars(progress: Any) -> tuple[Callable[[str, int], None], Callable[[int], None]]:
+    """``run_losses``'s ``on_model`` and ``on_tokens``: one bar per model, with its tokens/s."""
+    state: dict[str, Any] = {}
+
+    def on_model(label: str, n_tokens: int) -> None:
+        state["bar"] = progress.add_task(label, total=n_tokens, tps="")
+        state["t0"] = time.perf_counter()
+        state["done"] = 0
+
+    def on_tokens(n: int) -> None:
+        state["done"] += n
+        rate = state["done"] / max(time.perf_counter() - state["t0"], 1e-9)
+        progress.update(state["bar"], advance=n, tps=f"{rate:,.0f} tok/s")
+
+    return on_model, on_tokens
 
 
 @lm_app.command("analyze")

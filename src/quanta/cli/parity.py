@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from quanta._validation import QuantaInputError, check_choice
+from quanta._validation import check_choice
 from quanta.cli._common import (
     EXTRA_ARGS,
     config_keys_command,
@@ -146,47 +146,9 @@ def parity_sweep(
     Base config keys are given as --key value (see 'quanta parity train --help'); runtime keys
     (threads, device, …) apply to every run without changing the sweep's identity.
     """
-    from quanta.config import config_fields, load_toml, parse_overrides
-    from quanta.parity.config import PRESETS, ParityConfig
-    from quanta.sweep import EXPERIMENTS, SWEEP_PRESETS, SweepSpec, run_sweep
+    from quanta.sweep import run_sweep, sweep_spec
 
-    check_choice(experiment, "experiment", "quanta parity sweep", list(EXPERIMENTS))
-    check_choice(preset, "preset", "quanta parity sweep", list(PRESETS))
-    init_per_seed = False
-    if experiment == "custom":
-        base: dict[str, Any] = dict(PRESETS[preset])
-        axes: dict[str, list[Any]] = {}
-    else:
-        spec0 = SWEEP_PRESETS[(experiment, preset)]
-        base, axes = dict(spec0.base), {k: list(v) for k, v in spec0.grid.items()}
-        init_per_seed = spec0.init_per_seed
-    if config is not None:
-        data = load_toml(config)
-        unknown = set(data) - {"base", "grid"}
-        if unknown:
-            raise QuantaInputError(
-                f"Sweep file '{config}' may hold [base] and [grid] tables "
-                f"only. Got {sorted(unknown)!r}."
-            )
-        base.update(data.get("base", {}))
-        axes.update({k: list(v) for k, v in data.get("grid", {}).items()})
-    fields = config_fields(ParityConfig)
-    runtime: dict[str, Any] = {}
-    for key, value in parse_overrides(list(ctx.args)).items():
-        is_runtime = key in fields and fields[key][1].metadata.get("runtime")
-        (runtime if is_runtime else base)[key] = value
-    for item in grid:
-        axis, eq, values = item.partition("=")
-        if not eq:
-            raise QuantaInputError(f"--grid takes AXIS=V1,V2,...; got {item!r}.")
-        axes[axis.replace("-", "_")] = [v for v in values.split(",") if v.strip()]
-    if not axes:
-        axes = {"seed": [base.get("seed", 0)]}  # a single run
-    spec = SweepSpec(base, axes, experiment, init_per_seed=init_per_seed)
-    from quanta.config import build_config
-
-    runtime_values = build_config(ParityConfig, layers=[("the command line", runtime)])
-    runtime = {k: getattr(runtime_values, k) for k in runtime}
+    spec, runtime = sweep_spec(experiment, preset, sweep_file=config, args=ctx.args, grid=grid)
     progress = progress_bar()
     progress.disable = quiet
     bar = progress.add_task("runs", total=None)

@@ -99,15 +99,8 @@ def qdg_run(
 ) -> None:
     """Select confident tokens, take their gradients, cluster them for every K and fit the
     Zipf law of cluster sizes."""
-    from quanta.qdg.run import run_qdg
-
     k_list = int_list(ks, "--ks")
-    try:
-        cut: float | str = "auto" if threshold.strip() == "auto" else float(threshold)
-    except ValueError:
-        raise QuantaInputError(
-            f"--threshold takes nats (a number > 0) or 'auto'; got {threshold!r}."
-        ) from None
+    cut = _threshold(threshold)
     if projection_dim < 0:
         raise QuantaInputError(f"--projection-dim must be ≥ 0 (0 = exact); got {projection_dim}.")
     options: dict[str, Any] = {
@@ -129,27 +122,45 @@ def qdg_run(
         "alpha_n": alpha_n,
         "seed": seed,
     }
+    where = {
+        "executor": executor,
+        "ray_address": ray_address,
+        "threads": threads,
+        "slurm_array_parallelism": slurm_array_parallelism,
+        "device": device,
+    }
     if models is not None:
         if model is not None:
             raise QuantaInputError("--models and --model exclude each other; pass one.")
         many = [m.strip() for m in models.split(",") if m.strip()]
-        _run_many(
-            losses,
-            out_dir,
-            many,
-            executor,
-            ray_address,
-            threads,
-            slurm_array_parallelism,
-            device,
-            quiet,
-            options,
-        )
+        _run_many(losses, out_dir, many, where, quiet, options)
         return
     if (executor, ray_address, threads, slurm_array_parallelism) != ("local", None, None, None):
         raise QuantaInputError(
             "--executor, --ray-address, --threads and --slurm-array-parallelism go with --models."
         )
+    result = _run_one(losses, out_dir, "0" if model is None else model, device, quiet, options)
+    _print_run(result)
+    stored = "gram.npy" if similarity == "exact" else "grads.npy"
+    out.print(f"{out_dir}/  (samples, {stored}, labels, clusters, rank_frequency, zipf.json, png)")
+
+
+def _threshold(text: str) -> float | str:
+    """``--threshold``: nats, or ``auto``."""
+    try:
+        return "auto" if text.strip() == "auto" else float(text)
+    except ValueError:
+        raise QuantaInputError(
+            f"--threshold takes nats (a number > 0) or 'auto'; got {text!r}."
+        ) from None
+
+
+def _run_one(
+    losses: Path, out_dir: Path, model: str, device: str, quiet: bool, options: dict[str, Any]
+) -> dict[str, Any]:
+    """``qdg run``: one model, a progress bar over its backward passes."""
+    from quanta.qdg.run import run_qdg
+
     progress = progress_bar()
     progress.disable = quiet
     bar = progress.add_task("gradients", total=None)
@@ -159,16 +170,15 @@ def qdg_run(
         progress.update(bar, completed=done, total=total)
 
     try:
-        result = run_qdg(
-            losses,
-            out_dir,
-            model="0" if model is None else model,
-            **options,
-            device=device,
-            progress=on_gradients,
+        return run_qdg(
+            losses, out_dir, model=model, **options, device=device, progress=on_gradients
         )
     finally:
         progress.stop()
+
+
+def _print_run(result: dict[str, Any]) -> None:
+    """The Zipf fits of one QDG run, its selection and the quantization model's prediction."""
     info = result["model_info"]
     table = Table(
         title=f"QDG on {result['n_samples']} tokens of {info['label']} "
@@ -198,19 +208,13 @@ def qdg_run(
             f"envelope log-log slope over ranks {lo}–{hi} (the paper's): "
             f"{result['envelope_slope']:.3f}"
         )
-    stored = "gram.npy" if similarity == "exact" else "grads.npy"
-    out.print(f"{out_dir}/  (samples, {stored}, labels, clusters, rank_frequency, zipf.json, png)")
 
 
 def _run_many(
     losses: Path,
     out_dir: Path,
     models: list[str],
-    executor: str,
-    ray_address: str | None,
-    threads: int | None,
-    slurm_array_parallelism: int | None,
-    device: str,
+    where: dict[str, Any],
     quiet: bool,
     options: dict[str, Any],
 ) -> None:
@@ -226,21 +230,10 @@ def _run_many(
         progress.advance(bar)
 
     try:
-        results = run_qdg_models(
-            losses,
-            out_dir,
-            list(models),
-            executor=executor,
-            ray_address=ray_address,
-            threads=threads,
-            slurm_array_parallelism=slurm_array_parallelism,
-            device=device,
-            on_done=on_done,
-            **options,
-        )
+        results = run_qdg_models(losses, out_dir, list(models), **where, on_done=on_done, **options)
     finally:
         progress.stop()
-    table = Table(title=f"QDG on {len(results)} models ({executor})")
+    table = Table(title=f"QDG on {len(results)} models ({where['executor']})")
     for name in ("model", "N", "samples", "largest K", "Zipf exponent (MLE)", "envelope"):
         table.add_column(name, justify="right")
     for label, result in results.items():
@@ -275,13 +268,11 @@ def qdg_validate(
 ) -> None:
     """Planted truth: cluster samples whose true quantum is known and score every affinity ×
     label assigner (ARI, NMI, purity; recovered vs true Zipf exponent)."""
-    import pandas as pd
-
     from quanta._validation import check_choice
-    from quanta.qdg.validate import compare_affinities, parity_gradients, toy_vectors
+    from quanta.qdg.validate import planted_truth
     from quanta.store import write_parquet
 
-    check_choice(source, "source", "quanta qdg validate", ["toy", "parity"])
+    check_choice(source, "source", "quanta qdg validate", ["toy", "parity"])  # before --dims
     try:
         d_list = [int(v) for v in dims.split(",") if v.strip()]
         s_list = [float(v) for v in sigmas.split(",") if v.strip()]
@@ -289,30 +280,17 @@ def qdg_validate(
         raise QuantaInputError(
             f"--dims / --sigmas take numbers; got {dims!r}, {sigmas!r}."
         ) from None
-    frames = []
-    if source == "toy":
-        for d in d_list:
-            for sigma in s_list:
-                v, truth = toy_vectors(samples, subtasks, d, sigma, alpha=alpha, seed=seed)
-                frames.append(
-                    compare_affinities(v, truth, center=center, seed=seed).assign(d=d, sigma=sigma)
-                )
-    else:
-        from quanta.parity import ParityConfig
-
-        cfg = ParityConfig(
-            n_tasks=20,
-            n_bits=12,
-            widths=(128,),
-            steps=3000,
-            batch_size=500,
-            test_per_task=50,
-            eval_points=5,
-            seed=seed,
-        )
-        g, truth = parity_gradients(cfg, n_samples=parity_samples, seed=seed)
-        frames.append(compare_affinities(g, truth, center=center, seed=seed))
-    table = pd.concat(frames, ignore_index=True)
+    table = planted_truth(
+        source,
+        samples=samples,
+        subtasks=subtasks,
+        alpha=alpha,
+        dims=d_list,
+        sigmas=s_list,
+        parity_samples=parity_samples,
+        center=center,
+        seed=seed,
+    )
     write_parquet(out_dir / "validate.parquet", table)
     view = Table(title=f"QDG on planted truth ({source})")
     cols = [c for c in ("d", "sigma") if c in table] + [

@@ -205,57 +205,16 @@ def analyze_losses(
         raise QuantaInputError(f"--lo ({lo}) must be below --hi ({hi}).")
     bootstrap = check_int(bootstrap, "bootstrap", _OWNER, low=0)
     manifest, models, losses = load_losses(directory)
-    if columns is None:
-        _refuse_models_by_revisions(models, directory)
-    else:
-        bad_columns = [c for c in columns if not 0 <= c < len(models)]
-        if bad_columns or not columns:
-            raise QuantaInputError(
-                f"columns {bad_columns or columns} out of range: '{directory}' has columns "
-                f"0…{len(models) - 1}."
-            )
-        models = models.iloc[columns].reset_index(drop=True)
-        losses = np.asarray(losses[:, columns])
+    models, losses = _select_columns(models, losses, columns, directory)
     axis, scale = _scale(models)
     order = np.argsort(scale, kind="stable")
     models = models.iloc[order].reset_index(drop=True).assign(scale=scale[order])
     losses_sorted = losses[:, order] if not np.array_equal(order, np.arange(len(order))) else losses
-    chosen = list(range(len(models))) if fit_models is None else fit_models
-    bad = [i for i in chosen if not 0 <= i < len(models)]
-    if bad:
-        raise QuantaInputError(
-            f"--fit-models {bad} out of range: the suite has models 0…{len(models) - 1}."
-        )
-    fit = None
-    if len(set(models["scale"].iloc[chosen])) >= 2:
-        fit = fit_power_law(
-            models["scale"].iloc[chosen].to_numpy(),
-            models["mean_loss"].iloc[chosen].to_numpy(),
-            offset=False,
-            bootstrap=bootstrap,
-            seed=seed,
-        )
-    hist = []
-    for j in range(len(models)):
-        hist.append(
-            pd.DataFrame(
-                {
-                    "model": int(models["model"].iloc[j]),
-                    "bin_low": HIST_EDGES[:-1],
-                    "bin_high": HIST_EDGES[1:],
-                    "density": loss_density(losses_sorted[:, j]),
-                }
-            )
-        )
+    chosen, fit = _mean_loss_fit(models, fit_models, bootstrap, seed)
     classes = classify_tokens(
         losses_sorted, scale, hi=hi, lo=lo, poly_slope=poly_slope, poly_r2=poly_r2
     )
-    rng = np.random.default_rng(seed)
-    curves = {}
-    for kind in ("monogenic", "polygenic"):
-        rows = np.flatnonzero(classes[kind].to_numpy())
-        for r in np.sort(rng.choice(rows, size=min(30, len(rows)), replace=False)):
-            curves[int(r)] = np.asarray(losses_sorted[r], dtype=np.float64)
+    curves = _example_curves(classes, losses_sorted, seed)
     index = pd.read_parquet(Path(directory) / "corpus" / "index.parquet")
     tokens = pd.concat([index.reset_index(drop=True), classes], axis=1)
     if len(models) >= 2:
@@ -271,7 +230,7 @@ def analyze_losses(
         models=models,
         fit=fit,
         fit_models=chosen,
-        histograms=pd.concat(hist, ignore_index=True),
+        histograms=_histograms(models, losses_sorted),
         tokens=tokens,
         curves=curves,
         settings={
@@ -285,6 +244,71 @@ def analyze_losses(
             "corpus": manifest["config"]["corpus"],
         },
     )
+
+
+def _select_columns(
+    models: pd.DataFrame, losses: Any, columns: list[int] | None, directory: str | Path
+) -> tuple[pd.DataFrame, Any]:
+    """The models and losses of ``columns`` (default all: refused for models × revisions)."""
+    if columns is None:
+        _refuse_models_by_revisions(models, directory)
+        return models, losses
+    bad_columns = [c for c in columns if not 0 <= c < len(models)]
+    if bad_columns or not columns:
+        raise QuantaInputError(
+            f"columns {bad_columns or columns} out of range: '{directory}' has columns "
+            f"0…{len(models) - 1}."
+        )
+    return models.iloc[columns].reset_index(drop=True), np.asarray(losses[:, columns])
+
+
+def _mean_loss_fit(
+    models: pd.DataFrame, fit_models: list[int] | None, bootstrap: int, seed: int
+) -> tuple[list[int], Any]:
+    """The models in the mean-loss fit (positions by scale) and the fit (None below 2 scales)."""
+    chosen = list(range(len(models))) if fit_models is None else fit_models
+    bad = [i for i in chosen if not 0 <= i < len(models)]
+    if bad:
+        raise QuantaInputError(
+            f"--fit-models {bad} out of range: the suite has models 0…{len(models) - 1}."
+        )
+    if len(set(models["scale"].iloc[chosen])) < 2:
+        return chosen, None
+    fit = fit_power_law(
+        models["scale"].iloc[chosen].to_numpy(),
+        models["mean_loss"].iloc[chosen].to_numpy(),
+        offset=False,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    return chosen, fit
+
+
+def _histograms(models: pd.DataFrame, losses: Any) -> pd.DataFrame:
+    """p(L) of every model (column of ``losses``) over :data:`HIST_EDGES`."""
+    hist = [
+        pd.DataFrame(
+            {
+                "model": int(models["model"].iloc[j]),
+                "bin_low": HIST_EDGES[:-1],
+                "bin_high": HIST_EDGES[1:],
+                "density": loss_density(losses[:, j]),
+            }
+        )
+        for j in range(len(models))
+    ]
+    return pd.concat(hist, ignore_index=True)
+
+
+def _example_curves(classes: pd.DataFrame, losses: Any, seed: int) -> dict[int, np.ndarray]:
+    """Up to 30 seeded monogenic and 30 polygenic tokens: row → its loss at every scale."""
+    rng = np.random.default_rng(seed)
+    curves = {}
+    for kind in ("monogenic", "polygenic"):
+        rows = np.flatnonzero(classes[kind].to_numpy())
+        for r in np.sort(rng.choice(rows, size=min(30, len(rows)), replace=False)):
+            curves[int(r)] = np.asarray(losses[r], dtype=np.float64)
+    return curves
 
 
 def token_context(

@@ -1,4 +1,4 @@
-"""Per-token losses of a model suite on a corpus: batched, memory-bounded, resumable.
+"""Per-token losses of a model on a corpus: batched and memory-bounded.
 
 The engine (:func:`token_losses`) sorts documents by length (so batches hold similar lengths
 and padding is small), packs as many as fit in ``batch_tokens`` padded tokens, runs the model's
@@ -14,53 +14,31 @@ pos]`` the hidden state at position ``j`` predicts token ``j + 1``, so targets a
 ``[batch, pos - 1]`` and loss ``[b, j]`` belongs to the predicted token at position ``j + 1`` —
 index-table row ``(doc_id, pos = j + 1)``.
 
-On disk (:func:`run_losses`), ``DIR`` is a quanta run directory::
-
-    manifest.json        suite spec and resolved models, corpus spec, max_len, bos, dtype
-    corpus/              the tokenized corpus and its index table (quanta.lm.corpus)
-    columns/<i>.npy      model i's losses, written atomically when the model is done (resume)
-    rows/<i>.json        its models.parquet row, written after the .npy by whichever process or
-                         worker computed it (so a restarted driver reuses finished remote work)
-    losses.npy           [n_tokens, n_models] float32 (or float16), row r = index row r;
-                         open with numpy.load(..., mmap_mode="r")
-    models.parquet       one row per column: model (the column index), name, revision, step
-                         (from a step<N> revision, else -1), label, n_params (non-embedding),
-                         mean loss, tokens/s, head ("chunked" | "full": the path that ran)
-
-With ``checkpoints=`` (training dynamics) every column is one (model, revision): ``all`` or
-named models of the suite, each over its revisions (optionally only ``revisions=``).
+A suite's losses in a resumable run directory (one column per model, over executors) are
+:func:`quanta.lm.losses_run.run_losses`.
 """
 
 from __future__ import annotations
 
-import json
-import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from quanta._validation import QuantaInputError, check_choice, check_device, check_int
-from quanta.executors import Task, check_executor, gpus_for, remote_device, run_tasks, torch_threads
+from quanta._validation import QuantaInputError, check_choice, check_int
 from quanta.lm.corpus import TokenizedCorpus
 
 __all__ = [
     "HEADS",
     "HeadFallbackWarning",
-    "column_task",
     "next_token_targets",
     "paper_token_losses",
     "resolve_head",
-    "run_losses",
     "token_losses",
 ]
 
 _OWNER = "quanta lm losses"
-KIND = "lm.losses"
 HEADS = ("auto", "chunked", "full")
 _HEAD_ATOL = 1e-4  # nats: chunked vs full must agree this well on the check document
 
@@ -291,315 +269,3 @@ def paper_token_losses(model: Any, corpus: TokenizedCorpus) -> list[float]:
         ce = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none")
         losses.extend(ce.tolist())
     return losses
-
-
-# --------------------------------------------------------------------------- the run directory
-
-
-def _check_one_tokenizer(refs: list[Any], tokenizer: Any) -> None:
-    """Refuse a suite whose models tokenize differently: the corpus is tokenized once, with the
-    first model's tokenizer, so every column must read the same token ids. Checked for local
-    models (a tokenizer on disk); hub models of one family (Pythia) share theirs by design."""
-    from quanta.lm.suite import load_tokenizer
-
-    vocab = tokenizer.get_vocab()
-    seen = {refs[0].source}
-    for ref in refs[1:]:
-        if ref.source in seen or ref.local_path is None:
-            continue
-        seen.add(ref.source)
-        other = load_tokenizer(ref).get_vocab()
-        if other != vocab:
-            differ = sum(other.get(t) != i for t, i in vocab.items()) + len(set(other) - set(vocab))
-            raise QuantaInputError(
-                f"The models of a suite must share one tokenizer (the corpus is tokenized once): "
-                f"{ref.label()!r} maps {differ} of its {len(other):,} tokens differently from "
-                f"{refs[0].label()!r} ({len(vocab):,} tokens); compute their losses separately."
-            )
-
-
-def _document_length(refs: list[Any], max_len: int | None) -> int:
-    """``max_len`` checked against the shortest context of the models (``max_position_embeddings``
-    of each distinct model; local configs are read from disk), or that context capped at 1024."""
-    from transformers import AutoConfig
-
-    from quanta.lm.suite import where_loaded
-
-    contexts: dict[str, int] = {}
-    for ref in refs:
-        if ref.name in contexts:
-            continue
-        where, kwargs = where_loaded(ref)
-        try:
-            config = AutoConfig.from_pretrained(where, **kwargs)  # kwargs: revision, cache
-        except OSError as exc:
-            raise QuantaInputError(
-                f"Cannot read the config of {ref.label()!r}: {exc}".splitlines()[0]
-            ) from None
-        context = getattr(config, "max_position_embeddings", None)
-        if isinstance(context, int) and context > 1:
-            contexts[ref.name] = context
-    if not contexts:
-        return 1024 if max_len is None else check_int(max_len, "max_len", _OWNER, low=2)
-    name, context = min(contexts.items(), key=lambda item: item[1])
-    if max_len is None:
-        return min(1024, context)
-    max_len = check_int(max_len, "max_len", _OWNER, low=2)
-    if max_len > context:
-        raise QuantaInputError(
-            f"max_len {max_len} exceeds the context model {name!r} was built for ({context} "
-            f"tokens, its max_position_embeddings); use at most {context}."
-        )
-    return max_len
-
-
-def run_losses(
-    suite: str,
-    corpus: str,
-    out: str | Path,
-    *,
-    checkpoints: str | None = None,
-    revisions: str | list[str] | None = None,
-    max_docs: int | None = None,
-    max_len: int | None = None,
-    bos: bool = False,
-    text_field: str = "text",
-    dtype: str = "float32",
-    batch_tokens: int = 8192,
-    head: str = "auto",
-    device: str = "cpu",
-    threads: int | None = None,
-    executor: str = "local",
-    ray_address: str | None = None,
-    slurm_array_parallelism: int | None = None,
-    on_model: Callable[[str, int], None] | None = None,
-    on_tokens: Callable[[int], None] | None = None,
-) -> pd.DataFrame:
-    """Per-token losses of every model of ``suite`` on ``corpus`` into ``out`` (resumable per
-    model). ``on_model(label, n_tokens)`` announces each model; ``on_tokens(n)`` counts tokens.
-    ``head`` is passed to :func:`token_losses`; the path each model took is its row's
-    ``head``. ``checkpoints`` / ``revisions`` select checkpoints (training dynamics: one column
-    per model × revision; see :func:`quanta.lm.suite.resolve_suite`). Returns the models table.
-
-    ``executor`` (``local``, ``ray``, ``slurm``, ``submitit-local``; see
-    :mod:`quanta.executors`) computes the missing columns as one task each: it loads the saved
-    corpus and its model, runs with ``threads`` torch threads (default: torch's own locally, 1
-    on remote workers), requests that many CPUs and, on CUDA, one GPU, and writes its column
-    file; this process tokenizes, writes the tables and resumes as locally, so every executor
-    gives the same files. ``on_model``/``on_tokens`` report local progress only.
-
-    Every refusal (unknown suite or model, missing revision, a local checkpoint without
-    ``config.json``, a hub model that is neither downloadable nor cached — see
-    :func:`quanta.lm.suite.where_loaded` — or an unusable executor) happens before ``out`` is
-    created or touched.
-
-    ``max_len`` (tokens per document) defaults to the models' context, at most 1024, and may
-    not exceed it: past the positions a model was trained on (a rotary model accepts them
-    silently) its losses measure extrapolation, not what it learned."""
-    from quanta.config import config_hash
-    from quanta.lm.corpus import load_corpus, load_documents, save_corpus, tokenize_documents
-    from quanta.lm.suite import (
-        load_tokenizer,
-        resolve_suite,
-        revision_step,
-        where_loaded,
-    )
-    from quanta.store import RunDir, write_parquet
-
-    dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
-    head = check_choice(head, "head", _OWNER, list(HEADS))
-    refs = resolve_suite(suite, checkpoints=checkpoints, revisions=revisions)
-    out = Path(out).absolute()  # remote workers may start in another directory
-    executor = check_executor(executor, ray_address, owner=_OWNER)
-    if slurm_array_parallelism is not None:
-        check_int(slurm_array_parallelism, "slurm_array_parallelism", _OWNER, low=1)
-    if threads is not None:
-        threads = check_int(threads, "threads", _OWNER, low=1)
-    if executor in ("local", "submitit-local"):  # ray/slurm workers bring their own GPUs
-        check_device(device, "quanta lm losses")
-    max_len = _document_length(refs, max_len)
-    config: dict[str, Any] = {
-        "suite": suite,
-        "checkpoints": checkpoints,
-        **({"revisions": revisions} if revisions is not None else {}),  # old runs' hash kept
-        "models": [{"name": r.name, "source": r.source, "revision": r.revision} for r in refs],
-        "corpus": corpus,
-        "max_docs": max_docs,
-        "max_len": max_len,
-        "bos": bos,
-        "text_field": text_field,
-        "dtype": dtype,
-    }
-    # Check every model is loadable before claiming the directory (no hub hang, no write): a
-    # local one has its config.json, a hub one is downloadable or cached (one metadata request
-    # or a cache lookup each), so a model the hub or cache lacks is refused up front, not after
-    # hours of the others. Models whose column a previous run finished are not needed again.
-    tokenizer = load_tokenizer(refs[0])
-    for i, ref in enumerate(refs[1:], start=1):
-        if not (out / "columns" / f"{i}.npy").exists():
-            where_loaded(ref)
-    _check_one_tokenizer(refs, tokenizer)
-    run = RunDir(out, KIND, config, config_hash(config))
-    tokens = None
-    if run.read_manifest() is None:  # a new run: read the corpus before writing anything
-        docs, unreadable = load_documents(corpus, max_docs=max_docs, text_field=text_field)
-        tokens = tokenize_documents(docs, tokenizer, max_len=max_len, bos=bos)
-        tokens.n_skipped_unreadable = unreadable
-    status = run.open()
-    if status != "complete":
-        _cleanup_stale(out)
-    t0 = time.perf_counter()
-    if (out / "corpus" / "corpus.json").exists():
-        tokens = load_corpus(out / "corpus")
-    else:
-        if tokens is None:  # claimed earlier but interrupted before the corpus was saved
-            docs, unreadable = load_documents(corpus, max_docs=max_docs, text_field=text_field)
-            tokens = tokenize_documents(docs, tokenizer, max_len=max_len, bos=bos)
-            tokens.n_skipped_unreadable = unreadable
-        save_corpus(tokens, out / "corpus")
-    rows: dict[int, dict[str, Any]] = {}
-    models_file = out / "models.parquet"
-    known = pd.read_parquet(models_file) if models_file.exists() else pd.DataFrame()
-    settings: dict[str, Any] = {"head": head, "batch_tokens": batch_tokens, "dtype": dtype}
-    pending = []
-    for i in range(len(refs)):
-        row = _finished_row(out, i, known)
-        if row is None:
-            pending.append(i)
-        else:
-            row.setdefault("step", revision_step(row["revision"] or None))  # older runs
-            rows[i] = row
-
-    def finished(i: int, row: dict[str, Any]) -> None:
-        rows[i] = row
-        write_parquet(models_file, pd.DataFrame([rows[k] for k in sorted(rows)]))
-
-    if executor == "local":  # in this process, so tokens can be reported as they are done
-        with torch_threads(threads):
-            for i in pending:
-                if on_model is not None:
-                    on_model(refs[i].label(), tokens.n_predicted)
-                row = _column(
-                    out, i, refs[i], tokens, **settings, device=device, on_tokens=on_tokens
-                )
-                finished(i, row)
-    else:
-        where = remote_device(device)
-        # A local model's directory, absolute: remote workers may start in another directory.
-        portable = [
-            replace(r, source=str(Path(r.source).absolute())) if r.local_path else r for r in refs
-        ]
-        tasks = [
-            Task(
-                column_task,
-                (str(out), i, portable[i], settings, where),
-                threads or 1,
-                gpus_for(where),
-            )
-            for i in pending
-        ]
-        run_tasks(
-            executor,
-            tasks,
-            ray_address=ray_address,
-            folder=out / "submitit",
-            slurm_array_parallelism=slurm_array_parallelism,
-            on_done=lambda k, row: finished(pending[k], row),
-        )
-    _assemble(out, len(refs), tokens.n_predicted, dtype)
-    run.write_manifest(
-        status="complete",
-        wall_seconds=time.perf_counter() - t0,
-        extra={"n_models": len(refs), "n_tokens": tokens.n_predicted, "n_docs": tokens.n_docs},
-    )
-    return pd.DataFrame([rows[k] for k in sorted(rows)])
-
-
-def _finished_row(out: Path, i: int, known: pd.DataFrame) -> dict[str, Any] | None:
-    """Column ``i``'s models-table row if its losses are on disk (from ``rows/<i>.json``,
-    written after the column, or the models table of runs made before rows were kept)."""
-    if not (out / "columns" / f"{i}.npy").exists():
-        return None
-    sidecar = out / "rows" / f"{i}.json"
-    if sidecar.exists():
-        return dict(json.loads(sidecar.read_text()))
-    if len(known) and (known["model"] == i).any():
-        return {str(k): v for k, v in known[known["model"] == i].iloc[0].to_dict().items()}
-    return None
-
-
-def _column(
-    out: Path,
-    i: int,
-    ref: Any,
-    tokens: TokenizedCorpus,
-    *,
-    head: str,
-    batch_tokens: int,
-    dtype: str,
-    device: str,
-    on_tokens: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Compute model ``ref``'s losses into ``out/columns/<i>.npy`` and its models-table row into
-    ``out/rows/<i>.json`` (each atomically, the row last: a row means a finished column)."""
-    from quanta.lm.suite import load_model, non_embedding_params, revision_step
-    from quanta.store import atomic_write
-
-    model = load_model(ref, device=device)
-    start = time.perf_counter()
-    # Resolved here to record it; token_losses checks a "chunked" again (one 64-token
-    # forward), which keeps "chunked" an assertion wherever it is passed.
-    path = resolve_head(model, tokens, head=head, device=device)
-    losses = token_losses(
-        model, tokens, batch_tokens=batch_tokens, head=path, device=device, progress=on_tokens
-    )
-    seconds = time.perf_counter() - start
-    with atomic_write(out / "columns" / f"{i}.npy") as fh:
-        np.save(fh, losses.astype(dtype))
-    row = {
-        "model": i,
-        "name": ref.name,
-        "revision": ref.revision or "",
-        "step": revision_step(ref.revision),
-        "label": ref.label(),
-        "n_params": non_embedding_params(model),
-        "mean_loss": float(losses.mean(dtype=np.float64)),
-        "seconds": seconds,
-        "tokens_per_second": tokens.n_predicted / max(seconds, 1e-9),
-        "head": path,
-    }
-    with atomic_write(out / "rows" / f"{i}.json", "w") as fh:
-        json.dump(row, fh)
-    return row
-
-
-def column_task(
-    out: str, i: int, ref: Any, settings: dict[str, Any], device: str
-) -> dict[str, Any]:
-    """One remote column of :func:`run_losses`: the corpus saved in ``out``, model ``ref``,
-    losses into ``out/columns/<i>.npy``; returns its models-table row. Importable by workers."""
-    from quanta.lm.corpus import load_corpus
-
-    tokens = load_corpus(Path(out) / "corpus")
-    return _column(Path(out), i, ref, tokens, **settings, device=device)
-
-
-def _cleanup_stale(out: Path) -> None:
-    """Remove temporary files an interrupted write left (never a finished file)."""
-    for tmp in out.rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
-def _assemble(out: Path, n_models: int, n_tokens: int, dtype: str) -> None:
-    """Write ``losses.npy`` [n_tokens, n_models] from the per-model columns, atomically and in
-    row blocks (memory stays O(block × models))."""
-    from quanta.store import atomic_write
-
-    columns = [np.load(out / "columns" / f"{i}.npy", mmap_mode="r") for i in range(n_models)]
-    header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (n_tokens, n_models)}
-    block = 1 << 18
-    with atomic_write(out / "losses.npy") as fh:
-        np.lib.format.write_array_header_1_0(fh, header)
-        for i in range(0, n_tokens, block):
-            part = np.stack([c[i : i + block] for c in columns], axis=1).astype(dtype)
-            fh.write(np.ascontiguousarray(part).tobytes())

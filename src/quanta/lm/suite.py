@@ -241,48 +241,66 @@ def resolve_suite(
     if wanted_revisions == []:
         raise QuantaInputError("--revisions is empty; pass revisions like step1000,step8000.")
     if spec in SUITES:
-        hub = SUITES[spec]
-        if checkpoints is None:
-            return [ModelRef(m, hub.hub_id(m), hub.final) for m in hub.models]
-        names = _pick_models(checkpoints, list(hub.models), f"Suite {spec!r}")
-        revs = list(hub.checkpoints)
-        if wanted_revisions is not None:
-            missing = [r for r in wanted_revisions if r not in hub.revisions]
-            if missing:
-                raise QuantaInputError(
-                    f"Suite {spec!r} has no revision {missing[0]!r}; it has {hub.revisions_text}."
-                )
-            revs = sorted(set(wanted_revisions), key=revision_step)
-        return [ModelRef(n, hub.hub_id(n), r) for n in names for r in revs]
+        return _hub_refs(spec, checkpoints, wanted_revisions)
     directory = Path(spec).expanduser().resolve()  # absolute: results name their models
     if (directory / "suite.json").is_file():
-        info = json.loads((directory / "suite.json").read_text())
-        models = info["models"]
-        if checkpoints is None:
-            return [ModelRef(m["name"], str(directory / m["path"]), m["final"]) for m in models]
-        names = _pick_models(checkpoints, [m["name"] for m in models], f"The suite at '{spec}'")
-        refs: list[ModelRef] = []
-        for m in (m for m in models if m["name"] in names):
-            base = directory / m["path"]
-            revs = list(m["revisions"])
-            if wanted_revisions is not None:
-                missing = [r for r in wanted_revisions if r not in revs]
-                if missing:
-                    raise QuantaInputError(
-                        f"Model {m['name']!r} of the suite at '{spec}' has no revision "
-                        f"{missing[0]!r}; it has {', '.join(revs)}."
-                    )
-                revs = [r for r in revs if r in wanted_revisions]
-            for r in revs:
-                # A checkpoint is a step<N> folder (the final one may also be the model folder).
-                at_base = r == m.get("final") and (base / "config.json").is_file()
-                if not (base / r).is_dir() and not at_base:
-                    raise QuantaInputError(
-                        f"Revision {r!r} of model {m['name']!r} is listed in '{spec}/suite.json' "
-                        f"but '{base / r}' does not exist; retrain or repair the suite."
-                    )
-            refs.extend(ModelRef(m["name"], str(base), r) for r in revs)
-        return refs
+        return _minisuite_refs(directory, spec, checkpoints, wanted_revisions)
+    return _listed_refs(spec, checkpoints)
+
+
+def _hub_refs(spec: str, checkpoints: str | None, wanted: list[str] | None) -> list[ModelRef]:
+    """The models of the hub suite ``spec`` (at their final revision, or over ``checkpoints``)."""
+    hub = SUITES[spec]
+    if checkpoints is None:
+        return [ModelRef(m, hub.hub_id(m), hub.final) for m in hub.models]
+    names = _pick_models(checkpoints, list(hub.models), f"Suite {spec!r}")
+    revs = list(hub.checkpoints)
+    if wanted is not None:
+        missing = [r for r in wanted if r not in hub.revisions]
+        if missing:
+            raise QuantaInputError(
+                f"Suite {spec!r} has no revision {missing[0]!r}; it has {hub.revisions_text}."
+            )
+        revs = sorted(set(wanted), key=revision_step)
+    return [ModelRef(n, hub.hub_id(n), r) for n in names for r in revs]
+
+
+def _minisuite_refs(
+    directory: Path, spec: str, checkpoints: str | None, wanted: list[str] | None
+) -> list[ModelRef]:
+    """The models of the mini-suite in ``directory`` (its ``suite.json``); every checkpoint
+    asked for must be on disk."""
+    info = json.loads((directory / "suite.json").read_text())
+    models = info["models"]
+    if checkpoints is None:
+        return [ModelRef(m["name"], str(directory / m["path"]), m["final"]) for m in models]
+    names = _pick_models(checkpoints, [m["name"] for m in models], f"The suite at '{spec}'")
+    refs: list[ModelRef] = []
+    for m in (m for m in models if m["name"] in names):
+        base = directory / m["path"]
+        revs = list(m["revisions"])
+        if wanted is not None:
+            missing = [r for r in wanted if r not in revs]
+            if missing:
+                raise QuantaInputError(
+                    f"Model {m['name']!r} of the suite at '{spec}' has no revision "
+                    f"{missing[0]!r}; it has {', '.join(revs)}."
+                )
+            revs = [r for r in revs if r in wanted]
+        for r in revs:
+            # A checkpoint is a step<N> folder (the final one may also be the model folder).
+            at_base = r == m.get("final") and (base / "config.json").is_file()
+            if not (base / r).is_dir() and not at_base:
+                raise QuantaInputError(
+                    f"Revision {r!r} of model {m['name']!r} is listed in '{spec}/suite.json' "
+                    f"but '{base / r}' does not exist; retrain or repair the suite."
+                )
+        refs.extend(ModelRef(m["name"], str(base), r) for r in revs)
+    return refs
+
+
+def _listed_refs(spec: str, checkpoints: str | None) -> list[ModelRef]:
+    """A comma-separated list of model directories and hub ids, each optionally ``@revision``."""
     if not any(c in spec for c in ",/@") and not Path(spec).expanduser().exists():
         _hub_suite(spec)  # a bare word is a suite name (hub ids are org/name): refused here
     if checkpoints is not None:

@@ -206,9 +206,20 @@ def train_parity(
     >>> sorted(res.curves["step"].unique().tolist())
     [0, 1, 3]
     """
-    seeds = np.random.SeedSequence(cfg.seed).spawn(4)  # stream, D set, test set, val set
-    device = torch.device(cfg.device)
     with _threads(cfg.resolved_threads()):
+        run = _Training(cfg, state)
+        run.train(on_checkpoint=on_checkpoint, progress=progress, stop=stop)
+        return run.result()
+
+
+class _Training:
+    """One call of :func:`train_parity`: the data, the fused net, its optimizer, and what has
+    been recorded — built (or restored from a :class:`TrainState`) in the order the generators
+    are drawn from, so a seed gives the same numbers."""
+
+    def __init__(self, cfg: ParityConfig, state: TrainState | None) -> None:
+        seeds = np.random.SeedSequence(cfg.seed).spawn(4)  # stream, D set, test set, val set
+        self.cfg, self.device = cfg, torch.device(cfg.device)
         task = cfg.make_task()
         test_set = task.per_task_set(cfg.test_per_task, generator=_generator(seeds[2]))
         val_set = (
@@ -217,105 +228,119 @@ def train_parity(
             else None
         )
         members = cfg.members()
-        model = FusedParityMLP(
+        self.model = FusedParityMLP(
             cfg.n_tasks, cfg.n_bits, [w for w, _ in members], init_seeds=[s for _, s in members]
         )
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        stream = _Stream(task, cfg, seeds)
-        n_members = len(members)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.stream = _Stream(task, cfg, seeds)
+        self.n_members = len(members)
         # (3, M): training loss sum, accuracy sum and batch count since the last evaluation,
         # summed where the losses are (one transfer per evaluation, not per step).
-        train_sums = torch.zeros(3, n_members, dtype=torch.float64, device=device)
-        blocks: list[dict[str, np.ndarray]] = []  # one block of rows per evaluated step
-        start, wall_before = 0, 0.0
+        self.train_sums = torch.zeros(3, self.n_members, dtype=torch.float64, device=self.device)
+        self.blocks: list[dict[str, np.ndarray]] = []  # one block of rows per evaluated step
+        self.start, self.wall_before = 0, 0.0
         if state is not None:
-            model.load_state_dict(state.model)
-            optimizer.load_state_dict(state.optimizer)
-            stream.gen.set_state(state.stream)
-            stream.order, stream.cursor = state.order, state.cursor
-            train_sums, blocks = state.train_sums.to(device, copy=True), list(state.blocks)
-            start, wall_before = state.step, state.wall_seconds
-        model.to(device)
-        to_dev = _mover(device)
-        test_set, val_set = to_dev(test_set), (to_dev(val_set) if val_set else None)
-        probs = task.probs.to(device)
-        eval_chunk = cfg.eval_chunk or None  # None: cache-sized blocks
-        schedule = set(eval_schedule(cfg.steps, cfg.eval_points, cfg.eval_every).tolist())
-        t0 = last_ckpt = time.perf_counter()
+            self._restore(state)
+        self.model.to(self.device)
+        self.to_dev = _mover(self.device)
+        self.test_set = self.to_dev(test_set)
+        self.val_set = self.to_dev(val_set) if val_set else None
+        self.probs = task.probs.to(self.device)
+        self.eval_chunk = cfg.eval_chunk or None  # None: cache-sized blocks
+        self.schedule = set(eval_schedule(cfg.steps, cfg.eval_points, cfg.eval_every).tolist())
+        self.t0 = time.perf_counter()
 
-        def snapshot(step: int) -> TrainState:
-            return TrainState(
-                step=step,
-                model=_cpu(model.state_dict()),
-                optimizer=_cpu(optimizer.state_dict()),
-                stream=stream.gen.get_state(),
-                order=stream.order,
-                cursor=stream.cursor,
-                train_sums=_cpu(train_sums),
-                blocks=list(blocks),
-                wall_seconds=wall_before + time.perf_counter() - t0,
+    def _restore(self, state: TrainState) -> None:
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.stream.gen.set_state(state.stream)
+        self.stream.order, self.stream.cursor = state.order, state.cursor
+        self.train_sums = state.train_sums.to(self.device, copy=True)
+        self.blocks = list(state.blocks)
+        self.start, self.wall_before = state.step, state.wall_seconds
+
+    def snapshot(self, step: int) -> TrainState:
+        return TrainState(
+            step=step,
+            model=_cpu(self.model.state_dict()),
+            optimizer=_cpu(self.optimizer.state_dict()),
+            stream=self.stream.gen.get_state(),
+            order=self.stream.order,
+            cursor=self.stream.cursor,
+            train_sums=_cpu(self.train_sums),
+            blocks=list(self.blocks),
+            wall_seconds=self.wall_before + time.perf_counter() - self.t0,
+        )
+
+    def eval_rows(self, step: int) -> dict[str, np.ndarray]:
+        """The rows of ``step``: test (per task and mixture), val and train (mixture)."""
+        model, probs, chunk = self.model, self.probs, self.eval_chunk
+        model.eval()
+        test = evaluate(model, self.test_set, probs, chunk_size=chunk)
+        parts = [_eval_columns(_on_cpu(test), "test", step, per_task=True)]
+        if self.val_set is not None:
+            ev_val = evaluate(model, self.val_set, probs, chunk_size=chunk)
+            parts.append(_eval_columns(_on_cpu(ev_val), "val", step, per_task=False))
+        sums, m = self.train_sums, self.n_members
+        if sums[2, 0] > 0:
+            mean = (sums[:2] / sums[2]).cpu().numpy()
+            parts.append(
+                _columns(np.arange(m), step, "train", np.full(m, MIXTURE), mean[0], mean[1])
             )
+        model.train()
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-        def evaluate_now(step: int) -> dict[str, np.ndarray]:
-            model.eval()
-            parts = [
-                _eval_columns(
-                    _on_cpu(evaluate(model, test_set, probs, chunk_size=eval_chunk)),
-                    "test",
-                    step,
-                    per_task=True,
-                )
-            ]
-            if val_set is not None:
-                ev_val = evaluate(model, val_set, probs, chunk_size=eval_chunk)
-                parts.append(_eval_columns(_on_cpu(ev_val), "val", step, per_task=False))
-            if train_sums[2, 0] > 0:
-                mean = (train_sums[:2] / train_sums[2]).cpu().numpy()
-                parts.append(
-                    _columns(
-                        np.arange(n_members),
-                        step,
-                        "train",
-                        np.full(n_members, MIXTURE),
-                        mean[0],
-                        mean[1],
-                    )
-                )
-            model.train()
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-        step = start
+    def train(
+        self,
+        *,
+        on_checkpoint: Callable[[TrainState], None] | None,
+        progress: Callable[[int, dict[str, float]], None] | None,
+        stop: Callable[[], bool] | None,
+    ) -> None:
+        """Steps from the start (or the restored step) to ``cfg.steps``, evaluating on the
+        schedule and checkpointing every ``cfg.checkpoint_seconds``."""
+        step, blocks, last_ckpt = self.start, self.blocks, self.t0
         while True:
             # A resumed run may stop right after an evaluation it already recorded.
-            if step in schedule and not (blocks and blocks[-1]["step"][0] == step):
-                block = evaluate_now(step)
-                train_sums.zero_()
+            if step in self.schedule and not (blocks and blocks[-1]["step"][0] == step):
+                block = self.eval_rows(step)
+                self.train_sums.zero_()
                 blocks.append(block)
-            if step >= cfg.steps:
+            if step >= self.cfg.steps:
                 break
             if stop is not None and stop():
                 if on_checkpoint is not None:
-                    on_checkpoint(snapshot(step))
+                    on_checkpoint(self.snapshot(step))
                 raise KeyboardInterrupt(f"stopped at step {step}")
-            batch = to_dev(stream.next())
-            # Gradient of the *sum* of member losses: member m gets exactly its own gradient.
-            per_member, hits = model.loss_and_grad(batch.bits, batch.task, batch.y)  # (M,) ×2
-            optimizer.step()
-            train_sums[0] += per_member
-            train_sums[1] += hits
-            train_sums[2] += 1
+            per_member = self.step()
             step += 1
-            if progress is not None:
+            if progress is not None:  # float(): a device sync, so only when it is shown
                 progress(step, {"loss": float(per_member[-1])})
             now = time.perf_counter()
-            if on_checkpoint is not None and now - last_ckpt >= cfg.checkpoint_seconds:
-                on_checkpoint(snapshot(step))
+            if on_checkpoint is not None and now - last_ckpt >= self.cfg.checkpoint_seconds:
+                on_checkpoint(self.snapshot(step))
                 last_ckpt = now
-        wall = wall_before + time.perf_counter() - t0
+
+    def step(self) -> torch.Tensor:
+        """One optimizer step on the next batch; each member's training loss (nats), (M,)."""
+        batch = self.to_dev(self.stream.next())
+        # Gradient of the *sum* of member losses: member m gets exactly its own gradient.
+        per_member, hits = self.model.loss_and_grad(batch.bits, batch.task, batch.y)  # (M,) ×2
+        self.optimizer.step()
+        self.train_sums[0] += per_member
+        self.train_sums[1] += hits
+        self.train_sums[2] += 1
+        return per_member
+
+    def result(self) -> TrainResult:
+        wall = self.wall_before + time.perf_counter() - self.t0
+        blocks = self.blocks
         curves = pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
-        table = members_table(cfg)
+        table = members_table(self.cfg)
         curves = curves.merge(table, on="member", how="left")[CURVE_COLUMNS]
-        return TrainResult(curves=curves, members=table, model=model.cpu(), wall_seconds=wall)
+        return TrainResult(curves=curves, members=table, model=self.model.cpu(), wall_seconds=wall)
 
 
 def _mover(device: torch.device) -> Callable[[ParityBatch], ParityBatch]:

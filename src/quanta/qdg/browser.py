@@ -50,12 +50,39 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
     if k not in ks:
         raise QuantaInputError(f"K = {k} was not clustered here; available: {ks}.")
     zipf = json.loads((qdg_dir / "zipf.json").read_text())
-    fit = zipf["zipf"].get(str(k), {})
     lab = labels[f"K{k}"].to_numpy()
     sizes = pd.Series(lab).value_counts()
     # Ties: the lower label first, as the ranks in clusters.parquet.
     sizes = sizes.sort_index().sort_values(ascending=False, kind="stable")
     describe = _descriptions(qdg_dir, k)
+    parts = _head(qdg_dir, zipf, k, ks, len(samples))
+    overview = [
+        f"<tr><td>{rank}</td><td>{size}</td><td>{100 * size / len(lab):.1f}%</td>"
+        f'<td class="desc"><a href="#c{cluster}">{html.escape(describe.get(cluster, ""))}</a>'
+        "</td></tr>"
+        for rank, (cluster, size) in enumerate(sizes.items(), start=1)
+    ]
+    parts += [
+        "<h2>Clusters by size</h2><p>Description: the most common predicted token(s) with "
+        "their share of the cluster, and the most common token before them.</p>",
+        '<table class="overview"><tr><th>rank</th><th>size</th><th>share</th>'
+        "<th>description</th></tr>" + "".join(overview) + "</table>",
+    ]
+    for rank, (cluster, size) in enumerate(sizes.items(), start=1):
+        members = samples[lab == cluster]
+        parts += _cluster(members, rank, cluster, size, describe.get(cluster, ""), per_cluster)
+    parts.append("</body></html>")
+    from quanta.store import atomic_write
+
+    path = qdg_dir / f"clusters_K{k}.html"
+    with atomic_write(path, "w") as fh:
+        fh.write("\n".join(parts))
+    return path
+
+
+def _head(qdg_dir: Path, zipf: dict[str, Any], k: int, ks: list[int], n: int) -> list[str]:
+    """The page up to the clusters: title, model, selection, the Zipf fit, the figure."""
+    fit = zipf["zipf"].get(str(k), {})
     figure = ""
     png = qdg_dir / "rank_frequency.png"
     if png.exists():
@@ -75,17 +102,11 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
         f", N = {info['n_params']:,} non-embedding parameters" if "n_params" in info else ""
     )
     selection = zipf.get("selection") or {}
-    overview = [
-        f"<tr><td>{rank}</td><td>{size}</td><td>{100 * size / len(lab):.1f}%</td>"
-        f'<td class="desc"><a href="#c{cluster}">{html.escape(describe.get(cluster, ""))}</a>'
-        "</td></tr>"
-        for rank, (cluster, size) in enumerate(sizes.items(), start=1)
-    ]
-    parts = [
+    return [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>QDG clusters, K = {k}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>QDG clusters of {len(samples):,} tokens ({model_text}), K = {k}</h1>",
+        f"<h1>QDG clusters of {n:,} tokens ({model_text}), K = {k}</h1>",
         (
             f'<p class="selection">Selected: {html.escape(selection["reason"])}.</p>'
             if "reason" in selection
@@ -100,36 +121,30 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
         + f". Other K: {', '.join(map(str, ks))} "
         "(<code>quanta qdg report --k K</code>).</p>",
         figure,
-        "<h2>Clusters by size</h2><p>Description: the most common predicted token(s) with "
-        "their share of the cluster, and the most common token before them.</p>",
-        '<table class="overview"><tr><th>rank</th><th>size</th><th>share</th>'
-        "<th>description</th></tr>" + "".join(overview) + "</table>",
     ]
-    for rank, (cluster, size) in enumerate(sizes.items(), start=1):
-        members = samples[lab == cluster]
-        top = members["token"].value_counts().head(5)
-        top_text = ", ".join(f"{html.escape(repr(t))}×{c}" for t, c in top.items())
-        parts.append(
-            f'<details class="cluster" id="c{cluster}"{" open" if rank <= 3 else ""}><summary>'
-            f'#{rank} <span class="size">{size} samples</span> '
-            f'<span class="desc">{html.escape(describe.get(cluster, ""))}</span> · '
-            f'<span class="top">{top_text}</span></summary>'
-        )
-        for r in members.head(per_cluster).itertuples():
-            parts.append(
-                f'<pre class="sample" title="doc {r.doc_id}, pos {r.pos}, loss {r.loss:.3f}">'
-                f"{show_text(str(r.context))}<mark>{show_text(str(r.token))}</mark></pre>"
-            )
-        if size > per_cluster:
-            parts.append(f"<p>… {size - per_cluster} more</p>")
-        parts.append("</details>")
-    parts.append("</body></html>")
-    from quanta.store import atomic_write
 
-    path = qdg_dir / f"clusters_K{k}.html"
-    with atomic_write(path, "w") as fh:
-        fh.write("\n".join(parts))
-    return path
+
+def _cluster(
+    members: pd.DataFrame, rank: int, cluster: Any, size: int, description: str, per_cluster: int
+) -> list[str]:
+    """One cluster's ``<details>`` block (the first three open): its top tokens and samples."""
+    top = members["token"].value_counts().head(5)
+    top_text = ", ".join(f"{html.escape(repr(t))}×{c}" for t, c in top.items())
+    parts = [
+        f'<details class="cluster" id="c{cluster}"{" open" if rank <= 3 else ""}><summary>'
+        f'#{rank} <span class="size">{size} samples</span> '
+        f'<span class="desc">{html.escape(description)}</span> · '
+        f'<span class="top">{top_text}</span></summary>'
+    ]
+    for r in members.head(per_cluster).itertuples():
+        parts.append(
+            f'<pre class="sample" title="doc {r.doc_id}, pos {r.pos}, loss {r.loss:.3f}">'
+            f"{show_text(str(r.context))}<mark>{show_text(str(r.token))}</mark></pre>"
+        )
+    if size > per_cluster:
+        parts.append(f"<p>… {size - per_cluster} more</p>")
+    parts.append("</details>")
+    return parts
 
 
 def _descriptions(qdg_dir: Path, k: int) -> dict[Any, str]:

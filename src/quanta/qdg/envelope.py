@@ -118,25 +118,9 @@ def envelope_bias(
             affinity(sim, transform, norms=norms), ks, assign=assign, n_init=n_init, seed=seed
         )
         sizes = {k: np.sort(np.bincount(lab))[::-1] for k, lab in labels.items()}
-        envelope = np.zeros(ks[-1])
-        for k_max in ks:
-            s = sizes[k_max]
-            envelope[: len(s)] = np.maximum(envelope[: len(s)], s)
-            window = (lo, min(hi, k_max))
-            rows.append(
-                {
-                    "affinity": transform,
-                    "K_max": k_max,
-                    "rank_low": window[0],
-                    "rank_high": window[1],
-                    "envelope_slope": window_slope(envelope[:k_max], window),
-                    "single_slope": window_slope(s, window),
-                    "truth_window_slope": window_slope(true_sizes, window),
-                    "true_slope": -(alpha + 1.0),
-                }
-            )
-            tables.append(_ranked(transform, k_max, s))
-        tables.append(_ranked(transform, 0, envelope))
+        part_rows, part_tables = _envelopes(transform, sizes, true_sizes, (lo, hi), alpha)
+        rows += part_rows
+        tables += part_tables
     slopes = pd.DataFrame(rows)
     slopes["bias"] = slopes["envelope_slope"] - slopes["true_slope"]
     settings = {
@@ -155,6 +139,40 @@ def envelope_bias(
         "seed": seed,
     }
     return EnvelopeBias(slopes, pd.concat(tables, ignore_index=True), settings)
+
+
+def _envelopes(
+    transform: str,
+    sizes: dict[int, np.ndarray],
+    true_sizes: np.ndarray,
+    ranks: tuple[int, int],
+    alpha: float,
+) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """One affinity's slopes for every K_max (``sizes``: K → cluster sizes, descending) — the
+    envelope over K ≤ K_max, the single K_max, the true sizes, each over
+    ``ranks`` cut at K_max — and its rank-frequency tables (each K, then the envelope)."""
+    lo, hi = ranks
+    rows, tables = [], []
+    envelope = np.zeros(max(sizes))
+    for k_max in sorted(sizes):
+        s = sizes[k_max]
+        envelope[: len(s)] = np.maximum(envelope[: len(s)], s)
+        window = (lo, min(hi, k_max))
+        rows.append(
+            {
+                "affinity": transform,
+                "K_max": k_max,
+                "rank_low": window[0],
+                "rank_high": window[1],
+                "envelope_slope": window_slope(envelope[:k_max], window),
+                "single_slope": window_slope(s, window),
+                "truth_window_slope": window_slope(true_sizes, window),
+                "true_slope": -(alpha + 1.0),
+            }
+        )
+        tables.append(_ranked(transform, k_max, s))
+    tables.append(_ranked(transform, 0, envelope))
+    return rows, tables
 
 
 def _ranked(what: str, k: int, sizes: np.ndarray) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from typing import Any
 
 from quanta._validation import QuantaInputError, check_device, check_int
 from quanta.executors import Task, check_executor, gpus_for, remote_device, run_tasks, torch_threads
-from quanta.qdg.run import _OWNER, KIND, _prepare, pick_model, run_qdg
+from quanta.qdg.run import _OWNER, _claim, _prepare, _Settings, pick_model, run_qdg
 
 __all__ = ["model_dir_name", "qdg_task", "run_qdg_models"]
 
@@ -53,11 +53,6 @@ def run_qdg_models(
     dict
         Model label → :func:`run_qdg`'s result (``zipf.json``), in the order of ``models``.
     """
-    from quanta.config import config_hash
-    from quanta.lm.curves import load_losses
-    from quanta.lm.suite import where_loaded
-    from quanta.store import RunDir
-
     if not models:
         raise QuantaInputError("--models needs at least one model (label, name or index).")
     executor = check_executor(executor, ray_address, owner=_OWNER)
@@ -69,46 +64,12 @@ def run_qdg_models(
         check_device(device, _OWNER)
     # Absolute: remote workers may start in another directory (and the config hashes it).
     losses_dir, out = Path(losses_dir).resolve(), Path(out).absolute()
-    table = load_losses(losses_dir)[1]
-    labels = [str(pick_model(table, m)["label"]) for m in models]
-    targets: dict[str, Path] = {}
-    for label in labels:
-        target = out / model_dir_name(label)
-        if label in targets or target in targets.values():
-            raise QuantaInputError(
-                f"--models names {label!r} twice (or two models share its directory name "
-                f"'{target.name}'); give each model once."
-            )
-        targets[label] = target
-    keywords = {
-        k: p.default
-        for k, p in inspect.signature(run_qdg).parameters.items()
-        if p.kind is p.KEYWORD_ONLY and k not in ("model", "device", "progress")
-    }
-    if set(options) - set(keywords):
-        raise TypeError(
-            f"run_qdg_models got unknown options {sorted(set(options) - set(keywords))}"
-        )
-    settings = {k: v for k, v in {**keywords, **options}.items() if k != "alpha_n"}
+    targets = _targets(losses_dir, out, models)
+    keywords = _keywords(options)
     if out.exists() and not out.is_dir():
         raise QuantaInputError(f"Output path '{out}' exists and is not a directory.")
-    pending: list[str] = []
-    results: dict[str, dict[str, Any]] = {}
-    for label, target in targets.items():
-        # Remote devices are the workers' (checked above where they are this machine's).
-        prep = _prepare(losses_dir, model=label, **settings, device="cpu")
-        where_loaded(prep.ref)  # loadable (local config.json, hub or cache); not loaded here
-        config = {**prep.config, "device": device}
-        run = RunDir(target, KIND, config, config_hash(prep.config), frozenset({"device"}))
-        # open() writes only into a missing or empty directory; elsewhere it just checks, and
-        # refuses another run, another config or foreign files before anything is written.
-        claimed = target.exists() and (
-            not target.is_dir() or run.read_manifest() is not None or any(target.iterdir())
-        )
-        if claimed and run.open() == "complete":
-            results[label] = json.loads((target / "zipf.json").read_text())
-            continue
-        pending.append(label)
+    results = _finished(losses_dir, targets, keywords, device)
+    pending = [label for label in targets if label not in results]
     for label in results:
         if on_done is not None:
             on_done(label, results[label])
@@ -118,32 +79,78 @@ def run_qdg_models(
         if on_done is not None:
             on_done(label, result)
 
+    jobs = [(str(losses_dir), str(targets[label]), label, options) for label in pending]
     if executor == "local":
         with torch_threads(threads):
-            for label in pending:
-                finished(
-                    label, qdg_task(str(losses_dir), str(targets[label]), label, options, device)
-                )
+            for label, job in zip(pending, jobs, strict=True):
+                finished(label, qdg_task(*job, device))
     else:
         where = remote_device(device)
-        tasks = [
-            Task(
-                qdg_task,
-                (str(losses_dir), str(targets[label]), label, options, where),
-                threads or 1,
-                gpus_for(where),
-            )
-            for label in pending
-        ]
         run_tasks(
             executor,
-            tasks,
+            [Task(qdg_task, (*job, where), threads or 1, gpus_for(where)) for job in jobs],
             ray_address=ray_address,
             folder=out / "submitit",
             slurm_array_parallelism=slurm_array_parallelism,
             on_done=lambda k, result: finished(pending[k], result),
         )
-    return {label: results[label] for label in labels}
+    return {label: results[label] for label in targets}
+
+
+def _targets(losses_dir: Path, out: Path, models: list[int | str]) -> dict[str, Path]:
+    """Model label → its directory under ``out``, in the order of ``models``; the same model
+    (or directory name) twice is refused."""
+    from quanta.lm.curves import load_losses
+
+    table = load_losses(losses_dir)[1]
+    targets: dict[str, Path] = {}
+    for label in [str(pick_model(table, m)["label"]) for m in models]:
+        target = out / model_dir_name(label)
+        if label in targets or target in targets.values():
+            raise QuantaInputError(
+                f"--models names {label!r} twice (or two models share its directory name "
+                f"'{target.name}'); give each model once."
+            )
+        targets[label] = target
+    return targets
+
+
+def _keywords(options: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_qdg`'s keywords (but ``model``, ``device``, ``progress``): its defaults with
+    ``options`` over them; an unknown option is refused."""
+    keywords = {
+        k: p.default
+        for k, p in inspect.signature(run_qdg).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and k not in ("model", "device", "progress")
+    }
+    if set(options) - set(keywords):
+        raise TypeError(
+            f"run_qdg_models got unknown options {sorted(set(options) - set(keywords))}"
+        )
+    return {**keywords, **options}
+
+
+def _finished(
+    losses_dir: Path, targets: dict[str, Path], keywords: dict[str, Any], device: str
+) -> dict[str, dict[str, Any]]:
+    """The results of the models whose directory is complete; every model's settings and
+    directory checked (no model loaded, nothing written but into a missing or empty one)."""
+    from quanta.lm.suite import where_loaded
+
+    results: dict[str, dict[str, Any]] = {}
+    for label, target in targets.items():
+        # Remote devices are the workers' (checked above where they are this machine's).
+        prep = _prepare(losses_dir, _Settings(**{**keywords, "model": label, "device": "cpu"}))
+        where_loaded(prep.ref)  # loadable (local config.json, hub or cache); not loaded here
+        run = _claim(target, prep, device)
+        # open() writes only into a missing or empty directory; elsewhere it just checks, and
+        # refuses another run, another config or foreign files before anything is written.
+        claimed = target.exists() and (
+            not target.is_dir() or run.read_manifest() is not None or any(target.iterdir())
+        )
+        if claimed and run.open() == "complete":
+            results[label] = json.loads((target / "zipf.json").read_text())
+    return results
 
 
 def qdg_task(

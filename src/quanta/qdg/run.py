@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -86,30 +86,11 @@ def run_qdg(
     The quantization model predicts cluster sizes ∝ rank^−(1+α_N); ``alpha_n`` defaults to the
     mean-loss exponent fitted by ``quanta lm analyze`` on the same directory, if present.
     """
-    from quanta import plots
-    from quanta.config import config_hash
-    from quanta.lm.curves import token_context
-    from quanta.lm.suite import load_model, load_tokenizer
-    from quanta.qdg.cluster import (
-        affinity,
-        cosine_from_gram,
-        cosine_similarity,
-        envelope_slope,
-        knn_affinity,
-        rank_frequency,
-        spectral_sweep,
-        zipf_mle,
-    )
-    from quanta.qdg.grads import (
-        exact_gram,
-        gram_block_params,
-        per_token_gradients,
-        select_params,
-    )
-    from quanta.store import RunDir, atomic_write, write_json, write_parquet
+    from quanta.lm.suite import load_model
+    from quanta.qdg.cluster import spectral_sweep
+    from quanta.qdg.grads import select_params
 
-    prep = _prepare(
-        losses_dir,
+    settings = _Settings(
         model=model,
         threshold=threshold,
         min_samples=min_samples,
@@ -126,126 +107,29 @@ def run_qdg(
         ks=ks,
         assign=assign,
         n_init=n_init,
+        alpha_n=alpha_n,
         seed=seed,
         device=device,
     )
-    losses_dir, out = Path(losses_dir), Path(out)
-    corpus, samples, choice, config = prep.corpus, prep.samples, prep.choice, prep.config
-    ks, n_init, ref, model_info = prep.ks, prep.n_init, prep.ref, prep.model_info
-    net = load_model(ref, device=device)
+    prep = _prepare(losses_dir, settings)  # every refusal: nothing written, no model loaded
+    s, out = prep.settings, Path(out)
+    net = load_model(prep.ref, device=device)
     select_params(net, param_filter)
-    run = RunDir(
-        out, KIND, {**config, "device": device}, config_hash(config), frozenset({"device"})
-    )
+    run = _claim(out, prep, device)
     if run.open() == "complete":
         return json.loads((out / "zipf.json").read_text())
     t0 = time.perf_counter()
-    tokenizer = load_tokenizer(ref)
-    context = token_context(
-        losses_dir, samples["row"].tolist(), context_tokens=40, tokenizer=tokenizer
-    )
-    flat = corpus.offsets[samples["doc_id"].to_numpy()] + samples["pos"].to_numpy()
-    context["previous"] = [tokenizer.decode([int(t)]) for t in corpus.tokens[flat - 1]]
-    write_parquet(
-        out / "samples.parquet", samples.assign(**context[["context", "token", "previous"]])
-    )
-    done, total = [0], [len(samples)]  # total: backward passes, set per mode below
-
-    def tick(m: int) -> None:
-        done[0] += m
-        if progress is not None:
-            progress(done[0], total[0])
-
-    if similarity == "exact":
-        gram_file = out / "gram.npy"
-        if not gram_file.exists():
-            dim = sum(p.numel() for _, p in select_params(net, param_filter))
-            blocks = -(-dim // gram_block_params(dim, len(samples), block_params))
-            total[0] = len(samples) * blocks
-            gram, info = exact_gram(
-                net,
-                corpus,
-                samples,
-                param_filter=param_filter,
-                block_params=block_params,
-                progress=tick,
-            )
-            with atomic_write(gram_file) as fh:
-                np.save(fh, gram)
-            write_json(out / "grads.json", {**info, "device": device})
-        gram = np.load(gram_file)
-        norms = np.sqrt(np.diag(gram))
-        aff = affinity(cosine_from_gram(gram, center=center), transform, norms=norms)
-    else:
-        grads_file = out / "grads.npy"
-        if not grads_file.exists():
-            info = per_token_gradients(
-                net,
-                corpus,
-                samples,
-                grads_file,
-                param_filter=param_filter,
-                projection_dim=projection_dim,
-                seed=seed,
-                progress=tick,
-            )
-            write_json(out / "grads.json", {**info, "device": device})
-        grads = np.load(grads_file, mmap_mode="r")
-        if knn:
-            aff = knn_affinity(grads, n_neighbors=knn, transform=transform, center=center)
-        else:
-            norms = np.sqrt(
-                np.concatenate(
-                    [
-                        (np.asarray(grads[i : i + 2048], np.float64) ** 2).sum(1)
-                        for i in range(0, len(grads), 2048)
-                    ]
-                )
-            )
-            aff = affinity(cosine_similarity(grads, center=center), transform, norms=norms)
-    labels = spectral_sweep(aff, ks, assign=assign, n_init=n_init, seed=seed)
-    write_parquet(
-        out / "labels.parquet",
-        pd.DataFrame(
-            {"sample": np.arange(len(samples)), **{f"K{k}": v for k, v in labels.items()}}
-        ),
-    )
-    table = rank_frequency(labels)
-    write_parquet(out / "rank_frequency.parquet", table)
-    write_parquet(out / "clusters.parquet", _clusters(context, labels))
-    fits = {str(k): zipf_mle(np.bincount(v), seed=seed) for k, v in labels.items()}
-    env_ranks = (min(101, len(samples) // 10 + 1), min(1000, int(table["rank"].max())))
-    try:
-        env = envelope_slope(table, env_ranks)
-    except QuantaInputError:
-        env = None
-    if alpha_n is None:  # the mean-loss exponent of 'quanta lm analyze', when it was run
-        summary = losses_dir / "analysis" / "analysis.json"
-        if summary.exists():
-            alpha_n = (json.loads(summary.read_text()).get("fit") or {}).get("alpha")
-    result = {
-        "alpha_n": alpha_n,
-        "predicted_exponent": None if alpha_n is None else 1.0 + float(alpha_n),
-        "zipf": fits,
-        "envelope_slope": env,
-        "envelope_ranks": env_ranks,
-        "n_samples": len(samples),
-        "model": model_info["label"],
-        "model_info": model_info,
-        "selection": choice.to_dict(),
-        "similarity": similarity,
-        "assign": assign,
-        "n_init": n_init if assign == "kmeans" else None,
-    }
-    write_json(out / "zipf.json", result)
-    plots.save_figure(plots.rank_frequency_figure(table, fits), out / "rank_frequency.png")
+    context = _write_samples(out, prep)
+    aff = _affinity(out, net, prep, progress)
+    labels = spectral_sweep(aff, s.ks, assign=s.assign, n_init=s.n_init, seed=s.seed)
+    result = _write_clusters(out, prep, context, labels)
     run.write_manifest(
         status="complete",
         wall_seconds=time.perf_counter() - t0,
         extra={
-            "n_samples": len(samples),
-            "model": model_info,
-            "selection": choice.to_dict(),
+            "n_samples": len(prep.samples),
+            "model": prep.model_info,
+            "selection": prep.choice.to_dict(),
             "device": device,
         },
     )
@@ -253,112 +137,233 @@ def run_qdg(
 
 
 @dataclass(frozen=True)
+class _Settings:
+    """Every keyword of :func:`run_qdg` but ``progress``: what one run is asked to do."""
+
+    model: int | str
+    threshold: float | str
+    min_samples: int | None
+    induction: bool
+    n: int
+    every: int | None
+    similarity: str
+    projection_dim: int | None
+    block_params: int | None
+    param_filter: str | None
+    transform: str
+    center: bool
+    knn: int
+    ks: Sequence[int]
+    assign: str
+    n_init: int
+    alpha_n: float | None
+    seed: int
+    device: str
+
+
+@dataclass(frozen=True)
 class _Prepared:
     """What :func:`_prepare` checked and resolved: no file written, no model loaded."""
 
-    corpus: Any
+    losses_dir: Path
+    settings: _Settings  # checked: ks sorted and unique, min_samples resolved
+    corpus: Any  # quanta.lm.corpus.TokenizedCorpus
     samples: pd.DataFrame
     choice: Any  # quanta.qdg.select.ThresholdChoice
     config: dict[str, Any]  # the run's identity (hashed)
-    ks: tuple[int, ...]
-    n_init: int
     ref: Any  # quanta.lm.suite.ModelRef
     model_info: dict[str, Any]
 
 
-def _prepare(
-    losses_dir: str | Path,
-    *,
-    model: int | str,
-    threshold: float | str,
-    min_samples: int | None,
-    induction: bool,
-    n: int,
-    every: int | None,
-    similarity: str,
-    projection_dim: int | None,
-    block_params: int | None,
-    param_filter: str | None,
-    transform: str,
-    center: bool,
-    knn: int,
-    ks: tuple[int, ...],
-    assign: str,
-    n_init: int,
-    seed: int,
-    device: str,
-) -> _Prepared:
-    """Check every setting of :func:`run_qdg` and select its samples, writing nothing."""
-    from quanta.lm.corpus import load_corpus
-    from quanta.lm.curves import load_losses
-    from quanta.lm.suite import ModelRef
-    from quanta.qdg.select import choose_threshold, select_tokens
+def _claim(out: Path, prep: _Prepared, device: str) -> Any:
+    """The run directory of ``prep`` on ``device`` (a :class:`quanta.store.RunDir`, not opened:
+    the device is recorded, not hashed)."""
+    from quanta.config import config_hash
+    from quanta.store import RunDir
 
-    _check_arguments(
-        transform,
-        knn=knn,
-        assign=assign,
-        similarity=similarity,
-        projection_dim=projection_dim,
-        block_params=block_params,
+    config = {**prep.config, "device": device}
+    return RunDir(out, KIND, config, config_hash(prep.config), frozenset({"device"}))
+
+
+def _write_samples(out: Path, prep: _Prepared) -> pd.DataFrame:
+    """``samples.parquet``: the selected tokens with their context, the predicted token and the
+    token before it (decoded); returns that context table."""
+    from quanta.lm.curves import token_context
+    from quanta.lm.suite import load_tokenizer
+    from quanta.store import write_parquet
+
+    corpus, samples = prep.corpus, prep.samples
+    tokenizer = load_tokenizer(prep.ref)
+    context = token_context(
+        prep.losses_dir, samples["row"].tolist(), context_tokens=40, tokenizer=tokenizer
     )
-    n_init = check_int(n_init, "n_init", _OWNER, low=1)
-    check_device(device, _OWNER)
-    n = check_int(n, "n", _OWNER, low=10)
-    min_samples = n if min_samples is None else min_samples
-    min_samples = check_int(min_samples, "min_samples", _OWNER, low=10, high=n)
+    flat = corpus.offsets[samples["doc_id"].to_numpy()] + samples["pos"].to_numpy()
+    context["previous"] = [tokenizer.decode([int(t)]) for t in corpus.tokens[flat - 1]]
+    write_parquet(
+        out / "samples.parquet", samples.assign(**context[["context", "token", "previous"]])
+    )
+    return context
+
+
+class _Backwards:
+    """Counts backward passes for ``progress(done, total)``; ``total`` is set per mode."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None, total: int) -> None:
+        self.progress, self.done, self.total = progress, 0, total
+
+    def __call__(self, m: int) -> None:
+        self.done += m
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _affinity(
+    out: Path, net: Any, prep: _Prepared, progress: Callable[[int, int], None] | None
+) -> Any:
+    """The samples' affinity matrix (dense, or sparse with ``knn``), from ``gram.npy`` or
+    ``grads.npy``, each computed (with ``grads.json``) unless a previous attempt left it."""
+    from quanta.qdg.cluster import affinity, cosine_from_gram, cosine_similarity, knn_affinity
+
+    s = prep.settings
+    tick = _Backwards(progress, len(prep.samples))
+    if s.similarity == "exact":
+        gram = _exact_gram(out, net, prep, tick)
+        norms = np.sqrt(np.diag(gram))
+        return affinity(cosine_from_gram(gram, center=s.center), s.transform, norms=norms)
+    grads = _gradients(out, net, prep, tick)
+    if s.knn:
+        return knn_affinity(grads, n_neighbors=s.knn, transform=s.transform, center=s.center)
+    norms = np.sqrt(
+        np.concatenate(
+            [
+                (np.asarray(grads[i : i + 2048], np.float64) ** 2).sum(1)
+                for i in range(0, len(grads), 2048)
+            ]
+        )
+    )
+    return affinity(cosine_similarity(grads, center=s.center), s.transform, norms=norms)
+
+
+def _exact_gram(out: Path, net: Any, prep: _Prepared, tick: _Backwards) -> np.ndarray:
+    """``gram.npy`` (and ``grads.json``): the exact Gram matrix, accumulated over blocks."""
+    from quanta.qdg.grads import exact_gram, gram_block_params, select_params
+    from quanta.store import atomic_write, write_json
+
+    s, samples = prep.settings, prep.samples
+    gram_file = out / "gram.npy"
+    if not gram_file.exists():
+        dim = sum(p.numel() for _, p in select_params(net, s.param_filter))
+        blocks = -(-dim // gram_block_params(dim, len(samples), s.block_params))
+        tick.total = len(samples) * blocks
+        gram, info = exact_gram(
+            net,
+            prep.corpus,
+            samples,
+            param_filter=s.param_filter,
+            block_params=s.block_params,
+            progress=tick,
+        )
+        with atomic_write(gram_file) as fh:
+            np.save(fh, gram)
+        write_json(out / "grads.json", {**info, "device": s.device})
+    return np.load(gram_file)
+
+
+def _gradients(out: Path, net: Any, prep: _Prepared, tick: _Backwards) -> np.ndarray:
+    """``grads.npy`` (and ``grads.json``): the samples' gradients or their CountSketch
+    projections, memory-mapped."""
+    from quanta.qdg.grads import per_token_gradients
+    from quanta.store import write_json
+
+    s = prep.settings
+    grads_file = out / "grads.npy"
+    if not grads_file.exists():
+        info = per_token_gradients(
+            net,
+            prep.corpus,
+            prep.samples,
+            grads_file,
+            param_filter=s.param_filter,
+            projection_dim=s.projection_dim,
+            seed=s.seed,
+            progress=tick,
+        )
+        write_json(out / "grads.json", {**info, "device": s.device})
+    return np.load(grads_file, mmap_mode="r")
+
+
+def _write_clusters(
+    out: Path, prep: _Prepared, context: pd.DataFrame, labels: dict[int, np.ndarray]
+) -> dict[str, Any]:
+    """``labels``, ``rank_frequency``, ``clusters`` (.parquet), ``zipf.json`` and the
+    rank-frequency figure; returns what ``zipf.json`` holds."""
+    from quanta import plots
+    from quanta.qdg.cluster import envelope_slope, rank_frequency, zipf_mle
+    from quanta.store import write_json, write_parquet
+
+    s, n_samples = prep.settings, len(prep.samples)
+    write_parquet(
+        out / "labels.parquet",
+        pd.DataFrame({"sample": np.arange(n_samples), **{f"K{k}": v for k, v in labels.items()}}),
+    )
+    table = rank_frequency(labels)
+    write_parquet(out / "rank_frequency.parquet", table)
+    write_parquet(out / "clusters.parquet", _clusters(context, labels))
+    fits = {str(k): zipf_mle(np.bincount(v), seed=s.seed) for k, v in labels.items()}
+    env_ranks = (min(101, n_samples // 10 + 1), min(1000, int(table["rank"].max())))
+    try:
+        env = envelope_slope(table, env_ranks)
+    except QuantaInputError:
+        env = None
+    alpha_n = s.alpha_n if s.alpha_n is not None else _fitted_alpha(prep.losses_dir)
+    result = {
+        "alpha_n": alpha_n,
+        "predicted_exponent": None if alpha_n is None else 1.0 + float(alpha_n),
+        "zipf": fits,
+        "envelope_slope": env,
+        "envelope_ranks": env_ranks,
+        "n_samples": n_samples,
+        "model": prep.model_info["label"],
+        "model_info": prep.model_info,
+        "selection": prep.choice.to_dict(),
+        "similarity": s.similarity,
+        "assign": s.assign,
+        "n_init": s.n_init if s.assign == "kmeans" else None,
+    }
+    write_json(out / "zipf.json", result)
+    plots.save_figure(plots.rank_frequency_figure(table, fits), out / "rank_frequency.png")
+    return result
+
+
+def _fitted_alpha(losses_dir: Path) -> float | None:
+    """The mean-loss exponent of ``quanta lm analyze`` on ``losses_dir``, when it was run."""
+    summary = losses_dir / "analysis" / "analysis.json"
+    if not summary.exists():
+        return None
+    alpha: float | None = (json.loads(summary.read_text()).get("fit") or {}).get("alpha")
+    return alpha
+
+
+def _prepare(losses_dir: str | Path, settings: _Settings) -> _Prepared:
+    """Check every setting of :func:`run_qdg` and select its samples, writing nothing."""
+    from quanta.lm.curves import load_losses
+
+    s = _checked(settings)
     losses_dir = Path(losses_dir)
     manifest, models, losses = load_losses(losses_dir)
-    chosen = pick_model(models, model)
+    chosen = pick_model(models, s.model)
     column = int(chosen["model"])
-    corpus = load_corpus(losses_dir / "corpus")
-    column_losses = np.asarray(losses[:, column])
-    choice = choose_threshold(
-        corpus,
-        column_losses,
-        threshold=threshold,
-        min_samples=min_samples,
-        induction=induction,
-        every=every,
-    )
-    samples = select_tokens(
-        corpus,
-        column_losses,
-        threshold=choice.threshold,
-        induction=induction,
-        n=n,
-        every=every,
-        seed=seed,
-    )
-    ks = tuple(sorted({check_int(k, "K", _OWNER, low=2) for k in ks}))
+    corpus, samples, choice = _select(losses_dir, np.asarray(losses[:, column]), s)
+    ks = tuple(sorted({check_int(k, "K", _OWNER, low=2) for k in s.ks}))
     if ks[-1] > len(samples):
         raise QuantaInputError(
             f"K = {ks[-1]} exceeds the {len(samples)} selected samples; lower --ks or select more."
         )
-    config = {
-        "losses": str(losses_dir.resolve()),
-        "model": str(chosen["label"]),
-        "threshold": threshold,
-        "min_samples": min_samples,
-        "induction": induction,
-        "n": n,
-        "every": every,
-        "projection_dim": None if similarity == "exact" else projection_dim,
-        # Keys added later appear only where they matter, so earlier runs keep their hash.
-        **({"similarity": "exact"} if similarity == "exact" else {}),
-        **({"n_init": n_init} if assign == "kmeans" else {}),
-        "param_filter": param_filter,
-        "affinity": transform,
-        "center": center,
-        "knn": knn,
-        "ks": list(ks),
-        "assign": assign,
-        "seed": seed,
-    }
+    s = replace(s, ks=ks)
+    config = _identity(losses_dir, str(chosen["label"]), s)
     # Everything that can be refused is checked before the directory is claimed.
-    check_int(knn, "knn", _OWNER, low=0, high=len(samples) - 1)
+    check_int(s.knn, "knn", _OWNER, low=0, high=len(samples) - 1)
     spec = manifest["config"]["models"][column]
-    ref = ModelRef(spec["name"], spec["source"], spec["revision"])
     model_info = {
         "label": str(chosen["label"]),
         "name": str(chosen["name"]),
@@ -366,7 +371,84 @@ def _prepare(
         "size_index": int(chosen["size_index"]),
         "n_models": len(models),
     }
-    return _Prepared(corpus, samples, choice, config, ks, n_init, ref, model_info)
+    ref = _model_ref(spec)
+    return _Prepared(losses_dir, s, corpus, samples, choice, config, ref, model_info)
+
+
+def _model_ref(spec: dict[str, Any]) -> Any:
+    from quanta.lm.suite import ModelRef
+
+    return ModelRef(spec["name"], spec["source"], spec["revision"])
+
+
+def _checked(s: _Settings) -> _Settings:
+    """``s`` with every setting that needs no file checked, ``min_samples`` resolved."""
+    _check_arguments(
+        s.transform,
+        knn=s.knn,
+        assign=s.assign,
+        similarity=s.similarity,
+        projection_dim=s.projection_dim,
+        block_params=s.block_params,
+    )
+    n_init = check_int(s.n_init, "n_init", _OWNER, low=1)
+    check_device(s.device, _OWNER)
+    n = check_int(s.n, "n", _OWNER, low=10)
+    min_samples = n if s.min_samples is None else s.min_samples
+    min_samples = check_int(min_samples, "min_samples", _OWNER, low=10, high=n)
+    return replace(s, n_init=n_init, n=n, min_samples=min_samples)
+
+
+def _select(
+    losses_dir: Path, column_losses: np.ndarray, s: _Settings
+) -> tuple[Any, pd.DataFrame, Any]:
+    """The corpus, the selected samples and the threshold choice (refused with too few)."""
+    from quanta.lm.corpus import load_corpus
+    from quanta.qdg.select import choose_threshold, select_tokens
+
+    corpus = load_corpus(losses_dir / "corpus")
+    choice = choose_threshold(
+        corpus,
+        column_losses,
+        threshold=s.threshold,
+        min_samples=cast(int, s.min_samples),  # resolved by _checked
+        induction=s.induction,
+        every=s.every,
+    )
+    samples = select_tokens(
+        corpus,
+        column_losses,
+        threshold=choice.threshold,
+        induction=s.induction,
+        n=s.n,
+        every=s.every,
+        seed=s.seed,
+    )
+    return corpus, samples, choice
+
+
+def _identity(losses_dir: Path, label: str, s: _Settings) -> dict[str, Any]:
+    """The run's configuration (hashed: the directory's identity)."""
+    return {
+        "losses": str(losses_dir.resolve()),
+        "model": label,
+        "threshold": s.threshold,
+        "min_samples": s.min_samples,
+        "induction": s.induction,
+        "n": s.n,
+        "every": s.every,
+        "projection_dim": None if s.similarity == "exact" else s.projection_dim,
+        # Keys added later appear only where they matter, so earlier runs keep their hash.
+        **({"similarity": "exact"} if s.similarity == "exact" else {}),
+        **({"n_init": s.n_init} if s.assign == "kmeans" else {}),
+        "param_filter": s.param_filter,
+        "affinity": s.transform,
+        "center": s.center,
+        "knn": s.knn,
+        "ks": list(s.ks),
+        "assign": s.assign,
+        "seed": s.seed,
+    }
 
 
 def _check_arguments(

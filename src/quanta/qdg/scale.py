@@ -49,6 +49,12 @@ __all__ = ["ClusterScaling", "cluster_scaling", "learned_scale", "write_cluster_
 
 _OWNER = "quanta qdg scale"
 STATUSES = ("learned", "at_first", "never", "no_drop")
+PREDICTIONS = {
+    "N vs rank": "1 (n ∝ N: the rank-k quantum is learned at N ∝ k)",
+    "N vs frequency": "−1/(1+α_N) (p_k ∝ k^-(1+α))",
+    "step vs frequency": "−1 (convergence time ∝ 1/p)",
+    "step vs rank": "1+α_N",
+}
 DEFINITION = (
     "learned at the smallest scale from which the cluster's mean loss stays below T, "
     "interpolated in (ln scale, ln loss); T = sqrt(L_first·L_last) (halfway in log-loss) "
@@ -150,7 +156,21 @@ def _slope(x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int) -> dict[str,
 # --------------------------------------------------------------------------- inputs
 
 
-def _qdg_inputs(qdg_dir: Path, k: int | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _QDGRun:
+    """What the analysis reads from a ``quanta qdg run`` directory (and its losses input)."""
+
+    k: int  # the clustering analyzed
+    source: Path  # the losses directory the run selected from
+    spec: dict[str, Any]  # its model: name, source, revision
+    corpus: dict[str, Any]  # that directory's config: corpus spec, bos, text field, …
+    samples: pd.DataFrame  # doc_id, pos, token_id
+    labels: np.ndarray  # [n_samples] cluster of each sample at K = k
+    clusters: pd.DataFrame  # the rows of clusters.parquet at K = k (may be empty)
+    alpha_n: float | None  # the run's mean-loss exponent, when it had one
+
+
+def _qdg_inputs(qdg_dir: Path, k: int | None) -> _QDGRun:
     """The QDG run's samples, labels of K, its model spec and corpus spec."""
     from quanta.qdg.run import pick_model
     from quanta.store import read_result
@@ -174,16 +194,16 @@ def _qdg_inputs(qdg_dir: Path, k: int | None) -> dict[str, Any]:
     clusters_file = qdg_dir / "clusters.parquet"
     clusters = pd.read_parquet(clusters_file) if clusters_file.is_file() else pd.DataFrame()
     zipf = json.loads((qdg_dir / "zipf.json").read_text())
-    return {
-        "k": k,
-        "source": source,
-        "spec": src["config"]["models"][column],
-        "corpus": src["config"],
-        "samples": samples,
-        "labels": labels,
-        "clusters": clusters[clusters["K"] == k] if len(clusters) else clusters,
-        "alpha_n": zipf.get("alpha_n"),
-    }
+    return _QDGRun(
+        k=k,
+        source=source,
+        spec=src["config"]["models"][column],
+        corpus=src["config"],
+        samples=samples,
+        labels=labels,
+        clusters=clusters[clusters["K"] == k] if len(clusters) else clusters,
+        alpha_n=zipf.get("alpha_n"),
+    )
 
 
 def _same_corpus_spec(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -197,16 +217,16 @@ def _same_corpus_spec(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
-def _match_rows(q: dict[str, Any], losses_dir: Path, cfg: dict[str, Any]) -> np.ndarray:
+def _match_rows(q: _QDGRun, losses_dir: Path, cfg: dict[str, Any]) -> np.ndarray:
     """Rows of ``losses_dir`` holding the QDG samples, by (doc_id, pos, token_id); refuses a
     losses directory of another corpus."""
     other = (
         f"'{losses_dir}' was computed on another corpus than the QDG run "
-        f"({cfg['corpus']!r} vs {q['corpus']['corpus']!r})"
+        f"({cfg['corpus']!r} vs {q.corpus['corpus']!r})"
     )
-    if not _same_corpus_spec(cfg, q["corpus"]):
+    if not _same_corpus_spec(cfg, q.corpus):
         raise QuantaInputError(f"{other}; cluster-scale analysis needs the same corpus.")
-    samples = q["samples"]
+    samples = q.samples
     index = pd.read_parquet(losses_dir / "corpus" / "index.parquet")
     merged = samples.merge(index, on=["doc_id", "pos"], how="left", suffixes=("", "_here"))
     missing = int(merged["row"].isna().sum())
@@ -217,7 +237,7 @@ def _match_rows(q: dict[str, Any], losses_dir: Path, cfg: dict[str, Any]) -> np.
             "at least the QDG run's documents."
         )
     docs_here = pd.read_parquet(losses_dir / "corpus" / "docs.parquet")["name"].to_numpy()
-    docs_there = pd.read_parquet(q["source"] / "corpus" / "docs.parquet")["name"].to_numpy()
+    docs_there = pd.read_parquet(q.source / "corpus" / "docs.parquet")["name"].to_numpy()
     ids = samples["doc_id"].to_numpy()
     if (merged["token_id"].to_numpy() != merged["token_id_here"].to_numpy()).any() or (
         docs_here[ids] != docs_there[ids]
@@ -306,32 +326,25 @@ def cluster_scaling(
         The losses directory lacks the QDG run's model, was computed on another corpus, or
         varies neither N nor steps.
     """
-    threshold = (
-        None
-        if threshold is None
-        else check_real(threshold, "threshold", _OWNER, low=0.0, low_open=True)
-    )
-    min_drop = check_real(min_drop, "min_drop", _OWNER, low=0.0)
-    bootstrap = check_int(bootstrap, "bootstrap", _OWNER, low=0)
-    seed = check_int(seed, "seed", _OWNER, low=0)
+    settings = {
+        "k": k,
+        "threshold": (
+            None
+            if threshold is None
+            else check_real(threshold, "threshold", _OWNER, low=0.0, low_open=True)
+        ),
+        "min_drop": check_real(min_drop, "min_drop", _OWNER, low=0.0),
+        "bootstrap": check_int(bootstrap, "bootstrap", _OWNER, low=0),
+        "seed": check_int(seed, "seed", _OWNER, low=0),
+        "toy": None if toy is None else str(toy),
+    }
     from quanta.lm.curves import load_losses
 
     qdg_dir, losses_dir = Path(qdg_dir), Path(losses_dir)
     q = _qdg_inputs(qdg_dir, k)
     manifest, models, losses = load_losses(losses_dir)
     cfg = manifest["config"]
-    spec = q["spec"]
-    ident = (spec["name"], spec["source"], spec.get("revision"))
-    if ident not in {(m["name"], m["source"], m.get("revision")) for m in cfg["models"]}:
-        have = ", ".join(
-            m["name"] + (f"@{m['revision']}" if m.get("revision") else "") for m in cfg["models"]
-        )
-        raise QuantaInputError(
-            f"The QDG run clustered {spec['name']}@{spec.get('revision')} ({spec['source']}), "
-            f"which is not among the models of '{losses_dir}' ({have})."
-        )
-    specs = [(m["name"], m["source"], m.get("revision")) for m in cfg["models"]]
-    qdg_n = int(models.loc[models["model"] == specs.index(ident), "n_params"].iloc[0])
+    qdg_n = _qdg_model_size(q, cfg, models, losses_dir)
     rows = _match_rows(q, losses_dir, cfg)
     groups = _groups(models)
     if not groups:
@@ -339,114 +352,149 @@ def cluster_scaling(
             f"'{losses_dir}' varies neither model size nor training step (one model, no "
             "checkpoints): nothing to compare across scale."
         )
+    clusters, means = _cluster_means(q, losses, rows)
+    alpha = q.alpha_n if q.alpha_n is not None else _fitted_alpha(losses_dir)
+    parts = [_across(clusters, means, group, alpha, settings) for group in groups]
+    slopes = pd.DataFrame([row for part in parts for row in part.slopes])
+    summary = {
+        "qdg": str(qdg_dir.resolve()),
+        "losses": str(losses_dir.resolve()),
+        "qdg_model": f"{q.spec['name']}@{q.spec.get('revision')}",
+        "qdg_model_n_params": qdg_n,
+        "largest_n_params": int(models["n_params"].max()),
+        "K": q.k,
+        "n_samples": len(q.labels),
+        "n_clusters": len(clusters),
+        "alpha_n": alpha,
+        "definition": DEFINITION,
+        "settings": {**settings, "k": q.k},
+        "predictions": PREDICTIONS,
+        "groups": [part.info for part in parts],
+        "slopes": json.loads(slopes.to_json(orient="records", double_precision=10)),
+        "toy": _toy_slope(Path(toy)) if toy is not None else None,
+    }
+    return ClusterScaling(
+        curves=pd.concat([c for part in parts for c in part.curves], ignore_index=True),
+        learned=pd.concat([part.learned for part in parts], ignore_index=True),
+        slopes=slopes,
+        summary=summary,
+    )
+
+
+def _qdg_model_size(q: _QDGRun, cfg: dict[str, Any], models: pd.DataFrame, losses_dir: Path) -> int:
+    """Non-embedding parameters of the QDG run's model, which ``losses_dir`` must hold."""
+    spec = q.spec
+    ident = (spec["name"], spec["source"], spec.get("revision"))
+    specs = [(m["name"], m["source"], m.get("revision")) for m in cfg["models"]]
+    if ident not in set(specs):
+        have = ", ".join(
+            m["name"] + (f"@{m['revision']}" if m.get("revision") else "") for m in cfg["models"]
+        )
+        raise QuantaInputError(
+            f"The QDG run clustered {spec['name']}@{spec.get('revision')} ({spec['source']}), "
+            f"which is not among the models of '{losses_dir}' ({have})."
+        )
+    return int(models.loc[models["model"] == specs.index(ident), "n_params"].iloc[0])
+
+
+def _cluster_means(q: _QDGRun, losses: np.ndarray, rows: np.ndarray) -> tuple[pd.DataFrame, Any]:
+    """The clusters (K, cluster, rank by size, size, frequency, top tokens) and each one's mean
+    loss (nats) under every model: ``[n_clusters, n_models]``."""
     order = np.argsort(rows, kind="stable")  # memmap reads in row order
     per_token = np.empty((len(rows), losses.shape[1]))
     per_token[order] = np.asarray(losses[rows[order]], dtype=np.float64)  # (n_samples, n_models)
-    labels = q["labels"]
-    ids, lab = np.unique(labels, return_inverse=True)
+    ids, lab = np.unique(q.labels, return_inverse=True)
     sizes = np.bincount(lab)
     sums = np.stack([np.bincount(lab, weights=per_token[:, c]) for c in range(losses.shape[1])], 1)
     means = sums / sizes[:, None]  # (n_clusters, n_models)
     rank = np.empty(len(ids), dtype=np.int64)
     rank[np.argsort(-sizes, kind="stable")] = np.arange(1, len(ids) + 1)
     clusters = pd.DataFrame(
-        {"K": q["k"], "cluster": ids, "rank": rank, "size": sizes, "frequency": sizes / len(lab)}
+        {"K": q.k, "cluster": ids, "rank": rank, "size": sizes, "frequency": sizes / len(lab)}
     )
-    if "top_tokens" in q["clusters"]:
-        tops = q["clusters"].set_index("cluster")["top_tokens"]
+    if "top_tokens" in q.clusters:
+        tops = q.clusters.set_index("cluster")["top_tokens"]
         clusters["top_tokens"] = [", ".join(list(tops.get(c, []))[:3]) for c in ids]
-    alpha = q["alpha_n"]
-    if alpha is None:
-        info = losses_dir / "analysis" / "analysis.json"
-        alpha = (
-            (json.loads(info.read_text()).get("fit") or {}).get("alpha") if info.is_file() else None
-        )
-    curve_parts, learned_parts, slope_rows, group_info = [], [], [], []
-    for group, axis, name, g in groups:
-        cols = g["model"].to_numpy(dtype=np.int64)
-        scale = g["scale"].to_numpy(dtype=np.float64)
-        for j in range(len(g)):
-            curve_parts.append(
-                clusters.assign(
-                    group=group,
-                    axis=axis,
-                    model=int(cols[j]),
-                    name=g["name"].iloc[j],
-                    revision=str(g["revision"].iloc[j]),
-                    n_params=int(g["n_params"].iloc[j]),
-                    step=int(g["step"].iloc[j]),
-                    scale=scale[j],
-                    mean_loss=means[:, cols[j]],
-                )
-            )
-        at, status, thr = learned_scale(
-            scale, means[:, cols], threshold=threshold, min_drop=min_drop
-        )
-        part = clusters.assign(
+    return clusters, means
+
+
+def _fitted_alpha(losses_dir: Path) -> float | None:
+    """The mean-loss exponent of ``quanta lm analyze`` on ``losses_dir``, when it was run."""
+    info = losses_dir / "analysis" / "analysis.json"
+    alpha: float | None = (
+        (json.loads(info.read_text()).get("fit") or {}).get("alpha") if info.is_file() else None
+    )
+    return alpha
+
+
+@dataclass(frozen=True)
+class _Across:
+    """One scale group (sizes, or one model's steps): its curves, learned scales, slopes."""
+
+    curves: list[pd.DataFrame]  # one per model of the group
+    learned: pd.DataFrame
+    slopes: list[dict[str, Any]]  # vs rank, vs frequency
+    info: dict[str, Any]  # the summary's entry of this group
+
+
+def _across(
+    clusters: pd.DataFrame,
+    means: np.ndarray,
+    scale_group: tuple[str, str, str, pd.DataFrame],
+    alpha: float | None,
+    settings: dict[str, Any],
+) -> _Across:
+    """Curves, learned scales and their slopes vs rank and frequency of one scale group."""
+    group, axis, name, g = scale_group
+    cols = g["model"].to_numpy(dtype=np.int64)
+    scale = g["scale"].to_numpy(dtype=np.float64)
+    curves = [
+        clusters.assign(
             group=group,
             axis=axis,
-            loss_first=means[:, cols[0]],
-            loss_last=means[:, cols[-1]],
-            threshold_nats=thr,
-            learned_scale=at,
-            status=status,
+            model=int(cols[j]),
+            name=g["name"].iloc[j],
+            revision=str(g["revision"].iloc[j]),
+            n_params=int(g["n_params"].iloc[j]),
+            step=int(g["step"].iloc[j]),
+            scale=scale[j],
+            mean_loss=means[:, cols[j]],
         )
-        learned_parts.append(part)
-        ok = part[part["status"] == "learned"]
-        counts = {s: int((part["status"] == s).sum()) for s in STATUSES}
-        for versus, x in (("rank", ok["rank"]), ("frequency", ok["frequency"])):
-            fit = _slope(x.to_numpy(float), ok["learned_scale"].to_numpy(), bootstrap, seed)
-            slope_rows.append(
-                {
-                    "group": group,
-                    "axis": axis,
-                    "model": name,
-                    "versus": versus,
-                    **fit,
-                    "predicted": _predicted(axis, versus, alpha),
-                    **{f"n_{s}": n for s, n in counts.items()},
-                }
-            )
-        group_info.append(
-            {"group": group, "axis": axis, "model": name, "scales": scale.tolist(), **counts}
-        )
-    slopes = pd.DataFrame(slope_rows)
-    toy_rows = _toy_slope(Path(toy)) if toy is not None else None
-    summary = {
-        "qdg": str(qdg_dir.resolve()),
-        "losses": str(losses_dir.resolve()),
-        "qdg_model": f"{spec['name']}@{spec.get('revision')}",
-        "qdg_model_n_params": qdg_n,
-        "largest_n_params": int(models["n_params"].max()),
-        "K": q["k"],
-        "n_samples": len(lab),
-        "n_clusters": len(ids),
-        "alpha_n": alpha,
-        "definition": DEFINITION,
-        "settings": {
-            "k": q["k"],
-            "threshold": threshold,
-            "min_drop": min_drop,
-            "bootstrap": bootstrap,
-            "seed": seed,
-            "toy": None if toy is None else str(toy),
-        },
-        "predictions": {
-            "N vs rank": "1 (n ∝ N: the rank-k quantum is learned at N ∝ k)",
-            "N vs frequency": "−1/(1+α_N) (p_k ∝ k^-(1+α))",
-            "step vs frequency": "−1 (convergence time ∝ 1/p)",
-            "step vs rank": "1+α_N",
-        },
-        "groups": group_info,
-        "slopes": json.loads(slopes.to_json(orient="records", double_precision=10)),
-        "toy": toy_rows,
-    }
-    return ClusterScaling(
-        curves=pd.concat(curve_parts, ignore_index=True),
-        learned=pd.concat(learned_parts, ignore_index=True),
-        slopes=slopes,
-        summary=summary,
+        for j in range(len(g))
+    ]
+    at, status, thr = learned_scale(
+        scale, means[:, cols], threshold=settings["threshold"], min_drop=settings["min_drop"]
     )
+    learned = clusters.assign(
+        group=group,
+        axis=axis,
+        loss_first=means[:, cols[0]],
+        loss_last=means[:, cols[-1]],
+        threshold_nats=thr,
+        learned_scale=at,
+        status=status,
+    )
+    ok = learned[learned["status"] == "learned"]
+    counts = {s: int((learned["status"] == s).sum()) for s in STATUSES}
+    slopes = [
+        {
+            "group": group,
+            "axis": axis,
+            "model": name,
+            "versus": versus,
+            **_slope(
+                x.to_numpy(float),
+                ok["learned_scale"].to_numpy(),
+                settings["bootstrap"],
+                settings["seed"],
+            ),
+            "predicted": _predicted(axis, versus, alpha),
+            **{f"n_{s}": n for s, n in counts.items()},
+        }
+        for versus, x in (("rank", ok["rank"]), ("frequency", ok["frequency"]))
+    ]
+    info = {"group": group, "axis": axis, "model": name, "scales": scale.tolist()}
+    return _Across(curves, learned, slopes, {**info, **counts})
 
 
 def _predicted(axis: str, versus: str, alpha: float | None) -> float:

@@ -191,21 +191,7 @@ def choose_threshold(
         t = given
         count = passing(t)
         if count < min_samples:
-            hint = (
-                f"pass --threshold auto to raise it to {raised:.4g} nats, the smallest that "
-                f"yields {min_samples}"
-                if raised is not None
-                else f"only {len(ranked)} tokens are eligible at any threshold: use more documents"
-            )
-            keep = (
-                f", or pass --min-samples {count} to keep this threshold with fewer samples"
-                if count >= 10  # QDG's floor (run_qdg)
-                else ""
-            )
-            raise QuantaInputError(
-                f"Only {count} tokens pass loss < {t:g} nats ({filters}); --min-samples asks "
-                f"for {min_samples}: {hint}{keep}."
-            )
+            raise _too_few(t, count, min_samples, filters, raised, len(ranked))
         rule = "paper" if t == PAPER_THRESHOLD else "fixed"
         reason = f"loss < {t:g} nats" + (" (the paper's)" if rule == "paper" else " (as given)")
         return ThresholdChoice(t, t, rule, count, n_paper, min_samples, f"{reason}, {filters}")
@@ -226,3 +212,25 @@ def choose_threshold(
         f"--min-samples {min_samples}"
     )
     return ThresholdChoice(raised, "auto", "raised", passing(raised), n_paper, min_samples, reason)
+
+
+def _too_few(
+    t: float, count: int, min_samples: int, filters: str, raised: float | None, n_eligible: int
+) -> QuantaInputError:
+    """The refusal of a given threshold ``t`` that only ``count`` tokens pass, with the way out:
+    ``auto``'s raised threshold, or ``--min-samples`` (or more documents)."""
+    hint = (
+        f"pass --threshold auto to raise it to {raised:.4g} nats, the smallest that "
+        f"yields {min_samples}"
+        if raised is not None
+        else f"only {n_eligible} tokens are eligible at any threshold: use more documents"
+    )
+    keep = (
+        f", or pass --min-samples {count} to keep this threshold with fewer samples"
+        if count >= 10  # QDG's floor (run_qdg)
+        else ""
+    )
+    return QuantaInputError(
+        f"Only {count} tokens pass loss < {t:g} nats ({filters}); --min-samples asks "
+        f"for {min_samples}: {hint}{keep}."
+    )

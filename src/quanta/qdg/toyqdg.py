@@ -155,8 +155,7 @@ def parity_qdg(
     import torch
 
     from quanta._validation import check_device
-    from quanta.qdg.cluster import affinity, cosine_similarity, spectral_sweep, zipf_mle
-    from quanta.qdg.validate import score
+    from quanta.qdg.cluster import affinity, cosine_similarity, spectral_sweep
 
     n_samples = check_int(n_samples, "n_samples", _OWNER, low=2)
     threshold = check_real(threshold, "threshold", _OWNER, low=0.0, low_open=True)
@@ -183,26 +182,7 @@ def parity_qdg(
     aff = affinity(sim, transform, norms=np.linalg.norm(grads, axis=1))
     labels = spectral_sweep(aff, ks, assign=assign, n_init=n_init, seed=seed)
     true_counts = np.bincount(truth, minlength=task.n_tasks)
-    true_fit = zipf_mle(true_counts, bootstrap=0)
-    rows, tables = [], []
-    for k, lab in labels.items():
-        sizes = np.sort(np.bincount(lab))[::-1]
-        sizes = sizes[sizes > 0]
-        fit = zipf_mle(sizes, bootstrap=0)
-        rows.append(
-            {
-                "K": k,
-                **score(truth, lab),
-                "n_clusters": len(sizes),
-                "zipf_recovered": fit["exponent"],
-                "zipf_true": true_fit["exponent"],
-            }
-        )
-        tables.append(_ranked("clusters", k, sizes))
-    clusters = pd.concat(tables, ignore_index=True)
-    envelope = clusters.groupby("rank")["size"].max().to_numpy()
-    true_sorted = np.sort(true_counts[true_counts > 0])[::-1]
-    tables += [_ranked("envelope", 0, envelope), _ranked("truth", 0, true_sorted)]
+    scores, tables = _against_truth(labels, truth, true_counts)
     settings = {
         "run": str(run_dir),
         **info,
@@ -223,7 +203,38 @@ def parity_qdg(
         "device": device,
         "true_exponent": cfg.alpha + 1.0,
     }
-    return ToyQDG(pd.DataFrame(rows), pd.concat(tables, ignore_index=True), settings)
+    return ToyQDG(scores, tables, settings)
+
+
+def _against_truth(
+    labels: dict[int, np.ndarray], truth: np.ndarray, true_counts: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores per K against the true subtasks (ARI, NMI, purity, Zipf exponents recovered and
+    true) and the rank-frequency table: clusters per K, their envelope, the true counts."""
+    from quanta.qdg.cluster import zipf_mle
+    from quanta.qdg.validate import score
+
+    true_fit = zipf_mle(true_counts, bootstrap=0)
+    rows, tables = [], []
+    for k, lab in labels.items():
+        sizes = np.sort(np.bincount(lab))[::-1]
+        sizes = sizes[sizes > 0]
+        fit = zipf_mle(sizes, bootstrap=0)
+        rows.append(
+            {
+                "K": k,
+                **score(truth, lab),
+                "n_clusters": len(sizes),
+                "zipf_recovered": fit["exponent"],
+                "zipf_true": true_fit["exponent"],
+            }
+        )
+        tables.append(_ranked("clusters", k, sizes))
+    clusters = pd.concat(tables, ignore_index=True)
+    envelope = clusters.groupby("rank")["size"].max().to_numpy()
+    true_sorted = np.sort(true_counts[true_counts > 0])[::-1]
+    tables += [_ranked("envelope", 0, envelope), _ranked("truth", 0, true_sorted)]
+    return pd.DataFrame(rows), pd.concat(tables, ignore_index=True)
 
 
 def _ranked(kind: str, k: int, sizes: np.ndarray) -> pd.DataFrame:

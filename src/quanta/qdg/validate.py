@@ -9,18 +9,21 @@ pipeline where the true quanta are known.
   parity (the toy engine), with each sample's true subtask.
 * :func:`score` — ARI, NMI and purity of labels against the truth, and the recovered vs true
   Zipf exponent of cluster sizes.
+* :func:`planted_truth` — the table of ``quanta qdg validate``: :func:`compare_affinities` over
+  a (d, σ) grid of toy vectors, or on the gradients of a small trained parity net.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from quanta._validation import check_int, check_real
+from quanta._validation import check_choice, check_int, check_real
 
-__all__ = ["compare_affinities", "parity_gradients", "score", "toy_vectors"]
+__all__ = ["compare_affinities", "parity_gradients", "planted_truth", "score", "toy_vectors"]
 
 _OWNER = "quanta qdg validate"
 
@@ -119,3 +122,53 @@ def parity_gradients(
     per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, x.float(), y.long())
     g = torch.cat([v.reshape(len(x), -1) for v in per_sample.values()], dim=1)
     return g.numpy(), t.numpy()
+
+
+def planted_truth(
+    source: str = "toy",
+    *,
+    samples: int = 3000,
+    subtasks: int = 100,
+    alpha: float = 0.5,
+    dims: Sequence[int] = (1000,),
+    sigmas: Sequence[float] = (2.0,),
+    parity_samples: int = 600,
+    center: bool = False,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every affinity × assigner scored where the true quanta are known (``quanta qdg
+    validate``).
+
+    ``source="toy"``: :func:`toy_vectors` of ``samples`` samples from ``subtasks`` Zipf(α)
+    subtasks for every dimension ``d`` of ``dims`` × noise ``σ`` of ``sigmas`` (columns ``d``,
+    ``sigma`` added). ``source="parity"``: :func:`parity_gradients` of ``parity_samples``
+    samples of a small sparse-parity net (20 subtasks, 12 bits, width 128, 3,000 steps)
+    trained with ``seed``. One row per (setting ×) affinity × assigner, as
+    :func:`compare_affinities`.
+    """
+    check_choice(source, "source", _OWNER, ["toy", "parity"])
+    if source == "parity":
+        from quanta.parity import ParityConfig
+
+        cfg = ParityConfig(
+            n_tasks=20,
+            n_bits=12,
+            widths=(128,),
+            steps=3000,
+            batch_size=500,
+            test_per_task=50,
+            eval_points=5,
+            seed=seed,
+        )
+        g, truth = parity_gradients(cfg, n_samples=parity_samples, seed=seed)
+        return pd.concat(
+            [compare_affinities(g, truth, center=center, seed=seed)], ignore_index=True
+        )
+    frames = []
+    for d in dims:
+        for sigma in sigmas:
+            v, truth = toy_vectors(samples, subtasks, d, sigma, alpha=alpha, seed=seed)
+            frames.append(
+                compare_affinities(v, truth, center=center, seed=seed).assign(d=d, sigma=sigma)
+            )
+    return pd.concat(frames, ignore_index=True)
