@@ -203,3 +203,14 @@ def test_bf16_refused_on_a_device_without_it(tmp_path, monkeypatch):
     )
     assert "Traceback" not in res.output + res.stderr
     assert not out.exists()
+
+
+def test_bf16_sweep_refused_before_writing(tmp_path, monkeypatch):
+    from quanta._validation import QuantaInputError
+    from quanta.sweep import SweepSpec, run_sweep
+
+    monkeypatch.setattr(_validation, "bf16_supported", lambda device: False)
+    spec = SweepSpec({"widths": (4,), "steps": 2, "precision": "bf16"}, {"seed": [0, 1]})
+    with pytest.raises(QuantaInputError, match=r"^quanta parity sweep asks for precision 'bf16'"):
+        run_sweep(spec, tmp_path / "s")
+    assert not (tmp_path / "s").exists()
