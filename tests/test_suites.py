@@ -339,3 +339,22 @@ def test_the_fingerprint_sees_every_weight_and_no_file_layout():
         with torch.no_grad():
             p.view(-1)[-1] = old
     assert weights_fingerprint(a) == weights_fingerprint(b.to(torch.float64).to(torch.float32))
+
+
+def test_a_suite_file_naming_a_hub_model_not_reachable_is_one_line(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    def no_request(*_, **__):
+        raise AssertionError("offline: no request may be sent to the hub")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", no_request)
+    suite = _write(
+        tmp_path / "s.toml", '[[model]]\nsource = "EleutherAI/pythia-70m"\nrevision = "step9"\n'
+    )
+    out = tmp_path / "L"
+    _one_line_refusal(
+        _losses(str(suite), out), out, "Cannot load 'pythia-70m@step9'", "not in the local cache"
+    )
