@@ -312,6 +312,11 @@ def test_a_planted_duplicate_checkpoint_is_flagged_in_one_warning(tmp_path, toke
     assert models["duplicate_of"].tolist() == ["", "", "m@step2"]
     prints = models["weights_fingerprint"].tolist()
     assert prints[1] == prints[2] != prints[0] and prints[0].startswith("xxh3_128:")
+    from quanta.lm.fingerprint import integrity_line
+
+    line = integrity_line(models)  # the report's line
+    assert line.startswith("Duplicate checkpoints: 1 checkpoint") and "m@step3 = m@step2" in line
+    assert integrity_line(models.iloc[:2]).startswith("Checkpoint integrity: the weights of all 2")
 
 
 def test_the_fingerprint_sees_every_weight_and_no_file_layout():

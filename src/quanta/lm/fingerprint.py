@@ -17,12 +17,16 @@ weights saved as safetensors or a ``.bin``, sharded or not, have one fingerprint
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DuplicateCheckpointWarning",
     "duplicate_checkpoints",
     "duplicate_message",
+    "integrity_line",
     "weights_fingerprint",
 ]
 
@@ -84,4 +88,28 @@ def duplicate_message(labels: Sequence[str], duplicate_of: Sequence[str]) -> str
         f"{len(pairs)} checkpoint{'s hold' if len(pairs) > 1 else ' holds'} the same weights "
         f"as another (a mislabeled revision, like EleutherAI/pythia#205): {'; '.join(pairs)}. "
         "Their losses are those of the other checkpoint; see duplicate_of in models.parquet."
+    )
+
+
+def integrity_line(models: pd.DataFrame | None) -> str:
+    """One line of text on the checkpoints of a losses directory's ``models.parquet`` (for the
+    report): the duplicates, or that every column's weights differ ("" for a table without
+    fingerprints: runs made before them).
+
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"label": ["m@step1", "m@step2"], "weights_fingerprint": ["a", "b"],
+    ...                   "duplicate_of": ["", ""]})
+    >>> integrity_line(t)
+    'Checkpoint integrity: the weights of all 2 columns differ (weights_fingerprint).'
+    """
+    if models is None or "weights_fingerprint" not in models or "duplicate_of" not in models:
+        return ""
+    labels = [str(v) for v in models["label"]]
+    duplicates = [str(v) if isinstance(v, str) else "" for v in models["duplicate_of"]]
+    message = duplicate_message(labels, duplicates)
+    if message is not None:
+        return "Duplicate checkpoints: " + message
+    return (
+        f"Checkpoint integrity: the weights of all {len(labels)} columns differ "
+        "(weights_fingerprint)."
     )
