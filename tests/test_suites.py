@@ -155,6 +155,15 @@ def test_pattern_suites_check_revision_names_offline_and_need_revisions_for_dyna
         resolve_suite("crfm-gpt2-small", checkpoints="all")
     refs = resolve_suite("smollm2", checkpoints="SmolLM2-360M", revisions="step-40000")
     assert refs[0].source == "HuggingFaceTB/SmolLM2-360M-intermediate-checkpoints"
+    assert refs[0].tokens() is None  # SmolLM2's batch is not in the registry: unknown
+
+
+def test_tokens_seen_come_from_the_revision_name_or_the_suites_batch():
+    (ref,) = resolve_suite("pythia-deduped", checkpoints="pythia-70m-deduped", revisions="step8")
+    assert ref.tokens() == 8 * 1024 * 2048  # Pythia: 1024 sequences of 2048 tokens per step
+    assert resolve_suite("polypythia-14m")[3].tokens() == 143000 * 1024 * 2048
+    (olmo,) = resolve_suite("olmo-1b", checkpoints="all", revisions="step10000-tokens41B")
+    assert olmo.tokens() == 41 * 10**9
 
 
 def test_suite_show_lists_every_suite_and_one_suite():

@@ -463,7 +463,7 @@ def _column(
         model, tokens, batch_tokens=batch_tokens, head=path, device=device, progress=on_tokens
     )
     seconds = time.perf_counter() - start
-    step, trained = parse_revision(ref.revision)
+    step, trained = parse_revision(ref.revision)[0], ref.tokens()
     row = {
         "model": i,
         "name": ref.name,

@@ -116,8 +116,9 @@ def _hub_suite(name: str) -> HubSuite:
 class ModelRef:
     """One member of a suite: a display ``name``, where to load it from (a local directory or
     a hub id) and an optional ``revision`` (hub branch/tag, or a checkpoint sub-directory);
-    a ``seed`` and ``tag`` (a suite's label, e.g. "data seed 2") where the suite gives them, and
-    ``n_params`` where a user suite states the model's size (else it is counted)."""
+    a ``seed`` and ``tag`` (a suite's label, e.g. "data seed 2") where the suite gives them,
+    ``n_params`` where a user suite states the model's size (else it is counted), and the
+    training tokens per step where the suite knows them (Pythia: 2,097,152)."""
 
     name: str
     source: str
@@ -125,6 +126,19 @@ class ModelRef:
     seed: int | None = None
     tag: str = ""
     n_params: int | None = None
+    tokens_per_step: int | None = None
+
+    def tokens(self) -> int | None:
+        """Training tokens seen at this revision: from its name (OLMo's ``-tokens<M>B``), else
+        its step × ``tokens_per_step``; ``None`` when neither is known.
+
+        >>> ModelRef("p", "EleutherAI/pythia-70m", "step1000", tokens_per_step=2_097_152).tokens()
+        2097152000
+        """
+        step, tokens = parse_revision(self.revision)
+        if tokens is None and step is not None and self.tokens_per_step is not None:
+            tokens = step * self.tokens_per_step
+        return tokens
 
     @property
     def local_path(self) -> Path | None:
@@ -213,7 +227,9 @@ def _hub_refs(spec: str, checkpoints: str | None, wanted: list[str] | None) -> l
 
     def ref(name: str, revision: str) -> ModelRef:
         m = hub.member(name)
-        return ModelRef(name, m.hub_id, revision, seed=m.seed, tag=m.label)
+        return ModelRef(
+            name, m.hub_id, revision, m.seed, m.label, tokens_per_step=hub.tokens_per_step
+        )
 
     if checkpoints is None:
         return [ref(m.name, hub.final) for m in hub.members]
