@@ -12,7 +12,8 @@ On disk (:func:`run_losses`), ``DIR`` is a quanta run directory::
     losses.npy           [n_tokens, n_models] float32 (or float16), row r = index row r;
                          open with numpy.load(..., mmap_mode="r")
     models.parquet       one row per column: model (the column index), name, revision, step
-                         and tokens (parsed from the revision's name, else -1), label, seed
+                         and tokens (from the revision's name or the suite's tokens per step,
+                         else -1; ModelRef.tokens), label, seed
                          (-1: none), tag, n_params (non-embedding; a suite file's own where it
                          states one), mean loss, tokens/s, head ("chunked" | "full": the path
                          that ran), weights_fingerprint (quanta.lm.fingerprint) and
