@@ -21,7 +21,7 @@ def _stage_rows(ctx: RunContext) -> tuple[list[list[str]], float]:
         kind = {"done": "ok", "failed": "bad"}.get(state, "skip")
         secs = float(r.get("seconds", 0.0)) if r else 0.0
         total += secs
-        cmds = tk.Html("<br>".join(tk.code(c) for c in (r or {}).get("commands", [])))
+        cmds = tk.lines(tk.code(c) for c in (r or {}).get("commands", []))
         note = str(r.get("message", "")) if r and state != "done" else ""
         status = tk.text(tk.status(state, kind), " ", tk.esc(note))
         rows.append([s.name, s.title, status, f"{secs:,.1f}" if r else "—", cmds])

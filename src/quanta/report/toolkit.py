@@ -42,6 +42,7 @@ __all__ = [
     "frame_table",
     "heading",
     "italic",
+    "lines",
     "link",
     "meta_line",
     "missing",
@@ -141,6 +142,11 @@ def link(href: str, label: object) -> Html:
     return Html(f"<a href='{esc(href)}'>{esc(label)}</a>")
 
 
+def lines(parts: Iterable[object]) -> Html:
+    """Values one per line (``<br>`` between)."""
+    return Html("<br>".join(esc(p) for p in parts))
+
+
 def status(word: str, kind: str) -> Html:
     """A stage status word coloured by ``kind`` (``ok``, ``bad`` or ``skip``)."""
     return Html(f'<span class="{esc(kind)}">{esc(word)}</span>')
@@ -228,9 +234,10 @@ def stage_failed(name: str, state: str, message: str, log: str | None) -> Html:
     return Html(f"stage {bold(name)} {esc(state)}: {esc(message)}{where}")
 
 
-def missing(lines: Sequence[str]) -> Html:
-    """The box that stands for a section's data when its stages have not finished."""
-    return Html('<div class="missing">Missing: ' + "<br>".join(lines) + "</div>")
+def missing(problems: Sequence[str]) -> Html:
+    """The box that stands for a section's data when its stages have not finished (one line
+    per problem: :func:`stage_not_run`, :func:`stage_failed`)."""
+    return Html(f'<div class="missing">Missing: {lines(problems)}</div>')
 
 
 def provenance(commands: Sequence[str], configs: Sequence[Config]) -> Html:
