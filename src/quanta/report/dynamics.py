@@ -97,8 +97,8 @@ def _mean_loss_table(mean: pd.DataFrame) -> list[str]:
         for step in wide.index
     ]
     return [
-        tk.heading(3, "Mean loss (nats/token) by step and model")
-        + tk.table(["step", *map(str, names)], rows, range(len(names) + 1))
+        tk.heading(3, "Mean loss (nats/token) by step and model"),
+        tk.table(["step", *map(str, names)], rows, range(len(names) + 1)),
     ]
 
 
@@ -107,7 +107,7 @@ def _examples(ctx: RunContext, steps: list[int]) -> tk.Html:
     if ex is None or not len(ex):
         return tk.para("No abrupt or gradual token was found at these settings.")
     steps_text = ", ".join(f"{s:,}" for s in steps)
-    return tk.Html(
-        tk.heading(3, "Tokens in context (predicted token highlighted)")
-        + tk.table(["kind", "context", f"loss by step ({steps_text})"], example_rows(ex))
+    return tk.join(
+        tk.heading(3, "Tokens in context (predicted token highlighted)"),
+        tk.table(["kind", "context", f"loss by step ({steps_text})"], example_rows(ex)),
     )

@@ -36,9 +36,9 @@ def header(ctx: RunContext) -> tk.Html:
         f"{k} {v}" for k, v in (env.get("packages") or {}).items() if k in {"quanta", "torch"}
     )
     rows, total = _stage_rows(ctx)
-    return tk.Html(
-        tk.heading(1, "The Quantization Model of Neural Scaling — reproduction report")
-        + tk.para(
+    return tk.join(
+        tk.heading(1, "The Quantization Model of Neural Scaling — reproduction report"),
+        tk.para(
             "Preset ",
             tk.bold(ctx.preset),
             " · directory ",
@@ -49,13 +49,13 @@ def header(ctx: RunContext) -> tk.Html:
             tk.esc(versions),
             tk.esc(git),
             cls="meta",
-        )
-        + tk.para(
+        ),
+        tk.para(
             "Michaud, Liu, Girit & Tegmark, ",
             tk.italic("The Quantization Model of Neural Scaling"),
             ", NeurIPS 2023 (arXiv:2303.13506). Every number below is computed from this "
             "directory; each section lists the command and config that produced it.",
-        )
-        + tk.table(["stage", "what", "status", "seconds", "command"], rows, {3})
-        + tk.meta_line(f"Total stage time {total:,.0f} s.")
+        ),
+        tk.table(["stage", "what", "status", "seconds", "command"], rows, {3}),
+        tk.meta_line(f"Total stage time {total:,.0f} s."),
     )

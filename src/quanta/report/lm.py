@@ -78,10 +78,8 @@ def _blocks(ctx: RunContext) -> list[str]:
     if ex is not None and len(ex):
         labels = ", ".join(str(m["label"]) for m in models)
         header = ["kind", "context", f"loss by model ({labels})"]
-        blocks.append(
-            tk.heading(3, "Tokens in context (predicted token highlighted)")
-            + tk.table(header, example_rows(ex))
-        )
+        blocks.append(tk.heading(3, "Tokens in context (predicted token highlighted)"))
+        blocks.append(tk.table(header, example_rows(ex)))
     else:
         blocks.append(tk.para("No monogenic or polygenic token was found at these settings."))
     blocks.append(ctx.provenance(["lm-suite", "lm-losses", "lm-analyze"], ["lm/losses"]))

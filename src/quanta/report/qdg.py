@@ -111,13 +111,13 @@ def _largest_clusters(ctx: RunContext, k: int, n_samples: int, top: int = 10) ->
         ]
         for r in largest.to_dict("records")
     ]
-    return tk.Html(
-        tk.heading(3, f"The {len(rows)} largest clusters at K = {k}")
-        + tk.para(
+    return tk.join(
+        tk.heading(3, f"The {len(rows)} largest clusters at K = {k}"),
+        tk.para(
             "Description: the most common predicted token(s) with their share of the cluster, "
             "and the most common token before them."
-        )
-        + tk.table(["rank", "size", "share", "description"], rows, {0, 1, 2})
+        ),
+        tk.table(["rank", "size", "share", "description"], rows, {0, 1, 2}),
     )
 
 
@@ -138,13 +138,13 @@ def _validation(ctx: RunContext) -> tk.Html:
         setting=[f"d={d}, σ={s}" for d, s in zip(table["d"], table["sigma"], strict=True)]
     )
     n_settings = len(table.groupby(["d", "sigma"]))
-    return tk.Html(
+    return tk.join(
         tk.para(
             "Samples with known quanta (Zipf frequencies, random unit vectors plus noise), "
             "clustered by every affinity × label assigner; scores averaged over "
             f"{n_settings} (d, σ) settings. The paper's method is angular + k-means."
-        )
-        + tk.frame_table(
+        ),
+        tk.frame_table(
             mean,
             {
                 "affinity": "affinity",
@@ -153,8 +153,8 @@ def _validation(ctx: RunContext) -> tk.Html:
                 "nmi": "mean NMI",
                 "purity": "mean purity",
             },
-        )
-        + tk.frame_table(
+        ),
+        tk.frame_table(
             per,
             {
                 "setting": "setting",
@@ -164,5 +164,5 @@ def _validation(ctx: RunContext) -> tk.Html:
                 "zipf_recovered": "Zipf recovered",
                 "zipf_true": "Zipf true",
             },
-        )
+        ),
     )

@@ -42,6 +42,7 @@ __all__ = [
     "frame_table",
     "heading",
     "italic",
+    "join",
     "lines",
     "link",
     "meta_line",
@@ -69,8 +70,9 @@ class Html(str):
 @dataclass(frozen=True)
 class Section:
     """One section of the page: its heading (``level`` 2 or 3, ``anchor`` for the contents)
-    and its blocks in order. ``nav`` is its label in the contents (None: not listed); a level-3
-    section is listed in parentheses after the level-2 section before it."""
+    and its blocks in order (:class:`Html`; a plain string would be shown escaped). ``nav``
+    is its label in the contents (None: not listed); a level-3 section is listed in
+    parentheses after the level-2 section before it."""
 
     title: str
     blocks: Sequence[str] = field(default_factory=list)
@@ -79,7 +81,7 @@ class Section:
     nav: str | None = None
 
     def render(self) -> Html:
-        return Html(heading(self.level, self.title, self.anchor) + "".join(self.blocks))
+        return join(heading(self.level, self.title, self.anchor), *self.blocks)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,11 @@ class Config:
 def esc(value: object) -> Html:
     """A value as element text (quotes escaped too); :class:`Html` is kept as it is."""
     return value if isinstance(value, Html) else Html(html.escape(str(value)))
+
+
+def join(*blocks: object) -> Html:
+    """Blocks one after the other (:class:`Html` kept, anything else escaped)."""
+    return Html("".join(map(esc, blocks)))
 
 
 def text(*parts: object) -> Html:
@@ -313,5 +320,5 @@ def page(title: str, blocks: Sequence[str]) -> Html:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{_STYLE}</style>"
-        f"</head><body>{''.join(blocks)}<script>{_CHECK_FIGURES}</script></body></html>"
+        f"</head><body>{join(*blocks)}<script>{_CHECK_FIGURES}</script></body></html>"
     )
