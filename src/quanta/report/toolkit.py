@@ -108,7 +108,11 @@ def join(*blocks: object) -> Html:
 
 
 def text(*parts: object) -> Html:
-    """Prose and values joined: plain strings escaped for element content, :class:`Html` kept."""
+    """Prose and values joined: plain strings escaped for element content, :class:`Html` kept.
+
+    >>> text("the paper's a < b; ", esc("it's"), bold(2))
+    "the paper's a &lt; b; it&#x27;s<b>2</b>"
+    """
     return Html(
         "".join(p if isinstance(p, Html) else html.escape(str(p), quote=False) for p in parts)
     )
@@ -186,7 +190,13 @@ def meta_line(*parts: object) -> Html:
 def table(
     header: Sequence[object], rows: Iterable[Sequence[object]], numeric: Iterable[int] = ()
 ) -> Html:
-    """A table: cells are values (escaped) or :class:`Html`; ``numeric`` columns right-aligned."""
+    """A table: cells are values (escaped) or :class:`Html`; ``numeric`` columns right-aligned.
+
+    >>> print(table(["x", "n"], [["<a>", "1.5"]], {1}).replace("</tr>", "</tr>\\n"))
+    <table><tr><th>x</th><th>n</th></tr>
+    <tr><td>&lt;a&gt;</td><td class="num">1.5</td></tr>
+    </table>
+    """
     right = set(numeric)
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join(
