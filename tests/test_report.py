@@ -214,3 +214,27 @@ def test_the_page_lists_every_section_in_the_registry_order(tmp_path):
     nav = page[page.index("<nav>") : page.index("</nav>")]
     listed = [nav.index(f"'#{a}'") for a in anchors]
     assert listed == sorted(listed)
+
+
+def test_duplicate_checkpoints_are_named_in_the_language_model_section(tmp_path):
+    """A planted duplicate in lm/losses/models.parquet (two revisions, one set of weights, as
+    EleutherAI/pythia#205) reaches the page as one line naming both columns; a table without
+    fingerprints (a run made before them) adds nothing."""
+    import pandas as pd
+
+    from quanta.report.lm import checkpoint_integrity
+
+    out = _run_dir(tmp_path)
+    models = pd.DataFrame(
+        {
+            "label": ["m@step1", "m@step2", "m@step3"],
+            "weights_fingerprint": ["a", "b", "b"],
+            "duplicate_of": ["", "", "m@step2"],
+        }
+    )
+    (out / "lm" / "losses").mkdir(parents=True)
+    models.to_parquet(out / "lm" / "losses" / "models.parquet")
+    [line] = checkpoint_integrity(RunContext(out), "lm/losses/models.parquet")
+    assert line.startswith("<p>Duplicate checkpoints: ") and "m@step3 = m@step2" in line
+    models.drop(columns=["weights_fingerprint"]).to_parquet(out / "lm" / "losses" / "m.parquet")
+    assert checkpoint_integrity(RunContext(out), "lm/losses/m.parquet") == []

@@ -9,7 +9,7 @@ import pandas as pd
 
 from quanta.report import toolkit as tk
 from quanta.report.context import RunContext
-from quanta.report.lm import example_rows
+from quanta.report.lm import checkpoint_integrity, example_rows
 
 __all__ = ["dynamics"]
 
@@ -53,6 +53,7 @@ def _blocks(ctx: RunContext) -> list[str]:
             f"per-token loss of {model} over steps: abrupt and gradual tokens",
         ),
         _examples(ctx, summary.get("steps", [])),
+        *checkpoint_integrity(ctx, "lm/dynamics/models.parquet"),
         ctx.provenance(["lm-dynamics"], ["lm/dynamics"]),
     ]
 

@@ -11,7 +11,7 @@ import pandas as pd
 from quanta.report import toolkit as tk
 from quanta.report.context import RunContext
 
-__all__ = ["example_rows", "language_models"]
+__all__ = ["checkpoint_integrity", "example_rows", "language_models"]
 
 _A = "lm/losses/analysis"
 
@@ -27,6 +27,15 @@ def example_rows(examples: pd.DataFrame) -> list[list[str]]:
         ]
         for r in examples.to_dict("records")
     ]
+
+
+def checkpoint_integrity(ctx: RunContext, models_parquet: str) -> list[str]:
+    """The line on duplicate checkpoints of a losses directory (:func:`quanta.lm.fingerprint.
+    integrity_line`); nothing for a run made before fingerprints were recorded."""
+    from quanta.lm.fingerprint import integrity_line
+
+    line = integrity_line(ctx.table(models_parquet))
+    return [tk.para(tk.esc(line))] if line else []
 
 
 def language_models(ctx: RunContext) -> tk.Section:
@@ -70,6 +79,7 @@ def _blocks(ctx: RunContext) -> list[str]:
         tk.table(
             ["model", "non-embedding params", "mean loss (nats)", "share < 0.1"], rows, {1, 2, 3}
         ),
+        *checkpoint_integrity(ctx, "lm/losses/models.parquet"),
         ctx.figure(f"{_A}/mean_loss.png", "mean loss vs non-embedding parameters"),
         ctx.figure(f"{_A}/loss_distribution.png", "p(L) and L·p(L) of per-token losses"),
         ctx.figure(f"{_A}/token_curves.png", "per-token loss vs scale"),
