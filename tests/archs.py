@@ -40,13 +40,14 @@ _COMMON = {
 }
 
 
-def _config(arch: str) -> Any:
+def _config(arch: str, vocab: int) -> Any:
     import transformers as tf
 
-    gqa = {**_COMMON, "num_key_value_heads": 2}
+    common = {**_COMMON, "vocab_size": vocab}
+    gqa = {**common, "num_key_value_heads": 2}
     builders = {
         "gpt2": lambda: tf.GPT2Config(
-            vocab_size=VOCAB,
+            vocab_size=vocab,
             n_embd=32,
             n_layer=2,
             n_head=4,
@@ -56,7 +57,7 @@ def _config(arch: str) -> Any:
         ),
         "llama": lambda: tf.LlamaConfig(**gqa, bos_token_id=BOS),
         "opt": lambda: tf.OPTConfig(
-            vocab_size=VOCAB,
+            vocab_size=vocab,
             hidden_size=32,
             num_hidden_layers=2,
             num_attention_heads=4,
@@ -66,15 +67,15 @@ def _config(arch: str) -> Any:
         ),
         "qwen2": lambda: tf.Qwen2Config(**gqa),
         "qwen3": lambda: tf.Qwen3Config(**gqa, head_dim=8),
-        "neox": lambda: tf.GPTNeoXConfig(**_COMMON),
+        "neox": lambda: tf.GPTNeoXConfig(**common),
         "gemma2": lambda: tf.Gemma2Config(**gqa, head_dim=8, final_logit_softcapping=1.0),
         "cohere": lambda: tf.CohereConfig(**gqa, logit_scale=0.25, eos_token_id=0),
         "granite": lambda: tf.GraniteConfig(**gqa, logits_scaling=4.0),
         "mamba": lambda: tf.MambaConfig(
-            vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, state_size=4
+            vocab_size=vocab, hidden_size=32, num_hidden_layers=2, state_size=4
         ),
         "bert": lambda: tf.BertConfig(
-            vocab_size=VOCAB,
+            vocab_size=vocab,
             hidden_size=32,
             num_hidden_layers=2,
             num_attention_heads=4,
@@ -100,7 +101,7 @@ ARCHS = {
 }
 
 
-def build(arch: str, seed: int = 0) -> Any:
+def build(arch: str, seed: int = 0, *, vocab: int = VOCAB) -> Any:
     """A tiny ``arch`` causal LM, float32, eval mode, weights drawn with ``seed``."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -108,7 +109,7 @@ def build(arch: str, seed: int = 0) -> Any:
 
     logging.set_verbosity_error()  # mamba's "no fast kernel" and config notes
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(_config(arch), attn_implementation="eager")
+    model = AutoModelForCausalLM.from_config(_config(arch, vocab), attn_implementation="eager")
     return model.float().eval()
 
 

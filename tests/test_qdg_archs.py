@@ -190,3 +190,81 @@ def test_bos_is_added_once_by_bos_and_never_by_the_tokenizer():
     assert (plain.bos, with_bos.bos, with_bos.n_predicted) == (False, True, 6)
     index = pd.DataFrame(with_bos.index_table())
     assert index.groupby("doc_id")["pos"].min().tolist() == [1, 1]  # BOS itself is never scored
+
+
+# --------------------------------------------------------------------------- through the CLI
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """Saved tiny GPT-2 and Gemma-2 models with a byte-level BPE tokenizer, and their losses
+    (``quanta lm losses``: GPT-2 by the chunked head, Gemma-2 by its own logits)."""
+    from quanta.lm.corpus import load_documents
+    from quanta.lm.losses_run import run_losses
+    from quanta.lm.minisuite import train_tokenizer
+
+    root = tmp_path_factory.mktemp("archs")
+    texts = [d.text for d in load_documents("stdlib:test", max_docs=8)[0]]
+    for name in ("gpt2", "gemma2"):
+        tok = train_tokenizer(texts, 300, root / name)
+        model = build(name, vocab=len(tok))
+        model.save_pretrained(root / name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HeadFallbackWarning)
+            run_losses(
+                str(root / name), "stdlib:test", root / f"{name}-losses", max_docs=4, max_len=48
+            )
+    return root
+
+
+QDG = ["--threshold", "auto", "--n", "10", "--min-samples", "10", "--ks", "2,3", "--quiet"]
+
+
+@pytest.mark.parametrize(("name", "head"), [("gpt2", "chunked"), ("gemma2", "full")])
+def test_qdg_run_records_and_prints_the_head_and_the_parameters(model_dirs, tmp_path, name, head):
+    import json
+
+    from typer.testing import CliRunner
+
+    from quanta.cli import app
+
+    out = tmp_path / "q"
+    losses = str(model_dirs / f"{name}-losses")
+    res = CliRunner().invoke(
+        app, ["qdg", "run", losses, "--out", str(out), "--similarity", "exact", *QDG]
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "grads.json").read_text())
+    assert info["head"] == head and f"loss by the {head} head" in res.output
+    if name == "gpt2":
+        assert info["excluded"]["transformer.wpe.weight"] == "embedding"
+        assert "excluded (embedding): transformer.wpe.weight, transformer.wte.weight" in res.output
+        assert "transformer.h.*.attn.c_attn.weight ×2" in res.output
+    assert sorted(info["params"]) == sorted(linear_weights(build(name, vocab=300)))
+
+
+def test_a_non_causal_model_is_refused_in_one_line_with_nothing_written(model_dirs, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from quanta.cli import app
+
+    saved = tmp_path / "saved"
+    shutil.copytree(model_dirs / "gpt2", saved)
+    build("bert", vocab=300).save_pretrained(model_dirs / "gpt2")  # the losses' model, now BERT
+    try:
+        out = tmp_path / "q"
+        losses = str(model_dirs / "gpt2-losses")
+        res = CliRunner().invoke(app, ["qdg", "run", losses, "--out", str(out), *QDG])
+        assert res.exit_code == 2 and "is not a causal language model" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1 and not out.exists()
+        again = tmp_path / "losses"
+        res = CliRunner().invoke(
+            app, ["lm", "losses", "--suite", str(model_dirs / "gpt2"), "--out", str(again)]
+        )
+        assert res.exit_code == 2 and "is not a causal language model" in res.output, res.output
+        assert not (again / "losses.npy").exists()
+    finally:
+        shutil.rmtree(model_dirs / "gpt2")
+        shutil.copytree(saved, model_dirs / "gpt2")

@@ -169,13 +169,14 @@ def _print_parameters(grads_json: Path) -> None:
     info = json.loads(grads_json.read_text())
     out.print(
         f"gradients: {len(info['params'])} parameter tensors ({info['dim']:,} coordinates), "
-        f"loss by the {info.get('head', 'chunked')} head: {_grouped(info['params'])}"
+        f"loss by the {info.get('head', 'chunked')} head: {_grouped(info['params'])}",
+        soft_wrap=True,  # long lists: the terminal wraps them, names stay whole
     )
     by_kind: dict[str, list[str]] = {}
     for name, why in info.get("excluded", {}).items():
         by_kind.setdefault(why, []).append(name)
     for why, names in by_kind.items():
-        out.print(f"excluded ({why}): {_grouped(names)}")
+        out.print(f"excluded ({why}): {_grouped(names)}", soft_wrap=True)
 
 
 def _threshold(text: str) -> float | str:
