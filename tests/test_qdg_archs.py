@@ -62,11 +62,14 @@ def test_exact_gram_and_rows_equal_naive_autograd_of_the_models_logits(arch, tmp
         assert info["params"] == names and info["n_blocks"] == -(-x.shape[1] // GRAM_BLOCK)
         err = np.abs(gram - want).max() / np.abs(want).max()
         assert err < 1e-5, (name, head, err)
-    info = _quiet(per_token_gradients, model, corpus, SAMPLES, tmp_path / "g.npy")
-    np.testing.assert_allclose(
-        np.load(tmp_path / "g.npy"), x.numpy(), rtol=0, atol=1e-5 * float(x.abs().max())
-    )
-    assert info["head"] == ("chunked" if ARCHS[name] else "full")
+    for shared in (False, True):  # one forward per token, or per document (all its rows)
+        info = _quiet(
+            per_token_gradients, model, corpus, SAMPLES, tmp_path / "g.npy", shared_forward=shared
+        )
+        np.testing.assert_allclose(
+            np.load(tmp_path / "g.npy"), x.numpy(), rtol=0, atol=1e-5 * float(x.abs().max())
+        )
+        assert info["head"] == ("chunked" if ARCHS[name] else "full")
 
 
 def test_sketch_is_the_countsketch_of_the_true_gradients_within_its_error_bound(arch, tmp_path):
@@ -230,10 +233,14 @@ def test_qdg_run_records_and_prints_the_head_and_the_parameters(model_dirs, tmp_
 
     out = tmp_path / "q"
     losses = str(model_dirs / f"{name}-losses")
-    res = CliRunner().invoke(
-        app, ["qdg", "run", losses, "--out", str(out), "--similarity", "exact", *QDG]
-    )
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", HeadFallbackWarning)
+        res = CliRunner().invoke(
+            app, ["qdg", "run", losses, "--out", str(out), "--similarity", "exact", *QDG]
+        )
     assert res.exit_code == 0, res.output
+    fallbacks = [w for w in seen if issubclass(w.category, HeadFallbackWarning)]
+    assert len(fallbacks) == (head == "full")  # said once, where the fast head is refused
     info = json.loads((out / "grads.json").read_text())
     assert info["head"] == head and f"loss by the {head} head" in res.output
     if name == "gpt2":
@@ -261,7 +268,11 @@ def test_a_non_causal_model_is_refused_in_one_line_with_nothing_written(model_di
         assert len(res.output.strip().splitlines()) == 1 and not out.exists()
         again = tmp_path / "losses"
         res = CliRunner().invoke(
-            app, ["lm", "losses", "--suite", str(model_dirs / "gpt2"), "--out", str(again)]
+            app,
+            [
+                *["lm", "losses", "--suite", str(model_dirs / "gpt2"), "--out", str(again)],
+                *["--max-docs", "2", "--max-len", "32"],
+            ],
         )
         assert res.exit_code == 2 and "is not a causal language model" in res.output, res.output
         assert not (again / "losses.npy").exists()

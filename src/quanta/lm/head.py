@@ -12,9 +12,9 @@ takes one of them through this module:
 - ``"chunked"``: the body once (``model.base_model``), then the output head
   (``model.get_output_embeddings()``) only on the rows needed. Fast, small memory; right only
   where the logits *are* that linear head of the body's output.
-- ``"full"``: the model's own forward. Where it takes ``logits_to_keep`` (recent transformers,
-  every causal LM tested here) only the rows needed are computed — the final transforms are
-  applied to them by the model itself.
+- ``"full"``: the model's own forward. Where it takes ``logits_to_keep`` (every causal LM
+  tested here) only the rows from the first needed one on are computed (for a token over its
+  own truncated context, 2) — the final transforms applied to them by the model itself.
 
 :func:`resolve_head` checks the chunked path against ``model(...).logits`` once per model
 (:func:`head_check`) and picks; :func:`check_causal` refuses a model that is not causal (an
@@ -71,16 +71,26 @@ class HeadFallbackWarning(UserWarning):
     """
 
 
-def _keeps_rows(model: Any) -> bool:
-    """Whether ``model``'s forward computes only some rows' logits (``logits_to_keep``)."""
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+def _last_row_keyword(model: Any) -> str | None:
+    """The keyword by which ``model``'s forward computes only the last rows' logits
+    (``logits_to_keep``; ``num_logits_to_keep`` in older transformers), or None."""
+    accepted = inspect.signature(model.forward).parameters
+    return next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in accepted), None)
 
 
 def _full_logits(model: Any, ids: Any, rows: Any) -> Any:
-    """The model's own logits of ``ids`` [1, T] at hidden rows ``rows`` [n]: float32 [n, V]."""
-    if _keeps_rows(model):
-        return model(input_ids=ids, logits_to_keep=rows).logits[0].float()
-    return model(input_ids=ids).logits[0, rows].float()
+    """The model's own logits of ``ids`` [1, T] at hidden rows ``rows`` [n]: float32 [n, V].
+
+    Where the forward takes the keyword, the model computes only the last ``T − min(rows)``
+    rows (a token over its own truncated context: 2 of them, the token's and its target's),
+    through every final transform of its own; an int count means the same in every
+    transformers version that has the keyword."""
+    keyword = _last_row_keyword(model)
+    if keyword is None:
+        return model(input_ids=ids).logits[0, rows].float()
+    first = int(rows.min())
+    kept = model(input_ids=ids, **{keyword: ids.shape[1] - first}).logits[0]  # rows first..T-1
+    return kept[rows - first].float()
 
 
 def _chunked_logits(model: Any, ids: Any, rows: Any) -> Any:
@@ -178,9 +188,13 @@ def head_check(model: Any, first_doc: np.ndarray, *, device: str | None = None) 
     with torch.inference_mode():
         want = model(input_ids=ids).logits[0].float()  # (T, V)
         rows = torch.arange(ids.shape[1], device=ids.device)
-        got = _chunked_logits(model, ids, rows)
-    scale = float(want.abs().max())
-    gap = float((got - want).abs().max())
+        scale = float(want.abs().max())
+        try:
+            got = _chunked_logits(model, ids, rows)
+        except (AttributeError, TypeError, IndexError, RuntimeError):
+            # a body without last_hidden_state, or a head of another shape: no fast path
+            return HeadCheck(float("inf"), scale, _tolerance(scale, _dtype(model)))
+    gap = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
     return HeadCheck(gap, scale, _tolerance(scale, _dtype(model)))
 
 
