@@ -88,7 +88,20 @@ def _module_kind(module: Any, inputs: Any, outputs: Any) -> str | None:
 def parameter_kinds(model: Any) -> dict[str, str]:
     """Every parameter name of ``model`` (as ``named_parameters`` lists them: a tied weight
     once) → its kind: ``"embedding"``, ``"head"`` or ``"norm"`` by the module that owns it,
-    else ``"embedding (by name)"`` / ``"norm (by name)"`` by its name, else ``"weight"``."""
+    else ``"embedding (by name)"`` / ``"norm (by name)"`` by its name, else ``"weight"``.
+
+    >>> import torch
+    >>> class Toy(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.wte, self.ln = torch.nn.Embedding(5, 2), torch.nn.LayerNorm(2)
+    ...         self.mlp, self.out = torch.nn.Linear(2, 2), torch.nn.Linear(2, 5)
+    ...     def get_input_embeddings(self): return self.wte
+    ...     def get_output_embeddings(self): return self.out
+    >>> parameter_kinds(Toy())  # doctest: +NORMALIZE_WHITESPACE
+    {'wte.weight': 'embedding', 'ln.weight': 'norm', 'ln.bias': 'norm', 'mlp.weight': 'weight',
+     'mlp.bias': 'weight', 'out.weight': 'head', 'out.bias': 'head'}
+    """
     inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
     by_id: dict[int, str] = {}
     for module in model.modules():
