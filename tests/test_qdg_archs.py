@@ -44,6 +44,8 @@ def test_losses_are_the_models_own_and_the_head_path_is_chosen_by_the_check(arch
             assert resolve_head(model, corpus.doc(0)) == "full"
         with pytest.raises(QuantaInputError, match="disagrees with the model's own logits"):
             token_losses(model, corpus, head="chunked")
+        with pytest.raises(QuantaInputError, match="disagrees with the model's own logits"):
+            exact_gram(model, corpus, SAMPLES, head="chunked")  # --head: as for the losses
     for head in ("auto", "full", "chunked") if plain else ("auto", "full"):
         got = _quiet(token_losses, model, corpus, head=head, chunk_rows=7)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -151,14 +151,6 @@ class HeadCheck:
     def agrees(self) -> bool:
         return self.gap <= self.tolerance
 
-    def to_dict(self) -> dict[str, float | bool]:
-        return {
-            "max_logit_gap": self.gap,
-            "max_logit": self.scale,
-            "tolerance": self.tolerance,
-            "agrees": self.agrees,
-        }
-
 
 def _tolerance(scale: float, dtype: Any) -> float:
     """Largest logit gap two float paths may show: relative 1e-5 in float32 (a final transform
