@@ -24,6 +24,7 @@ encoder such as BERT loaded as a causal LM), whose "loss of token pos" would see
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -262,7 +263,9 @@ def resolve_head(
             )
         return "full"
     check = head_check(model, first_doc, device=device)
-    if check.agrees:
+    # Non-finite logits (broken weights) cannot be judged; the fast path is kept so that the
+    # callers' own refusals (a non-finite gradient) say what is wrong, not a head warning.
+    if check.agrees or not math.isfinite(check.scale):
         return "chunked"
     # A disagreement is an error only when the fast path was demanded. Under "auto" it is a
     # warning: the full path *is* the model's own forward, so its losses are right by
