@@ -153,7 +153,7 @@ def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
     cmd = [sys.executable, "-m", "quanta.cli", "parity", "train", "--out", str(tmp_path / "a")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([*cmd, *args], env=env, stderr=subprocess.PIPE, text=True)
-    checkpoint = tmp_path / "a" / "checkpoint.pt"  # first written after training started
+    checkpoint = tmp_path / "a" / "checkpoint.safetensors"  # first written after training started
     deadline = time.monotonic() + 60
     while not checkpoint.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -161,7 +161,7 @@ def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Run the same command again to resume" in " ".join(err.split())
-    assert (tmp_path / "a" / "checkpoint.pt").exists()
+    assert (tmp_path / "a" / "checkpoint.safetensors").exists()
     assert "Traceback" not in err
     stopped_at = int(err.split("stopped at step ")[1].split(")")[0])
     assert 0 < stopped_at < 200_000
@@ -171,8 +171,9 @@ def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
 
     from quanta.config import build_config, parse_overrides
     from quanta.parity import ParityConfig, train_parity
+    from quanta.parity.run import load_checkpoint
 
-    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    state = load_checkpoint(tmp_path / "a" / "checkpoint.safetensors")
     assert state.step == stopped_at
     overrides = parse_overrides([a for a in args if a not in ("--quiet", "--no-figures")])
     cfg = build_config(ParityConfig, layers=[("cli", overrides)])
