@@ -435,11 +435,12 @@ def resolve_corpus(preset: str, stages: list[Stage], corpus: str | None) -> str:
     Raises
     ------
     QuantaInputError
-        A preset without a default corpus (``paper``) whose stages read one, given none or one
-        that holds no readable document. Checked before anything is written.
+        A preset without a default corpus (``paper``) whose stages read one, given none; or a
+        given corpus that is missing or holds no readable document. Checked before anything
+        is written.
     """
     uses = any("{corpus}" in arg for s in stages for c in s.commands for arg in c)
-    if preset in DEFAULT_CORPUS or not uses:
+    if not uses or (corpus is None and preset in DEFAULT_CORPUS):
         return corpus if corpus is not None else DEFAULT_CORPUS.get(preset, "")
     if corpus is None:
         raise QuantaInputError(
@@ -449,7 +450,9 @@ def resolve_corpus(preset: str, stages: list[Stage], corpus: str | None) -> str:
         )
     from quanta.lm.corpus import load_documents
 
-    load_documents(corpus, max_docs=1)  # exists and holds a document, before hours of toy runs
+    # Exists and holds a readable document: before minutes of suite training or hours of toy
+    # runs, not when the first stage that reads it starts.
+    load_documents(corpus, max_docs=1)
     return corpus
 
 
