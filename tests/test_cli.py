@@ -141,8 +141,11 @@ def test_help_lists_every_config_key(runner):
         assert "--" + f.name.replace("_", "-") in res.stdout
 
 
-def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path, sig, code):
+    # SIGTERM (a scheduler's stop) takes Ctrl-C's path: a clean step boundary, one line.
     import os
+    import re
     import signal
     import subprocess
     import sys
@@ -157,13 +160,15 @@ def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
     deadline = time.monotonic() + 60
     while not checkpoint.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Run the same command again to resume" in " ".join(err.split())
+    assert proc.returncode == code, err
+    line = " ".join(err.split())
+    assert "Rerun the same command to resume" in line and len(err.strip().splitlines()) == 1
+    assert line.startswith("terminated (SIGTERM)" if sig == "SIGTERM" else "interrupted")
     assert (tmp_path / "a" / "checkpoint.safetensors").exists()
     assert "Traceback" not in err
-    stopped_at = int(err.split("stopped at step ")[1].split(")")[0])
+    stopped_at = int(re.search(r"stopped at step (\d+)", line).group(1))
     assert 0 < stopped_at < 200_000
     # The signal must stop at a clean step boundary: the checkpoint equals the state of the
     # same config stopped at the same step through the Python API.

@@ -244,7 +244,7 @@ def test_ctrl_c_stops_the_job_and_a_rerun_resumes(tmp_path, monkeypatch):
     out = tmp_path / "r"
     args = ["reproduce", "--preset", "tiny", "--only", "lm", "--out", str(out)]
     res = CliRunner().invoke(app, args)
-    assert res.exit_code == 130 and "Run the same command again to resume" in res.output
+    assert res.exit_code == 130 and "Rerun the same command to resume" in res.output
     state = read_stages(out)
     assert state["lm-suite"]["status"] == "done" and state["lm-losses"]["status"] == "interrupted"
     assert "lm-analyze" not in state  # nothing ran after the interruption

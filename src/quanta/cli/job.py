@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from quanta.cli._common import console, in_process_runner, out, user_errors
+from quanta.cli._common import console, in_process_runner, interrupt_exit, out, user_errors
 
 __all__ = ["job_app"]
 
@@ -71,13 +71,8 @@ def reproduce_cmd(
             extra=extra,
             on_stage=_stage_display(out_dir, failed),
         )
-    except KeyboardInterrupt:
-        console.print(
-            f"interrupted; finished stages are kept in '{out_dir}'. Run the same command again "
-            "to resume.",
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        raise interrupt_exit(exc, f"finished stages are kept in '{out_dir}'") from None
     table = Table(title=f"quanta reproduce --preset {preset}")
     for name in ("stage", "status", "seconds"):
         table.add_column(name, justify="right")
