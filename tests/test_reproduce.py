@@ -220,7 +220,11 @@ def test_only_stages_that_read_the_corpus_need_one():
     # The toy and planted-truth stages read no corpus: --preset paper --only toy needs none.
     assert resolve_corpus("paper", plan("paper", "toy,qdg-validate"), None) == ""
     assert resolve_corpus("cpu", plan("cpu"), None) == "stdlib:test"
-    assert resolve_corpus("tiny", plan("tiny", "lm"), "x.jsonl") == "x.jsonl"  # not checked
+    # A given corpus is checked for every preset (issue 21: it was not, and the suite trained
+    # before the missing file was found); one without {corpus} stages is not read.
+    with pytest.raises(ValueError, match=r"Corpus 'x\.jsonl' does not exist"):
+        resolve_corpus("tiny", plan("tiny", "lm"), "x.jsonl")
+    assert resolve_corpus("tiny", plan("tiny", "toy"), "x.jsonl") == "x.jsonl"
     uses = [s.name for s in PRESETS["paper"] if any("{corpus}" in " ".join(c) for c in s.commands)]
     assert uses == ["lm-losses"]  # the one stage the paper's corpus feeds directly
 

@@ -49,6 +49,11 @@ def reproduce_cmd(
         help="torch device of every stage that runs a model: parity train and sweeps, lm suite "
         "train, lm losses (also of lm-dynamics), qdg run [the preset's: cpu; paper: cuda].",
     ),
+    decode_errors: str = typer.Option(
+        "strict",
+        help="Invalid UTF-8 or a lone surrogate in --corpus: strict (refused, naming "
+        "FILE:LINE) | replace (each becomes U+FFFD; see 'quanta lm losses').",
+    ),
 ) -> None:
     """Run every pipeline of the paper in order (theory, toy sweeps, LM suite → losses →
     analysis, QDG → clusters → validation) and write DIR/report.html.
@@ -59,7 +64,14 @@ def reproduce_cmd(
     """
     from quanta.pipeline import plan, reproduce, stage_options
 
-    extra = stage_options(preset, only, executor=executor, ray_address=ray_address, device=device)
+    extra = stage_options(
+        preset,
+        only,
+        executor=executor,
+        ray_address=ray_address,
+        device=device,
+        decode_errors=decode_errors,
+    )
     failed: list[str] = []
     try:
         state = reproduce(
