@@ -44,8 +44,9 @@ def test_an_interrupted_command_prints_one_line_and_exits_128_plus_the_signal(
         f"{head}; what was finished is kept in '{tmp_path}'. Rerun the same command to resume."
     )
     # inside `quanta reproduce` (the in-process runner) it stops the whole job instead
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as err:
         in_process_runner(typer.main.get_command(_app(exc)))(["--out", str(tmp_path)])
+    assert isinstance(err.value, Terminated) == isinstance(exc, Terminated)
 
 
 def test_sigterm_during_reproduce_records_the_stage_and_exits_143(tmp_path, monkeypatch):

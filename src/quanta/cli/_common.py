@@ -73,8 +73,14 @@ def install_signal_handlers() -> None:
 
 def interrupt_exit(exc: BaseException, saved: str) -> typer.Exit:
     """Print the one line of an interrupted command (what ``saved`` holds, how to resume) and
-    return its exit: 143 after SIGTERM, 130 after Ctrl-C (128 + the signal, as shells do)."""
+    return its exit: 143 after SIGTERM, 130 after Ctrl-C (128 + the signal, as shells do).
+
+    Inside ``quanta reproduce`` (:data:`RAISE_ERRORS`) nothing is printed — the job says the
+    one line — and the status alone carries which signal it was (Typer turns any
+    ``KeyboardInterrupt`` into status 130, so a ``Terminated`` would arrive as Ctrl-C)."""
     term = isinstance(exc, Terminated)
+    if RAISE_ERRORS.get():
+        return typer.Exit(128 + (signal.SIGTERM if term else signal.SIGINT))
     console.print(
         f"{'terminated (SIGTERM)' if term else 'interrupted'}; {saved}. Rerun the same command "
         "to resume.",
@@ -97,8 +103,6 @@ def user_errors(fn: F) -> F:
                 raise
             raise fail(str(exc)) from None
         except KeyboardInterrupt as exc:
-            if RAISE_ERRORS.get():  # inside `quanta reproduce`: stop the whole job
-                raise
             where = kwargs.get("out_dir")
             saved = f"what was finished is kept in '{where}'" if where else "nothing was saved"
             raise interrupt_exit(exc, saved) from None
@@ -193,7 +197,7 @@ def in_process_runner(command: RootCommand) -> Callable[[list[str]], None]:
             RAISE_ERRORS.reset(token)
         if code == 130:  # Ctrl-C inside a command (Typer turns it into exit status 130)
             raise KeyboardInterrupt("interrupted")
-        if code == 143:  # SIGTERM inside a command that stopped at a clean boundary
+        if code == 143:  # SIGTERM inside a command (see interrupt_exit)
             raise Terminated("terminated (SIGTERM)")
         if isinstance(code, int) and code != 0:
             raise RuntimeError(f"'quanta {argv[0]}' exited with status {code}")

@@ -101,7 +101,7 @@ def parity_train(
     except KeyboardInterrupt as exc:
         progress.stop()
         term = interrupted.get("signum") == signal.SIGTERM or isinstance(exc, Terminated)
-        cause = Terminated() if term else exc
+        cause = Terminated(str(exc)) if term else exc
         raise interrupt_exit(cause, f"{exc}; the checkpoint is in '{out_dir}'") from None
     finally:
         progress.stop()
