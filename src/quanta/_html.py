@@ -35,15 +35,16 @@ def visible(text: str) -> str:
     return _UNSAFE.sub(lambda m: _code(m.group()), text)
 
 
-def escape(text: str) -> str:
-    r"""``text`` HTML-escaped, with control and bidi characters shown as styled escapes
-    (``<span class="nl esc">\x1b</span>``) instead of written raw.
+def escape(text: str, quote: bool = True) -> str:
+    r"""``text`` HTML-escaped (quotes too unless ``quote=False``), with control and bidi
+    characters shown as styled escapes (``<span class="nl esc">\x1b</span>``), never raw.
+    For element content; in an attribute use ``html.escape(visible(text))``.
 
     >>> escape("<b>\x1b[31m\u202e")
     '&lt;b&gt;<span class="nl esc">\\x1b</span>[31m<span class="nl esc">\\u202e</span>'
     """
     return _UNSAFE.sub(
-        lambda m: f'<span class="nl esc">{_code(m.group())}</span>', html.escape(text)
+        lambda m: f'<span class="nl esc">{_code(m.group())}</span>', html.escape(text, quote)
     )
 
 
