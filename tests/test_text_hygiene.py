@@ -99,3 +99,12 @@ def test_a_lone_surrogate_is_named_not_a_tokenizer_type_error(tmp_path):
     assert [d.text for d in docs] == ["ok \U0001f600", "x\ufffdy"]
     with pytest.raises(ValueError, match="decode_errors"):
         load_documents(f, decode_errors="ignore")
+
+
+def test_the_report_toolkit_escapes_through_the_same_function():
+    from quanta.report.toolkit import esc, table, text
+
+    for html_out in (esc("a\x1b\u202eb"), text("a\x1b\u202eb"), table(["h"], [["a\x1b\u202eb"]])):
+        assert "\x1b" not in html_out and "\u202e" not in html_out
+        assert '<span class="nl esc">\\x1b</span><span class="nl esc">\\u202e</span>' in html_out
+    assert text("it's") == "it's" and esc("it's") == "it&#x27;s"  # quotes as before
