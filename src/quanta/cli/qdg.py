@@ -92,6 +92,12 @@ def qdg_run(
         None, help="Mean-loss exponent for the predicted Zipf exponent [from lm analyze]."
     ),
     seed: int = typer.Option(0, help="Seed of selection, projection and clustering."),
+    head: str = typer.Option(
+        "auto",
+        help="Loss whose gradients are taken, as for 'lm losses': auto (the output head on the "
+        "last hidden state if it matches the model's own logits, else the model's own forward, "
+        "with a warning) | chunked (or fail) | full. The path taken is in grads.json.",
+    ),
     device: str = typer.Option(
         "cpu", help="Where the model runs and its gradients are taken: cpu | cuda | cuda:1 | …"
     ),
@@ -121,6 +127,7 @@ def qdg_run(
         "n_init": n_init,
         "alpha_n": alpha_n,
         "seed": seed,
+        "head": head,
     }
     where = {
         "executor": executor,
@@ -141,8 +148,35 @@ def qdg_run(
         )
     result = _run_one(losses, out_dir, "0" if model is None else model, device, quiet, options)
     _print_run(result)
+    _print_parameters(out_dir / "grads.json")
     stored = "gram.npy" if similarity == "exact" else "grads.npy"
     out.print(f"{out_dir}/  (samples, {stored}, labels, clusters, rank_frequency, zipf.json, png)")
+
+
+def _grouped(names: list[str]) -> str:
+    """Parameter names with layer indices folded: ``h.*.mlp.c_fc.weight ×2, …``."""
+    import re
+    from collections import Counter
+
+    counts = Counter(re.sub(r"\.\d+\.", ".*.", name) for name in names)
+    return ", ".join(f"{n} ×{c}" if c > 1 else n for n, c in counts.items())
+
+
+def _print_parameters(grads_json: Path) -> None:
+    """Which parameters' gradients were taken, which were left out and why, and the head."""
+    import json
+
+    info = json.loads(grads_json.read_text())
+    out.print(
+        f"gradients: {len(info['params'])} parameter tensors ({info['dim']:,} coordinates), "
+        f"loss by the {info.get('head', 'chunked')} head: {_grouped(info['params'])}",
+        soft_wrap=True,  # long lists: the terminal wraps them, names stay whole
+    )
+    by_kind: dict[str, list[str]] = {}
+    for name, why in info.get("excluded", {}).items():
+        by_kind.setdefault(why, []).append(name)
+    for why, names in by_kind.items():
+        out.print(f"excluded ({why}): {_grouped(names)}", soft_wrap=True)
 
 
 def _threshold(text: str) -> float | str:
@@ -327,6 +361,35 @@ def qdg_report(
     from quanta.qdg.browser import write_browser
 
     out.print(str(write_browser(qdg_dir, k=k, per_cluster=per_cluster)))
+
+
+@qdg_app.command("export")
+@user_errors
+def qdg_export(
+    qdg_dir: Path = typer.Argument(..., help="A 'quanta qdg run' directory."),
+    format: str = typer.Option(
+        ...,
+        "--format",
+        help="feature-circuits (saprmarks/feature-circuits cluster JSON: {cluster: {id: "
+        "{context: [tokens], answer}}}) | parquet (one row per sample × K, with token text).",
+    ),
+    ks: str | None = typer.Option(None, "--ks", help="Only these K, comma-separated [all]."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Folder [default: QDG_DIR/export, QDG_DIR/export/feature-circuits]."
+    ),
+    context: int = typer.Option(40, help="Tokens of context before each predicted token."),
+) -> None:
+    """Write the clusters in a format other tools read."""
+    from quanta.qdg.export import export_clusters
+
+    written = export_clusters(
+        qdg_dir,
+        format=format,
+        ks=list(int_list(ks, "--ks")) if ks is not None else None,
+        out=out_dir,
+        context_tokens=context,
+    )
+    out.print(f"{len(written)} file(s) in {written[0].parent}/")
 
 
 @qdg_app.command("scale")

@@ -257,6 +257,7 @@ def train_minisuite(
     from quanta.store import RunDir, write_json, write_parquet
 
     check_device(cfg.device, "quanta lm suite train")
+    load_documents(cfg.corpus, max_docs=1)  # a bad corpus is refused before out is claimed
     out = Path(out)
     config = cfg.to_dict()
     run = RunDir(out, KIND, config, config_hash(config))
