@@ -190,3 +190,67 @@ def test_compare_refusals_write_nothing(qdg_runs, tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert message in res.output and "Traceback" not in res.output
         assert not out.exists()
+
+
+# --------------------------------------------------------------------------- the toy world
+
+
+@pytest.fixture(scope="module")
+def parity_run(tmp_path_factory):
+    """Two init seeds of a width-64 net on 4 subtasks (seconds), every subtask learned."""
+    out = tmp_path_factory.mktemp("parity") / "run"
+    args = "--n-tasks 4 --n-bits 8 --k 2 --widths 64 --init-seeds 0,1 --steps 800 --lr 3e-3"
+    extra = "--batch-size 256 --test-per-task 32 --eval-points 3 --no-figures"
+    res = CliRunner().invoke(
+        app, ["parity", "train", "--out", str(out), *f"{args} {extra}".split()]
+    )
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_parity_seeds_against_each_other_and_the_truth(parity_run, tmp_path):
+    out = tmp_path / "toy"
+    args = ["qdg", "compare", "--parity", str(parity_run), "--width", "64", "--n", "300"]
+    opts = ["--ks", "3,4", "--permutations", "20", "--replicas", "3", "--n-init", "2"]
+    res = CliRunner().invoke(app, [*args, *opts, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "universality.json").read_text())
+    a, b, truth = (r["path"] for r in result["runs"])
+    assert "init seed 0" in a and "init seed 1" in b and truth == "truth"
+    assert [(p["a"], p["b"]) for p in result["pairs"]] == [(a, b), (a, truth), (b, truth)]
+    assert result["n_subtasks_present"] == 4 and result["n_tokens"] > 250
+    for pair in result["pairs"]:
+        for row in pair["per_k"]:
+            assert row["null"]["ari"]["high"] < 0.05 and set(row["ceiling"]) == set(METRICS)
+    # One seed only, or two runs of different tasks: refused, nothing written.
+    single = tmp_path / "single"
+    res = CliRunner().invoke(
+        app,
+        [
+            "parity",
+            "train",
+            "--out",
+            str(single),
+            "--n-tasks",
+            "4",
+            "--n-bits",
+            "8",
+            "--k",
+            "3",  # another task
+            "--widths",
+            "8",
+            "--steps",
+            "5",
+            "--no-figures",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    for runs, message in (
+        ([single], "has one init seed"),
+        ([parity_run, single], "different tasks"),
+    ):
+        res = CliRunner().invoke(
+            app, ["qdg", "compare", "--parity", *map(str, runs), "--out", str(tmp_path / "no")]
+        )
+        assert res.exit_code == 2 and message in res.output, res.output
+        assert not (tmp_path / "no").exists()
