@@ -37,7 +37,12 @@ def suite_train(
     batch_size: int | None = typer.Option(None, help="Sequences per step."),
     context: int | None = typer.Option(None, help="Tokens per training sequence."),
     vocab_size: int | None = typer.Option(None, help="BPE vocabulary size."),
-    seed: int | None = typer.Option(None, help="Seed of init and data order."),
+    seed: int | None = typer.Option(
+        None, help="Seed of the data order (and of the init unless --init-seed is given)."
+    ),
+    init_seed: int | None = typer.Option(
+        None, help="Seed of the init alone: replicas of one data order [--seed]."
+    ),
     lrs: str | None = typer.Option(
         None, help="Peak learning rate per size, comma-separated (one per size of the preset)."
     ),
@@ -61,6 +66,7 @@ def suite_train(
         context=context,
         vocab_size=vocab_size,
         seed=seed,
+        init_seed=init_seed,
         lrs=float_list(lrs, "--lrs") if lrs is not None else None,
         precision=precision,
         threads=threads,
