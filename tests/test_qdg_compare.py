@@ -19,6 +19,7 @@ from quanta.qdg.agreement import (
     agreement,
     ceiling_agreement,
     match_clusters,
+    normalized,
     null_agreement,
 )
 
@@ -90,6 +91,10 @@ def test_ceiling_is_above_the_agreement_of_a_noisier_second_model():
     assert ceiling["ari"]["mean"] > 0.95
     for m in ("ari", "nmi", "mean_jaccard"):
         assert null[m]["high"] < observed[m] < ceiling[m]["low"], m
+    scaled = normalized(observed, null, {m: ceiling[m]["mean"] for m in METRICS})
+    for m in ("ari", "nmi", "mean_jaccard"):  # between its null (0) and its ceiling (1)
+        want = (observed[m] - null[m]["mean"]) / (ceiling[m]["mean"] - null[m]["mean"])
+        assert 0 < scaled[m] < 1 and scaled[m] == pytest.approx(want)
 
 
 def test_agreement_bad_input():

@@ -27,7 +27,14 @@ import pandas as pd
 
 from quanta._validation import QuantaInputError, check_int, check_real
 
-__all__ = ["METRICS", "agreement", "ceiling_agreement", "match_clusters", "null_agreement"]
+__all__ = [
+    "METRICS",
+    "agreement",
+    "ceiling_agreement",
+    "match_clusters",
+    "normalized",
+    "null_agreement",
+]
 
 _OWNER = "quanta qdg compare"
 METRICS = ("ari", "nmi", "share_a", "share_b", "mean_jaccard")
@@ -166,3 +173,24 @@ def ceiling_agreement(
         for k in ks:
             scores[k].append(agreement(labels[k][idx], again[k], threshold=threshold))
     return {k: _summary(v) for k, v in scores.items()}
+
+
+def normalized(
+    observed: dict[str, float],
+    null: dict[str, dict[str, float]],
+    ceiling: dict[str, float] | None,
+) -> dict[str, float | None] | None:
+    """Per metric, where the observed value sits between its null mean (0) and its ceiling
+    (1): ``(observed − null) / (ceiling − null)``; ``None`` where the ceiling is not above the
+    null (nothing to scale by) or unknown.
+
+    >>> normalized({"ari": 0.5}, {"ari": {"mean": 0.0}}, {"ari": 0.8})
+    {'ari': 0.625}
+    """
+    if ceiling is None:
+        return None
+    out: dict[str, float | None] = {}
+    for m, value in observed.items():
+        span = ceiling[m] - null[m]["mean"]
+        out[m] = (value - null[m]["mean"]) / span if span > 1e-9 else None
+    return out

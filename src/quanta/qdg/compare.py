@@ -277,7 +277,15 @@ def _pair_scores(
     if ceiling_a is not None and ceiling_b is not None:
         ca, cb = ceiling_a[str(k)], ceiling_b[str(k)]
         ceiling = {m: min(ca[m]["mean"], cb[m]["mean"]) for m in METRICS}
-    return {"K": k, "observed": observed, "null": null, "ceiling": ceiling}
+    from quanta.qdg.agreement import normalized
+
+    return {
+        "K": k,
+        "observed": observed,
+        "null": null,
+        "ceiling": ceiling,
+        "normalized": normalized(observed, null, ceiling),
+    }
 
 
 def _ceiling(run: QDGRun, opts: _Options) -> dict[str, Any] | None:

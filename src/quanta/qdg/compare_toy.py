@@ -193,19 +193,23 @@ def _pair(
     o: ToyOptions,
 ) -> dict[str, Any]:
     """One pair's observed, null and ceiling per K."""
-    from quanta.qdg.agreement import METRICS, agreement, null_agreement
+    from quanta.qdg.agreement import METRICS, agreement, normalized, null_agreement
 
     per_k = []
     for k in o.ks:
         tops = [c[str(k)] for c in (ceiling_a, ceiling_b) if c is not None]
+        observed = agreement(la[k], lb[k], threshold=o.jaccard)
+        null = null_agreement(
+            la[k], lb[k], n_permutations=o.n_permutations, threshold=o.jaccard, seed=o.seed
+        )
+        ceiling = {m: min(t[m]["mean"] for t in tops) for m in METRICS}
         per_k.append(
             {
                 "K": k,
-                "observed": agreement(la[k], lb[k], threshold=o.jaccard),
-                "null": null_agreement(
-                    la[k], lb[k], n_permutations=o.n_permutations, threshold=o.jaccard, seed=o.seed
-                ),
-                "ceiling": {m: min(t[m]["mean"] for t in tops) for m in METRICS},
+                "observed": observed,
+                "null": null,
+                "ceiling": ceiling,
+                "normalized": normalized(observed, null, ceiling),
             }
         )
     return {"a": a, "b": b, "per_k": per_k}
