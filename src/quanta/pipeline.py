@@ -20,6 +20,9 @@ Directory layout (``quanta reproduce --out DIR``)::
     DIR/qdg/clusters|validate/   QDG run + cluster browser, planted-truth validation
     DIR/qdg/clusters/scale/      quanta across scale (per-cluster curves, learned scale vs rank)
     DIR/qdg/parity|envelope/     appendix D.1 (QDG on a parity net), D.2 (envelope bias)
+    DIR/qdg/universality/        qdg compare: the second-largest model vs qdg/clusters; toy/:
+                                 two init seeds of the parity net and the true subtasks
+    DIR/qdg/universality-runs/   what it compares: second/ (QDG run), parity-seed1/ (a net)
     DIR/report.html          the report (``quanta report DIR`` re-renders it)
     DIR/logs/<stage>.log     the traceback of a failed stage
 """
@@ -154,6 +157,33 @@ def _appendix_d(parity: str, envelope: str) -> tuple[Stage, ...]:
     )
 
 
+def _universality(second: str, compare: str, parity_train: str, parity: str) -> Stage:
+    """Universality of quanta (issue 20): QDG on the second-largest model, compared with the
+    qdg-clusters run (the largest) on the tokens both selected; in the toy world, the
+    toy-params member nearest the width against a retrained member of another init seed (same
+    task and data order) and both against the true subtasks."""
+    runs = "{out}/qdg/universality-runs"
+    return Stage(
+        "qdg-universality",
+        "qdg",
+        "universality: do two models find the same quanta? (sizes, toy seeds; null, ceiling)",
+        (
+            _cmd(f"qdg run {{out}}/lm/losses --out {runs}/second {second}"),
+            _cmd(
+                f"qdg compare {{out}}/qdg/clusters {runs}/second --intersect "
+                f"--out {{out}}/qdg/universality {compare}"
+            ),
+            _cmd(f"parity train --out {runs}/parity-seed1 {parity_train}"),
+            _cmd(
+                f"qdg compare --parity {{out}}/toy/params {runs}/parity-seed1 "
+                f"--out {{out}}/qdg/universality/toy {parity}"
+            ),
+        ),
+        "qdg/universality/universality.json",
+        needs=("qdg-clusters", "toy-params"),
+    )
+
+
 def _lm(
     suite: str | None, losses: str, analyze: str = "", dynamics: str | None = None
 ) -> tuple[Stage, ...]:
@@ -275,6 +305,14 @@ _CPU_APPENDIX_D = _appendix_d(
     "--samples 1000 --subtasks 50 --ks 5,10,15,20,30,40,50 --n-init 3 --ranks 3,50",
 )
 _CPU_VALIDATE = "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0"
+# The second-largest model's QDG as qdg-clusters' (the largest); the toy-params width-512 net
+# (init seed 0) against a width-512 net of init seed 1 on the same task and data order.
+_CPU_UNIVERSALITY = _universality(
+    "--model -2 --threshold auto --min-samples 1000 --n 1000 --ks 10,20,50,100",
+    "--ks 10,20,50 --permutations 100 --replicas 5",  # K ≤ 50: the shared tokens may be few
+    "--preset cpu --widths 512 --init-seeds 1 --no-figures",
+    "--width 500 --n 1000 --ks 10,20,40,60 --n-init 3 --permutations 100 --replicas 5",
+)
 PRESETS: dict[str, tuple[Stage, ...]] = {
     # Minutes on 2 CPU cores: `make demo`.
     "cpu": (
@@ -288,6 +326,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             _CPU_VALIDATE,
         ),
         *_CPU_APPENDIX_D,
+        _CPU_UNIVERSALITY,
     ),
     # About 45 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
     # (the lm-suite stage is under an hour), losses on 3× the documents, QDG on >= 3000 tokens
@@ -302,6 +341,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             _CPU_VALIDATE,
         ),
         *_CPU_APPENDIX_D,
+        _CPU_UNIVERSALITY,
     ),
     # PAPER.md's configurations: GPUs (the toy presets set device cuda), the original Pythia
     # release (`--suite pythia-v0`, EleutherAI/pythia-*-v0 at step143000: the paper's α_N = 0.083
@@ -330,6 +370,16 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--width 500 --n 10000 --ks 10,20,50,100,200,300,400,500 --n-init 30 --device cuda",
             "--samples 10000 --subtasks 1000 --ks " + _PAPER_KS + " --n-init 30 --ranks 101,1000",
         ),
+        # Pythia-160m-v0 (model 1, the second size) vs qdg-clusters' 70m (model 0) on the
+        # tokens both get right; the paper's width-500 net against one of another init seed.
+        _universality(
+            "--model 1 --threshold 0.1 --every 50 --n 10000 --similarity exact "
+            "--block-params 1000000 --assign kmeans --n-init 30 --device cuda "
+            "--ks 10,20,50,100,200,500,1000",
+            "--ks 10,20,50,100,200,500,1000 --permutations 100 --replicas 5",
+            "--preset paper --widths 500 --init-seeds 1 --no-figures",
+            "--width 500 --n 10000 --ks 10,20,50,100,200,400 --n-init 30 --device cuda",
+        ),
     ),
     # Seconds per stage: a smoke test of the whole chain (used by the tests).
     "tiny": (
@@ -351,6 +401,12 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
         *_appendix_d(
             "--width 64 --n 200 --ks 3,6 --n-init 1",
             "--samples 200 --subtasks 10 --d 50 --ks 3,6,10 --n-init 1 --ranks 2,10",
+        ),
+        _universality(
+            "--model -2 --threshold auto --n 60 --ks 3,6",
+            "--permutations 20 --replicas 2",
+            f"{_TINY} --widths 64 --init-seeds 1 --steps 1500 --eval-points 5 --no-figures",
+            "--width 64 --n 200 --ks 3,6 --n-init 1 --permutations 20 --replicas 2",
         ),
     ),
 }
