@@ -259,3 +259,27 @@ def test_parity_seeds_against_each_other_and_the_truth(parity_run, tmp_path):
         )
         assert res.exit_code == 2 and message in res.output, res.output
         assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "cpu-long", "paper"])
+def test_every_option_of_the_universality_stage_exists(preset):
+    """The stage's command lines use only options their commands have (the paper preset's
+    cannot be run here: a misspelt flag would fail it on the GPU)."""
+    import dataclasses
+
+    import typer
+
+    from quanta.parity.config import ParityConfig
+    from quanta.pipeline import PRESETS
+
+    (stage,) = [s for s in PRESETS[preset] if s.name == "qdg-universality"]
+    root = typer.main.get_command(app)
+    for line in stage.commands:
+        command, words = root, list(line)
+        while words and hasattr(command, "commands") and words[0] in command.commands:
+            command = command.commands[words.pop(0)]
+        known = {o for p in command.params for o in [*p.opts, *getattr(p, "secondary_opts", [])]}
+        if line[:2] == ("parity", "train"):  # its config keys are options too
+            known |= {"--" + f.name.replace("_", "-") for f in dataclasses.fields(ParityConfig)}
+        flags = {w for w in words if w.startswith("--")}
+        assert flags <= known, (line, flags - known)
