@@ -170,3 +170,17 @@ def test_init_seed_changes_the_init_and_keeps_the_data_order(tmp_path, monkeypat
     # Unset, the key is not written: suites trained before it keep their hash.
     assert "init_seed" not in _tiny().to_dict()
     assert config_hash(_tiny().to_dict()) != config_hash(_tiny(init_seed=0).to_dict())
+
+
+def test_sizes_option_takes_hidden_x_layers_pairs(tmp_path):
+    from typer.testing import CliRunner
+
+    from quanta.cli import app
+
+    out = tmp_path / "s"
+    res = CliRunner().invoke(app, ["lm", "suite", "train", "--out", str(out), "--sizes", "64y2"])
+    assert res.exit_code == 2 and "--sizes takes HIDDENxLAYERS pairs" in res.output
+    assert not out.exists()
+    from quanta.cli.lm import _sizes
+
+    assert _sizes("64x2, 128X4") == ((64, 2), (128, 4))

@@ -88,7 +88,9 @@ def test_universality_stage_compares_sizes_and_toy_seeds(tiny_run):
     toy = json.loads((out / "qdg/universality/toy/universality.json").read_text())
     assert [p["b"] for p in toy["pairs"]][1:] == ["truth", "truth"]
     assert "init seed 0" in toy["pairs"][0]["a"] and "init seed 1" in toy["pairs"][0]["b"]
-    for p in (*sizes["pairs"], *toy["pairs"]):
+    seeds = json.loads((out / "qdg/universality/seeds/universality.json").read_text())
+    assert [r["model"] for r in seeds["runs"]] == ["neox-h32-l1@step40"] * 2  # two inits
+    for p in (*sizes["pairs"], *toy["pairs"], *seeds["pairs"]):
         for row in p["per_k"]:
             assert {"observed", "null", "ceiling"} <= set(row) and row["ceiling"] is not None
 
