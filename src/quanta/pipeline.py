@@ -308,15 +308,15 @@ _CPU_APPENDIX_D = _appendix_d(
     "--samples 1000 --subtasks 50 --ks 5,10,15,20,30,40,50 --n-init 3 --ranks 3,50",
 )
 _CPU_VALIDATE = "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0"
-# Sizes: the second-largest vs the largest; toy: width-512 nets of init seeds 0 and 1.
-_CPU_UNIVERSALITY = _universality(
+# Sizes: the second-largest vs the largest; toy: width-512 nets of init seeds 0 and 1; seeds:
+# h64 l2 (the third size, its own rate) retrained with init seed 1, the suite's data order.
+_CPU_UNIVERSALITY = (
     "--model -2 --threshold auto --min-samples 1000 --n 1000 --ks 10,20,50,100",
     "--ks 10,20,50 --permutations 100 --replicas 5",  # K ≤ 50: the shared tokens may be few
     "--preset cpu --widths 512 --init-seeds 1 --no-figures",
     "--width 500 --n 1000 --ks 10,20,40,60 --n-init 3 --permutations 100 --replicas 5",
-    # h64 l2 (the third size, its own rate) retrained with init seed 1, the suite's data order.
-    "--preset cpu --sizes 64x2 --lrs 0.011 | neox-h64-l2 | --max-docs 100 | "
-    "--threshold auto --min-samples 1000 --n 1000 --ks 10,20,50,100",
+    "--sizes 64x2 --lrs 0.011 --preset %s | neox-h64-l2 | --max-docs %d | --threshold auto "
+    "--min-samples 1000 --n 1000 --ks 10,20,50,100",
 )
 PRESETS: dict[str, tuple[Stage, ...]] = {
     # Minutes on 2 CPU cores: `make demo`.
@@ -331,7 +331,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             _CPU_VALIDATE,
         ),
         *_CPU_APPENDIX_D,
-        _CPU_UNIVERSALITY,
+        _universality(*_CPU_UNIVERSALITY[:4], _CPU_UNIVERSALITY[4] % ("cpu", 100)),
     ),
     # About 45 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
     # (the lm-suite stage is under an hour), losses on 3× the documents, QDG on >= 3000 tokens
@@ -346,7 +346,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             _CPU_VALIDATE,
         ),
         *_CPU_APPENDIX_D,
-        _CPU_UNIVERSALITY,
+        _universality(*_CPU_UNIVERSALITY[:4], _CPU_UNIVERSALITY[4] % ("cpu-long", 300)),
     ),
     # PAPER.md's configurations: GPUs (the toy presets set device cuda), the original Pythia
     # release (`--suite pythia-v0`, EleutherAI/pythia-*-v0 at step143000: the paper's α_N = 0.083
