@@ -140,3 +140,30 @@ def test_cli_refuses_bad_rates_and_devices_before_writing(tmp_path):
         assert res.exit_code == 2, res.output
         assert message in " ".join(res.output.split()) and "Traceback" not in res.output
         assert not out.exists()
+
+
+def test_both_engines_write_the_same_hf_checkpoints_and_records(tmp_path):
+    """engine is a runtime key: same run config; the fast engine's folders load in
+    GPTNeoXForCausalLM with the same config and keys as the HF engine's, and the recorded
+    counts agree."""
+    from transformers import GPTNeoXForCausalLM
+
+    fast = train_minisuite(_tiny(engine="fast"), tmp_path / "fast")
+    hf = train_minisuite(_tiny(engine="hf"), tmp_path / "hf")
+    assert _tiny(engine="fast").to_dict() == _tiny(engine="hf").to_dict()
+    same = ["name", "revisions", "n_params", "n_params_total", "tokens"]
+    assert fast[same].to_dict("records") == hf[same].to_dict("records")
+    name, final = fast["name"].iloc[-1], fast["final"].iloc[-1]
+    folders = [tmp_path / e / "models" / name / final for e in ("fast", "hf")]
+    configs = [json.loads((f / "config.json").read_text()) for f in folders]
+    assert configs[0] == configs[1]
+    assert sorted(p.name for p in folders[0].iterdir()) == sorted(
+        p.name for p in folders[1].iterdir()
+    )
+    models = [GPTNeoXForCausalLM.from_pretrained(str(f)) for f in folders]
+    assert models[0].state_dict().keys() == models[1].state_dict().keys()
+    # Trained, not the initialisation: the last layer norm moved away from its ones.
+    w = models[0].state_dict()["gpt_neox.final_layer_norm.weight"]
+    assert float((w - 1).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="'engine' parameter of MiniSuiteConfig"):
+        _tiny(engine="jax")

@@ -226,8 +226,13 @@ class NeoX(nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        from transformers import GenerationConfig
+
+        # What GPTNeoXForCausalLM.save_pretrained records of itself, so the folders match.
         self.config.architectures = ["GPTNeoXForCausalLM"]
+        self.config.dtype = torch.float32
         self.config.save_pretrained(str(path))
+        GenerationConfig.from_model_config(self.config).save_pretrained(str(path))
         state = self.replica_state_dict(replica)
         save_file(state, str(path / "model.safetensors"), {"format": "pt"})
 
