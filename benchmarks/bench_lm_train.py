@@ -62,7 +62,7 @@ def make_runner(cfg, hidden, layers, engine, replicas, *, seed=0):  # type: igno
     else:
         model = NeoX(config, replicas=replicas, generator=torch.Generator().manual_seed(seed))
         step = neox_training_step
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
     bf16 = cfg.precision == "bf16"
     return model, lambda x: step(model, opt, sched, x, bf16=bf16)
@@ -132,10 +132,8 @@ def loss_check(cfg, index, steps, seeds=(0, 1)):  # type: ignore[no-untyped-def]
     held = torch.from_numpy(_chunks(test, tok, cfg.context)[:64])
     order = np.random.default_rng(0).permutation(len(train))
     batches = np.resize(order, steps * cfg.batch_size).reshape(steps, cfg.batch_size)
-    run_cfg = type(cfg)(
-        **{**cfg.__dict__, "steps": steps, "warmup": min(cfg.warmup, steps), "lr": cfg.lr_of(index)}
-    )
-    run_cfg = type(run_cfg)(**{**run_cfg.__dict__, "lrs": ()})
+    change = {"steps": steps, "warmup": min(cfg.warmup, steps), "lr": cfg.lr_of(index), "lrs": ()}
+    run_cfg = type(cfg)(**{**cfg.__dict__, **change})  # the size's own rate and schedule
     hidden, layers = cfg.sizes[index]
     result = {}
     for seed in seeds:
@@ -162,6 +160,7 @@ def main() -> None:
     ap.add_argument("--replicas", default="2,4", help="stacked replica counts to time ('' = none)")
     ap.add_argument("--loss-size", type=int, default=2, help="index of the size for (c)")
     ap.add_argument("--loss-steps", type=int, default=300, help="training steps for (c); 0 = skip")
+    ap.add_argument("--no-speed", action="store_true", help="skip (b): the loss check only")
     args = ap.parse_args()
 
     import torch
@@ -184,13 +183,15 @@ def main() -> None:
         f"{cfg.vocab_size}; load average at start {os.getloadavg()[0]:.1f}"
     )
     print(f"(a) matmul peak: f32 {f32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s ({bf16 / f32:.1f}x)")
-    suite = speed_table(cfg, sizes, engines, peak, args)
-    (fl, s_hf), (_, s_fast) = suite[("hf", 1)], suite[("fast", 1)]
-    print(
-        f"    the {args.preset} suite ({len(cfg.sizes)} sizes x {cfg.steps} steps): hf "
-        f"{fl / s_hf / 1e9:.1f} GFLOP/s ({s_hf:.0f} s), fast {fl / s_fast / 1e9:.1f} GFLOP/s "
-        f"({s_fast:.0f} s): {s_hf / s_fast:.2f}x; load average now {os.getloadavg()[0]:.1f}"
-    )
+    if not args.no_speed:
+        suite = speed_table(cfg, sizes, engines, peak, args)
+        (fl, s_hf), (_, s_fast) = suite[("hf", 1)], suite[("fast", 1)]
+        print(
+            f"    the {args.preset} suite ({len(cfg.sizes)} sizes x {cfg.steps} steps): hf "
+            f"{fl / s_hf / 1e9:.1f} GFLOP/s ({s_hf:.0f} s), fast {fl / s_fast / 1e9:.1f} "
+            f"GFLOP/s ({s_fast:.0f} s): {s_hf / s_fast:.2f}x; load average now "
+            f"{os.getloadavg()[0]:.1f}"
+        )
     if args.loss_steps:
         (hidden, layers), res = loss_check(cfg, args.loss_size, args.loss_steps)
         cells = ", ".join(f"{e} seed {s} {v:.4f}" for (e, s), v in res.items())

@@ -156,3 +156,24 @@ def test_unsupported_configs_and_inputs_are_refused():
     model = NeoX(_config(32, 1, 0.25, True), replicas=2)
     with pytest.raises(QuantaInputError, match=r"must be \[batch, T\] or \[2, batch, T\]"):
         model(torch.zeros(3, 2, 8, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_head_loss_equals_plain_autograd_over_several_chunks(monkeypatch, bf16):
+    import quanta.lm.neox as neox
+
+    monkeypatch.setattr(neox, "_CHUNK_LOGITS", 7 * VOCAB)  # 7 tokens a chunk: 14 chunks, a rest
+    config = _config(32, 1, 0.25, True)
+    x = torch.randint(0, VOCAB, (2, 50), generator=torch.Generator().manual_seed(6))
+    grads, values = [], []
+    for fused in (True, False):
+        model = _scrambled(config, replicas=2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            losses = model.loss(x, fused=fused)
+        (losses * torch.tensor([1.0, 3.0])).sum().backward()
+        values.append(losses.detach())
+        grads.append({k: p.grad.clone() for k, p in model._named_stacked()})
+    tol = {"atol": 2e-3, "rtol": 2e-2} if bf16 else {"atol": 1e-6, "rtol": 1e-5}
+    torch.testing.assert_close(values[0], values[1], **tol)
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], **tol, msg=k)

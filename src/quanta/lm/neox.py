@@ -28,6 +28,8 @@ from quanta._validation import QuantaInputError, check_int
 
 __all__ = ["NeoX", "clip_grad_norm_per_replica", "neox_training_step"]
 
+_CHUNK_LOGITS = 2**20  # logits per chunk of the fused head loss (4 MiB of float32: cache-sized)
+
 # Per layer: name in this module -> (HF name under gpt_neox.layers.<i>., shape given H, F=4H).
 _LAYER = {
     "ln1_w": ("input_layernorm.weight", ("H",)),
@@ -195,14 +197,26 @@ class NeoX(nn.Module):
         """Logits [R, B, T, vocab] of ``input_ids`` [B, T] or [R, B, T]."""
         return _linear(self.hidden_states(input_ids), self.head, None)
 
-    def loss(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def loss(self, input_ids: torch.Tensor, *, fused: bool = True) -> torch.Tensor:
         """Next-token cross-entropy of each replica [R] (nats, mean over its B × (T-1)
-        predictions; HF's ``labels=input_ids`` loss), logits in float32."""
+        predictions; HF's ``labels=input_ids`` loss), logits in float32.
+
+        ``fused`` (when gradients are wanted): the head matmul and the cross-entropy in
+        chunks of tokens with their gradients computed on the way (:class:`_HeadLoss`), so
+        the [tokens, vocab] logits never exist whole; else the plain autograd path."""
         ids = _per_replica(input_ids, self.replicas)
         h = self.hidden_states(ids)[:, :, :-1]
+        target = ids[:, :, 1:].reshape(self.replicas, -1)  # (R, N)
+        if fused and torch.is_grad_enabled():
+            dtype = torch.get_autocast_dtype(h.device.type)
+            low = dtype if torch.is_autocast_enabled(h.device.type) else torch.float32
+            flat = h.reshape(self.replicas, -1, h.shape[-1])
+            losses: torch.Tensor = _HeadLoss.apply(flat, self.head, target, low)
+            return losses
         logits = _linear(h, self.head, None).float()  # (R, B, T-1, V)
-        target = ids[:, :, 1:].reshape(-1)
-        each = F.cross_entropy(logits.view(-1, logits.shape[-1]), target, reduction="none")
+        each = F.cross_entropy(
+            logits.view(-1, logits.shape[-1]), target.reshape(-1), reduction="none"
+        )
         return each.view(self.replicas, -1).mean(dim=1)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -271,6 +285,42 @@ def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -
         return F.layer_norm(x, x.shape[-1:], w[0], b[0], eps)
     view = (w.shape[0],) + (1,) * (x.dim() - 2) + (w.shape[1],)
     return F.layer_norm(x, x.shape[-1:], None, None, eps) * w.view(view) + b.view(view)
+
+
+class _HeadLoss(torch.autograd.Function):
+    """Mean cross-entropy per replica of ``h @ w[r].T`` against ``target``, chunk by chunk.
+
+    Forward also computes the gradients (softmax − one-hot, divided by the token count) for
+    chunks of ~2²⁰ logits, which stay in cache; backward only scales them by the incoming
+    gradient. Matmuls in ``dtype`` (bf16 under autocast), softmax in float32; the head's
+    gradient is accumulated in float32 over the chunks."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, target: Any, dtype: Any) -> Any:
+        r, n, _ = h.shape  # h (R, N, H), w (R, V, H), target (R, N)
+        chunk = max(1, _CHUNK_LOGITS // w.shape[1])
+        wl = w.to(dtype)
+        losses = torch.zeros(r, dtype=torch.float32, device=h.device)
+        grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=h.device)
+        for s in range(0, n, chunk):
+            hc, t = h[:, s : s + chunk].to(dtype), target[:, s : s + chunk, None]
+            logits = torch.bmm(hc, wl.transpose(1, 2)).float()  # (R, c, V)
+            lse = logits.logsumexp(-1, keepdim=True)
+            losses += (lse - logits.gather(-1, t)).sum((1, 2))
+            one_hot = torch.full(t.shape, -1.0, device=h.device)
+            g = logits.sub_(lse).exp_().scatter_add_(-1, t, one_hot)  # softmax - one-hot
+            g = g.div_(n).to(dtype)  # d(mean loss) / d(logits)
+            grad_h[:, s : s + chunk] = torch.bmm(g, wl)
+            grad_w += torch.bmm(g.transpose(1, 2), hc)
+        ctx.save_for_backward(grad_h, grad_w)
+        return losses / n
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:  # type: ignore[override]
+        grad_h, grad_w = ctx.saved_tensors
+        scale = grad.view(-1, 1, 1)
+        return grad_h * scale.to(grad_h.dtype), grad_w * scale, None, None
 
 
 def clip_grad_norm_per_replica(model: NeoX, max_norm: float = 1.0) -> torch.Tensor:
