@@ -317,7 +317,7 @@ class _HeadLoss(torch.autograd.Function):
         return losses / n
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Any:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
         grad_h, grad_w = ctx.saved_tensors
         scale = grad.view(-1, 1, 1)
         return grad_h * scale.to(grad_h.dtype), grad_w * scale, None, None
