@@ -29,19 +29,22 @@ import time
 from typing import Any
 
 
-def matmul_peak(dtype: object, sizes: tuple[int, ...] = (2048, 4096), reps: int = 4) -> float:
-    """Best GFLOP/s of square matmuls of ``sizes`` in ``dtype``."""
+def matmul_peak(
+    dtype: object, sizes: tuple[int, ...] = (2048, 4096), reps: int = 4, clock: Any = None
+) -> float:
+    """Best GFLOP/s of square matmuls of ``sizes`` in ``dtype`` (``clock``: perf_counter)."""
     import torch
 
+    clock = clock or time.perf_counter
     best = 0.0
     for n in sizes:
         a = torch.randn(n, n).to(dtype)  # type: ignore[arg-type]
         b = torch.randn(n, n).to(dtype)  # type: ignore[arg-type]
         a @ b  # warm-up
         for _ in range(reps):
-            t = time.perf_counter()
+            t = clock()
             a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+            best = max(best, 2 * n**3 / (clock() - t) / 1e9)
     return best
 
 
@@ -68,7 +71,7 @@ def make_runner(cfg, hidden, layers, engine, replicas, *, seed=0):  # type: igno
     return model, lambda x: step(model, opt, sched, x, bf16=bf16)
 
 
-def time_engines(cfg, hidden, layers, engines, *, steps, rounds):  # type: ignore[no-untyped-def]
+def time_engines(cfg, hidden, layers, engines, *, steps, rounds, clock):  # type: ignore[no-untyped-def]
     """Best seconds per step of each (engine, replicas), interleaved round by round."""
     import torch
 
@@ -80,10 +83,10 @@ def time_engines(cfg, hidden, layers, engines, *, steps, rounds):  # type: ignor
     best = dict.fromkeys(runners, float("inf"))
     for _ in range(rounds):
         for key, run in runners.items():
-            t = time.perf_counter()
+            t = clock()
             for _ in range(steps):
                 run(x)
-            best[key] = min(best[key], (time.perf_counter() - t) / steps)
+            best[key] = min(best[key], (clock() - t) / steps)
     return best
 
 
@@ -99,7 +102,9 @@ def speed_table(cfg, sizes, engines, peak, args):  # type: ignore[no-untyped-def
     suite = {key: [0.0, 0.0] for key in engines}
     for hidden, layers in sizes:
         flops = train_flops_per_token(cfg, hidden, layers, cfg.vocab_size)
-        best = time_engines(cfg, hidden, layers, engines, steps=args.steps, rounds=args.rounds)
+        best = time_engines(
+            cfg, hidden, layers, engines, steps=args.steps, rounds=args.rounds, clock=args.clock
+        )
         cells = []
         for key in engines:
             rate = key[1] * tokens / best[key]  # tokens of all replicas per second
@@ -161,7 +166,15 @@ def main() -> None:
     ap.add_argument("--loss-size", type=int, default=2, help="index of the size for (c)")
     ap.add_argument("--loss-steps", type=int, default=300, help="training steps for (c); 0 = skip")
     ap.add_argument("--no-speed", action="store_true", help="skip (b): the loss check only")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: perf_counter | cpu: this process's CPU time (for 1 thread on a machine "
+        "others load: it leaves out the time spent waiting for a core; peaks timed alike)",
+    )
     args = ap.parse_args()
+    args.clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     import torch
 
@@ -173,14 +186,16 @@ def main() -> None:
     largest = tuple(SUITE_PRESETS["cpu-long"]["sizes"][-1])
     if largest not in sizes:
         sizes.append(largest)
-    f32, bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    f32 = matmul_peak(torch.float32, clock=args.clock)
+    bf16 = matmul_peak(torch.bfloat16, clock=args.clock)
     peak = bf16 if cfg.precision == "bf16" else f32
     replicas = [int(r) for r in args.replicas.split(",") if r]
     engines = [("hf", 1), ("fast", 1), *(("fast", r) for r in replicas)]
     print(
         f"torch {torch.__version__}, {args.threads} threads, preset {args.preset} "
         f"({cfg.precision}): batch {cfg.batch_size} x context {cfg.context}, vocabulary "
-        f"{cfg.vocab_size}; load average at start {os.getloadavg()[0]:.1f}"
+        f"{cfg.vocab_size}; {args.clock.__name__} clock; load average at start "
+        f"{os.getloadavg()[0]:.1f}"
     )
     print(f"(a) matmul peak: f32 {f32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s ({bf16 / f32:.1f}x)")
     if not args.no_speed:

@@ -28,6 +28,9 @@ from quanta._validation import QuantaInputError, check_int
 
 __all__ = ["NeoX", "clip_grad_norm_per_replica", "neox_training_step"]
 
+# CPU flash attention at the suite's head sizes (32) is ~1.3x faster in float32 than in bf16
+# (fwd + bwd, 16 x 4 heads x 256 x 32, one thread, CPU time; docs/BENCHMARKS.md).
+_ATTENTION_F32 = True
 _CHUNK_LOGITS = 2**20  # logits per chunk of the fused head loss (4 MiB of float32: cache-sized)
 
 # Per layer: name in this module -> (HF name under gpt_neox.layers.<i>., shape given H, F=4H).
@@ -164,10 +167,13 @@ class NeoX(nn.Module):
             turned = torch.cat((-part[..., half:], part[..., :half]), dim=-1)
             c, s = cos[:, :, None].to(part.dtype), sin[:, :, None].to(part.dtype)
             qk = torch.cat((part * c + turned * s, qk[..., rot:]), dim=-1)
-        q, k = qk.unbind(-2)
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
-        )  # (RB, nh, T, hs)
+        q, k = (t.transpose(1, 2) for t in qk.unbind(-2))  # (RB, nh, T, hs)
+        v = v.transpose(1, 2)
+        if _ATTENTION_F32 and q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(r, b, t, h)
         return _linear(y, layer.out_w, layer.out_b)
 
