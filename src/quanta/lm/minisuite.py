@@ -14,11 +14,13 @@ All sizes see the same batches in the same order (one seeded permutation of fixe
 chunks of the packed training corpus: documents joined by EOS, no padding). A crash resumes at
 the first model not yet finished.
 
-Training follows Pythia's recipe at small scale: AdamW (β = 0.9, 0.95; weight decay 0.01) with
-float32 master weights, linear warmup then cosine decay to ``min_lr_ratio`` × the peak rate,
-gradient clipping at 1.0, one learning rate per size (``lrs``; chosen by a measured sweep, see
-docs/BENCHMARKS.md), and bfloat16 autocast where the device has fast bf16 matrix units
-(``precision``; ``benchmarks/bench_lm_train.py`` measures what it gains per size).
+Two engines train the same models into the same checkpoint folders (``engine``, a runtime
+key): :mod:`quanta.lm.neox` (``fast``, the default) and transformers' ``GPTNeoXForCausalLM``
+(``hf``). Training follows Pythia's recipe at small scale: AdamW (β = 0.9, 0.95; weight
+decay 0.01) with float32 master weights, linear warmup then cosine decay to ``min_lr_ratio``
+× the peak rate, gradient clipping at 1.0, one learning rate per size (``lrs``; chosen by a
+measured sweep, see docs/BENCHMARKS.md), and bfloat16 autocast where the device has fast bf16
+matrix units (``precision``; ``benchmarks/bench_lm_train.py`` measures both engines per size).
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ class MiniSuiteConfig:
     seed: int = 0
     threads: int = 0  # runtime: 0 = all cores
     device: str = "cpu"  # runtime: torch device
-    # runtime: "fast" = quanta.lm.neox (same checkpoints, several times the speed; same loss,
-    # docs/BENCHMARKS.md) | "hf" = transformers' GPTNeoXForCausalLM
+    # runtime: "fast" = quanta.lm.neox (same checkpoints; 1.1-2.2x the speed per size, 1.47x
+    # over the cpu suite, same loss within the seed spread: docs/BENCHMARKS.md) | "hf" =
+    # transformers' GPTNeoXForCausalLM
     engine: str = "fast"
 
     def __post_init__(self) -> None:
