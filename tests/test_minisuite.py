@@ -133,6 +133,7 @@ def test_cli_refuses_bad_rates_and_devices_before_writing(tmp_path):
         (["--lrs", "1e-3,x"], "--lrs takes comma-separated numbers; got '1e-3,x'"),
         (["--lrs", "1e-3,2e-3"], "one learning rate per size (4); got 2"),
         (["--device", "cuda"], "sees no CUDA GPU"),
+        (["--engine", "jax"], "must be one of 'fast', 'hf'. Got 'jax' instead."),
     ):
         if extra[0] == "--device" and torch.cuda.is_available():
             continue
