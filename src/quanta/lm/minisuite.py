@@ -80,7 +80,7 @@ class MiniSuiteConfig:
     seed: int = 0
     threads: int = 0  # runtime: 0 = all cores
     device: str = "cpu"  # runtime: torch device
-    # runtime: "fast" = quanta.lm.neox (same checkpoints; 1.1-2.2x the speed per size, 1.47x
+    # runtime: "fast" = quanta.lm.neox (same checkpoints; 1.1-2.6x the speed per size, ~1.5x
     # over the cpu suite, same loss within the seed spread: docs/BENCHMARKS.md) | "hf" =
     # transformers' GPTNeoXForCausalLM
     engine: str = "fast"
