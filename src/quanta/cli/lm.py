@@ -65,6 +65,9 @@ def suite_train(
     ),
     threads: int | None = typer.Option(None, help="torch CPU threads (0 = all)."),
     device: str | None = typer.Option(None, help="torch device [default: cpu]."),
+    engine: str | None = typer.Option(
+        None, help="fast (quanta.lm.neox) | hf (GPTNeoXForCausalLM); same checkpoints [fast]."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a Pythia-style GPT-NeoX suite (≥ 4 sizes, same data order, log-spaced
@@ -86,6 +89,7 @@ def suite_train(
         precision=precision,
         threads=threads,
         device=device,
+        engine=engine,
     )
     progress = progress_bar("loss {task.fields[loss]:.3f}")
     progress.disable = quiet
