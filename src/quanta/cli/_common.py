@@ -4,12 +4,13 @@ pipeline."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import os
 import signal
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import typer
@@ -30,6 +31,7 @@ __all__ = [
     "in_process_runner",
     "install_signal_handlers",
     "interrupt_exit",
+    "one_line_warnings",
     "out",
     "progress_bar",
     "user_errors",
@@ -111,6 +113,26 @@ def user_errors(fn: F) -> F:
             raise interrupt_exit(exc, saved) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def one_line_warnings(*categories: type[Warning]) -> Iterator[None]:
+    """Show every warning of ``categories`` (each time) as one ``warning:`` line through the
+    console (above a progress bar), not Python's two-line form with the source line."""
+    import warnings
+
+    from rich.markup import escape
+
+    def show(message: Any, *_: Any, **__: Any) -> None:
+        console.print(
+            f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True
+        )
+
+    with warnings.catch_warnings():
+        for category in categories:
+            warnings.simplefilter("always", category)
+        warnings.showwarning = show
+        yield
 
 
 def int_list(text: str, option: str) -> tuple[int, ...]:

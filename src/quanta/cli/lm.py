@@ -11,7 +11,13 @@ import typer
 from rich.table import Table
 
 from quanta._validation import QuantaInputError
-from quanta.cli._common import console, float_list, out, progress_bar, user_errors
+from quanta.cli._common import (
+    float_list,
+    one_line_warnings,
+    out,
+    progress_bar,
+    user_errors,
+)
 
 __all__ = ["lm_app"]
 
@@ -230,8 +236,6 @@ def lm_losses(
     """Per-token losses (nats) of every model of a suite on a corpus: losses.npy
     [n_tokens, n_models] + the token index table; resumable per model. Remote executors run
     one task per model column, each asking for --threads CPUs and, on CUDA, one GPU."""
-    import warnings
-
     from quanta.lm.fingerprint import DuplicateCheckpointWarning
     from quanta.lm.losses import HeadFallbackWarning
     from quanta.lm.losses_run import run_losses
@@ -240,14 +244,7 @@ def lm_losses(
     progress.disable = quiet
     on_model, on_tokens = _token_bars(progress)
 
-    def show_warning(message: Any, category: Any, *_: Any, **__: Any) -> None:
-        # One line through the console (above the progress bar), not Python's two-line form.
-        console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
-
-    with progress, warnings.catch_warnings():
-        warnings.simplefilter("always", HeadFallbackWarning)
-        warnings.simplefilter("always", DuplicateCheckpointWarning)
-        warnings.showwarning = show_warning
+    with progress, one_line_warnings(HeadFallbackWarning, DuplicateCheckpointWarning):
         models = run_losses(
             suite,
             corpus,

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from quanta._validation import QuantaInputError
-from quanta.cli._common import int_list, out, progress_bar, user_errors
+from quanta.cli._common import int_list, one_line_warnings, out, progress_bar, user_errors
 from quanta.cli.qdg_compare import qdg_compare
 
 __all__ = ["qdg_app"]
@@ -195,6 +195,7 @@ def _run_one(
     losses: Path, out_dir: Path, model: str, device: str, quiet: bool, options: dict[str, Any]
 ) -> dict[str, Any]:
     """``qdg run``: one model, a progress bar over its backward passes."""
+    from quanta.lm.losses import HeadFallbackWarning
     from quanta.qdg.run import run_qdg
 
     progress = progress_bar()
@@ -206,9 +207,10 @@ def _run_one(
         progress.update(bar, completed=done, total=total)
 
     try:
-        return run_qdg(
-            losses, out_dir, model=model, **options, device=device, progress=on_gradients
-        )
+        with one_line_warnings(HeadFallbackWarning):
+            return run_qdg(
+                losses, out_dir, model=model, **options, device=device, progress=on_gradients
+            )
     finally:
         progress.stop()
 

@@ -8,9 +8,12 @@ is flat for the wrong reason. ``quanta lm losses`` therefore records every colum
 column whose weights equal an earlier one's (``duplicate_of``), with one
 :class:`DuplicateCheckpointWarning` for the whole run.
 
-The fingerprint is XXH3-128 (``xxhash``) over every tensor of the state dict in name order: its
-name, dtype and shape, then its bytes. It identifies the weights, not the files: the same
-weights saved as safetensors or a ``.bin``, sharded or not, have one fingerprint.
+The fingerprint is XXH3-128 (``xxhash``) over the model's class and config (what computes with
+the weights: two models of the same initial weights but another ``logits_scaling``, soft-cap or
+architecture are not one checkpoint), then every tensor of the state dict in name order: its
+name, dtype and shape, then its bytes. It identifies the checkpoint, not the files: the same
+weights saved as safetensors or a ``.bin``, sharded or not, from any folder, have one
+fingerprint.
 ``benchmarks/bench_fingerprint.py`` measures its cost beside blake2b and SHA-256.
 """
 
@@ -52,6 +55,7 @@ def weights_fingerprint(model: Any) -> str:
     import xxhash
 
     digest = xxhash.xxh3_128()
+    digest.update(_config_text(model).encode())
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
@@ -59,6 +63,22 @@ def weights_fingerprint(model: Any) -> str:
         raw = t.reshape(-1).contiguous().cpu().view(torch.uint8)
         digest.update(raw.numpy().data)
     return "xxh3_128:" + digest.hexdigest()
+
+
+# Config keys that say where or by what a checkpoint was saved, not what it computes.
+_PROVENANCE = ("_name_or_path", "transformers_version", "_commit_hash", "torch_dtype", "dtype")
+
+
+def _config_text(model: Any) -> str:
+    """The model's class and its Hugging Face config (if any) as canonical JSON, provenance keys
+    dropped: a Gemma-2 and a Llama of equal weights differ here, two revisions of one model
+    do not."""
+    import json
+
+    config: Any = getattr(model, "config", None)
+    fields = config.to_dict() if hasattr(config, "to_dict") else {}
+    fields = {k: v for k, v in fields.items() if k not in _PROVENANCE}
+    return type(model).__name__ + json.dumps(fields, sort_keys=True, default=str) + "\n"
 
 
 def duplicate_checkpoints(fingerprints: Sequence[str], labels: Sequence[str]) -> list[str]:
