@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import time
@@ -31,16 +32,20 @@ from typing import IO, Any
 import pandas as pd
 
 from quanta._validation import QuantaInputError
+from quanta.lock import LOCK_FILE, pid_alive
 
 __all__ = [
     "RunDir",
     "atomic_write",
+    "cleanup_temporary",
     "environment",
     "git_revision",
     "read_result",
 ]
 
 MANIFEST = "manifest.json"
+TMP_SUFFIX = ".tmp"
+_TMP_PID = re.compile(r"^\..+\.(\d+)-[^.]+\.tmp$")
 # mkstemp creates 0600 files; results should get the usual permissions (0666 minus umask).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -62,7 +67,11 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Named per process (".NAME.PID-RANDOM.tmp"): cleanup_temporary removes only the files of
+    # processes that are gone, never those another live writer is still writing.
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
@@ -78,6 +87,24 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             # "[Errno 28] No space left on device" alone does not say what was not written.
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+def cleanup_temporary(directory: str | Path) -> list[Path]:
+    """Remove the temporary files (anywhere under ``directory``) that :func:`atomic_write`
+    calls of processes no longer running on this machine left behind; return them.
+
+    A file of a live process (another writer, a worker) is kept, and so is a temporary file
+    not named by :func:`atomic_write` (it has no PID to check).
+    """
+    removed = []
+    for tmp in Path(directory).rglob(f".*{TMP_SUFFIX}"):
+        m = _TMP_PID.match(tmp.name)
+        if m is None or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -192,7 +219,7 @@ class RunDir:
             raise QuantaInputError(f"Output path '{self.path}' exists and is not a directory.")
         manifest = self.read_manifest()
         if manifest is None:
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
                 raise QuantaInputError(
                     f"Output directory '{self.path}' is not empty and holds no quanta run; "
                     "choose a new or empty directory."

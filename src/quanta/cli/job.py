@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from quanta.cli._common import console, in_process_runner, out, user_errors
+from quanta.cli._common import WAIT_OPT, console, in_process_runner, out, user_errors, writes
 
 __all__ = ["job_app"]
 
@@ -24,6 +24,7 @@ job_app = typer.Typer(rich_markup_mode=None)
 
 @job_app.command("reproduce")
 @user_errors
+@writes("out_dir")
 def reproduce_cmd(
     ctx: typer.Context,
     preset: str = typer.Option(
@@ -49,6 +50,7 @@ def reproduce_cmd(
         help="torch device of every stage that runs a model: parity train and sweeps, lm suite "
         "train, lm losses (also of lm-dynamics), qdg run [the preset's: cpu; paper: cuda].",
     ),
+    wait: bool = WAIT_OPT,
 ) -> None:
     """Run every pipeline of the paper in order (theory, toy sweeps, LM suite → losses →
     analysis, QDG → clusters → validation) and write DIR/report.html.
@@ -124,6 +126,7 @@ def _stage_display(out_dir: Path, failed: list[str]) -> Callable[[int, int, Any,
 
 @job_app.command("report")
 @user_errors
+@writes("source")
 def report_cmd(
     source: Path = typer.Argument(..., help="A 'quanta reproduce' directory."),
 ) -> None:

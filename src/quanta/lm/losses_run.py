@@ -185,10 +185,13 @@ def _tokenized(job: _Job) -> TokenizedCorpus:
 
 def _open(run: Any, job: _Job) -> TokenizedCorpus | None:
     """Claim (or reopen) the directory; a new run reads its corpus first, so an unreadable one
-    is refused before anything is written. Stale temporary files of an interrupted run go."""
+    is refused before anything is written. Temporary files that processes no longer running
+    left go; those of a live process (a worker still writing) stay."""
+    from quanta.store import cleanup_temporary
+
     tokens = _tokenized(job) if run.read_manifest() is None else None
     if run.open() != "complete":
-        _cleanup_stale(job.out)
+        cleanup_temporary(job.out)
     return tokens
 
 
@@ -396,12 +399,6 @@ def column_task(
 
     tokens = load_corpus(Path(out) / "corpus")
     return _column(Path(out), i, ref, tokens, **settings, device=device)
-
-
-def _cleanup_stale(out: Path) -> None:
-    """Remove temporary files an interrupted write left (never a finished file)."""
-    for tmp in out.rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def _assemble(out: Path, n_models: int, n_tokens: int, dtype: str) -> None:
