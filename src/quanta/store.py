@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from typing import IO, Any
 import pandas as pd
 
 from quanta._validation import QuantaInputError
+from quanta.integrity import check_files, record_files
 from quanta.lock import LOCK_FILE, pid_alive
 
 __all__ = [
@@ -177,6 +179,10 @@ class RunDir:
     config_hash : str
     runtime_keys : frozenset of str
         Config keys that do not change results (left out of the hash and of diffs).
+    files : tuple of str
+        Glob patterns (relative) of the files the run writes: their sizes and content hashes
+        are recorded in the manifest when it is written complete, and checked when the run is
+        reused (:mod:`quanta.integrity`).
     """
 
     path: Path
@@ -184,6 +190,7 @@ class RunDir:
     config: dict[str, Any]
     config_hash: str
     runtime_keys: frozenset[str] = frozenset()
+    files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -238,9 +245,24 @@ class RunDir:
                 f"Output directory '{self.path}' holds a run with a different config "
                 f"({diff}); choose another directory or repeat the original settings."
             )
-        return "complete" if manifest.get("status") == "complete" else "resume"
+        if manifest.get("status") != "complete":
+            return "resume"
+        return "resume" if self._repair(manifest) else "complete"
+
+    def _repair(self, manifest: dict[str, Any]) -> bool:
+        """Remove the damaged files of a complete run (saying so, one line each) and mark it
+        running again, so that its writer recomputes them; whether any was damaged."""
+        damaged = check_files(self.path, manifest)
+        for d in damaged:
+            print(f"{d.line()}; recomputing it.", file=sys.stderr)
+            d.path.unlink(missing_ok=True)
+        if damaged:
+            self.write_manifest(status="running", wall_seconds=0.0, extra={})
+        return bool(damaged)
 
     def write_manifest(self, *, status: str, wall_seconds: float, extra: dict[str, Any]) -> None:
+        """Write the manifest; a complete one records the size and content hash of every file
+        matching :attr:`files`."""
         old = self.read_manifest() or {}
         manifest = {
             "kind": self.kind,
@@ -254,6 +276,8 @@ class RunDir:
             "environment": environment(),
             **extra,
         }
+        if status == "complete":
+            manifest["files"] = record_files(self.path, self.files)
         write_json(self.manifest_path, manifest)
 
 
@@ -292,6 +316,12 @@ def read_result(path: str | Path, kinds: tuple[str, ...], producers: str) -> dic
         raise QuantaInputError(
             f"'{path}' is not complete (status {manifest.get('status')!r}); run the same "
             "command again to finish it first."
+        )
+    damaged = check_files(path, manifest)
+    if damaged:
+        more = f" (and {len(damaged) - 1} more damaged files)" if len(damaged) > 1 else ""
+        raise QuantaInputError(
+            f"{damaged[0].line()}{more}; run {producers} into '{path}' again to recompute it."
         )
     return manifest
 

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from quanta._validation import QuantaInputError
 from quanta.cli._common import WAIT_OPT, console, in_process_runner, out, user_errors, writes
 
 __all__ = ["job_app"]
@@ -134,3 +135,26 @@ def report_cmd(
     from quanta.report import write_report
 
     out.print(str(write_report(source)))
+
+
+@job_app.command("verify")
+@user_errors
+def verify_cmd(
+    directory: Path = typer.Argument(..., help="A run directory (any, or a reproduction)."),
+) -> None:
+    """Check every run directory under DIRECTORY: each finished file's size and content hash
+    against its manifest. One line per damaged or missing file; exit 0 clean, 1 damaged."""
+    from quanta.integrity import verify_tree
+
+    if not directory.is_dir():
+        raise QuantaInputError(f"'{directory}' is not a directory.")
+    runs, checked, damaged = verify_tree(directory)
+    if runs == 0:
+        raise QuantaInputError(f"'{directory}' holds no quanta run directory (no manifest.json).")
+    for d in damaged:
+        out.print(f"damaged: {d.line()}", highlight=False, markup=False)
+    dirs = f"{runs} run director{'y' if runs == 1 else 'ies'}"
+    if damaged:
+        console.print(f"{len(damaged)} of {checked} recorded files damaged ({dirs}).")
+        raise typer.Exit(1)
+    out.print(f"'{directory}': {checked} files in {dirs}, all as recorded.", markup=False)

@@ -39,6 +39,9 @@ from quanta.lm.losses import _OWNER, HEADS, resolve_head, token_losses
 __all__ = ["KIND", "column_task", "run_losses"]
 
 KIND = "lm.losses"
+#: The finished files of a losses directory (hashed in its manifest, checked on reuse).
+FILES = ("losses.npy", "models.parquet", "columns/*.npy", "rows/*.json", "corpus/*")
+_CORPUS_FILES = ("corpus.json", "tokens.npy", "offsets.npy", "docs.parquet", "index.parquet")
 
 
 def run_losses(
@@ -87,7 +90,7 @@ def run_losses(
     silently) its losses measure extrapolation, not what it learned."""
     from quanta.config import config_hash
     from quanta.lm.suite import resolve_suite
-    from quanta.store import RunDir
+    from quanta.store import RunDir, write_parquet
 
     dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
     head = check_choice(head, "head", _OWNER, list(HEADS))
@@ -124,11 +127,13 @@ def run_losses(
         ray_address=ray_address,
         slurm_array_parallelism=slurm_array_parallelism,
     )
-    run = RunDir(out, KIND, config, config_hash(config))
+    run = RunDir(out, KIND, config, config_hash(config), files=FILES)
     tokens = _open(run, job)
     t0 = time.perf_counter()
     tokens = _saved_corpus(job, tokens)
     rows = _columns(job, tokens, on_model, on_tokens)
+    # Again when every column was reused: a damaged models table was removed on reopening.
+    write_parquet(out / "models.parquet", pd.DataFrame([rows[k] for k in sorted(rows)]))
     _assemble(out, len(refs), tokens.n_predicted, dtype)
     run.write_manifest(
         status="complete",
@@ -199,7 +204,7 @@ def _saved_corpus(job: _Job, tokens: TokenizedCorpus | None) -> TokenizedCorpus:
     """The corpus saved in the directory, saved first where it is not yet."""
     from quanta.lm.corpus import load_corpus, save_corpus
 
-    if (job.out / "corpus" / "corpus.json").exists():
+    if all((job.out / "corpus" / name).exists() for name in _CORPUS_FILES):
         return load_corpus(job.out / "corpus")
     if tokens is None:  # claimed earlier but interrupted before the corpus was saved
         tokens = _tokenized(job)

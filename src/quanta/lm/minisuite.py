@@ -53,6 +53,8 @@ __all__ = [
 
 _OWNER = "MiniSuiteConfig"
 KIND = "lm.suite"
+#: The finished files of a suite directory (hashed in its manifest, checked on reuse).
+FILES = ("suite.json", "train_log.parquet", "tokenizer/*", "models/**/*")
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,7 @@ def train_minisuite(
     check_device(cfg.device, "quanta lm suite train")
     out = Path(out)
     config = cfg.to_dict()
-    run = RunDir(out, KIND, config, config_hash(config))
+    run = RunDir(out, KIND, config, config_hash(config), files=FILES)
     status = run.open()
     models_file = out / "suite.json"
     if status == "complete":
@@ -283,6 +285,7 @@ def train_minisuite(
     batches = np.resize(order, need).reshape(cfg.steps, cfg.batch_size)  # epochs if needed
     saves = set(cfg.checkpoint_steps())
     done = json.loads(models_file.read_text())["models"] if models_file.exists() else []
+    done = [m for m in done if _saved(out, m)]  # a model with a damaged file is trained again
     log: list[pd.DataFrame] = []
     if (out / "train_log.parquet").exists():
         log.append(pd.read_parquet(out / "train_log.parquet"))
@@ -339,6 +342,16 @@ def train_minisuite(
         extra={"n_models": len(done), "n_chunks": len(chunks)},
     )
     return pd.DataFrame(done)
+
+
+def _saved(out: Path, model: dict[str, Any]) -> bool:
+    """Whether every checkpoint of a finished model of ``suite.json`` is on disk (weights and
+    config; a damaged file is removed when the suite is reopened)."""
+    return all(
+        (out / model["path"] / r / name).is_file()
+        for r in model["revisions"]
+        for name in ("model.safetensors", "config.json")
+    )
 
 
 def training_step(model: Any, opt: Any, sched: Any, x: Any, *, bf16: bool) -> float:

@@ -37,6 +37,9 @@ from quanta._validation import QuantaInputError, check_choice, check_device, che
 __all__ = ["pick_model", "run_qdg"]
 
 KIND = "qdg.run"
+#: The finished files of a QDG run (hashed in its manifest, checked on reuse); ``qdg report``
+#: and ``qdg scale`` write theirs later, beside them.
+FILES = ("*.parquet", "*.npy", "grads.json", "zipf.json", "rank_frequency.png")
 _OWNER = "quanta qdg run"
 
 
@@ -182,7 +185,7 @@ def _claim(out: Path, prep: _Prepared, device: str) -> Any:
     from quanta.store import RunDir
 
     config = {**prep.config, "device": device}
-    return RunDir(out, KIND, config, config_hash(prep.config), frozenset({"device"}))
+    return RunDir(out, KIND, config, config_hash(prep.config), frozenset({"device"}), FILES)
 
 
 def _write_samples(out: Path, prep: _Prepared) -> pd.DataFrame:
