@@ -42,7 +42,9 @@ __all__ = [
     "cleanup_temporary",
     "environment",
     "git_revision",
+    "portable_path",
     "read_result",
+    "resolve_paths",
 ]
 
 MANIFEST = "manifest.json"
@@ -183,6 +185,9 @@ class RunDir:
         Glob patterns (relative) of the files the run writes: their sizes and content hashes
         are recorded in the manifest when it is written complete, and checked when the run is
         reused (:mod:`quanta.integrity`).
+    aliases : frozenset of str
+        Other hashes of the same config: those it had before its paths were stored relative
+        to the run (:func:`portable_path`), so that runs made then still resume.
     """
 
     path: Path
@@ -191,6 +196,7 @@ class RunDir:
     config_hash: str
     runtime_keys: frozenset[str] = frozenset()
     files: tuple[str, ...] = ()
+    aliases: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -239,7 +245,7 @@ class RunDir:
                 f"Output directory '{self.path}' holds a {manifest.get('kind')!r} run, not "
                 f"{self.kind!r}; choose another directory."
             )
-        if manifest.get("config_hash") != self.config_hash:
+        if manifest.get("config_hash") not in {self.config_hash, *self.aliases}:
             diff = _config_diff(manifest.get("config", {}), self.config, self.runtime_keys)
             raise QuantaInputError(
                 f"Output directory '{self.path}' holds a run with a different config "
@@ -292,6 +298,57 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any], skip: frozenset[str])
     return (shown + more) or "config hash differs"
 
 
+def portable_path(value: str | Path, run_dir: str | Path) -> str:
+    """How a run directory's config records the local path ``value`` (an input of the run).
+
+    A path inside the run's tree (the outermost directory above ``run_dir`` holding a quanta
+    manifest, e.g. a reproduction, else ``run_dir``'s parent) is stored relative to
+    ``run_dir``, starting ``./`` or ``../``, so the tree can be copied or moved as a whole and
+    still hashes to the same config; another local path is stored absolute. A value that is
+    not an existing path (a hub id, ``stdlib:test``) is returned unchanged.
+    :func:`resolve_paths` turns the stored form back into a path.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "suite").mkdir()
+    >>> portable_path(root / "suite", root / "losses"), portable_path("pythia-v0", root)
+    ('../suite', 'pythia-v0')
+    """
+    p = Path(value).expanduser()
+    if not p.exists():
+        return str(value)
+    p, run = p.resolve(), Path(run_dir).resolve()
+    if not p.is_relative_to(_tree_root(run)):
+        return str(p)
+    rel = Path(os.path.relpath(p, run)).as_posix()
+    return rel if rel.startswith("..") else f"./{rel}"
+
+
+def _tree_root(run: Path) -> Path:
+    """The outermost ancestor of ``run`` holding a manifest, else ``run``'s parent."""
+    root = run.parent
+    for parent in run.parents:
+        if (parent / MANIFEST).is_file():
+            root = parent
+    return root
+
+
+def resolve_paths(config: Any, run_dir: str | Path) -> Any:
+    """``config`` (a stored config, any nesting) with every path :func:`portable_path` stored
+    relative (``./…``, ``../…``; also items of a comma-separated list) made a path from here:
+    ``run_dir`` joined with it."""
+    if isinstance(config, dict):
+        return {k: resolve_paths(v, run_dir) for k, v in config.items()}
+    if isinstance(config, list):
+        return [resolve_paths(v, run_dir) for v in config]
+    if isinstance(config, str) and (config.startswith(("./", "../")) or ",." in config):
+        items = config.split(",")
+        return ",".join(
+            os.path.normpath(Path(run_dir) / v) if v.startswith(("./", "../")) else v for v in items
+        )
+    return config
+
+
 def read_result(path: str | Path, kinds: tuple[str, ...], producers: str) -> dict[str, Any]:
     """The manifest of a complete result directory of one of ``kinds``, or one clear error.
 
@@ -317,6 +374,7 @@ def read_result(path: str | Path, kinds: tuple[str, ...], producers: str) -> dic
             f"'{path}' is not complete (status {manifest.get('status')!r}); run the same "
             "command again to finish it first."
         )
+    manifest["config"] = resolve_paths(manifest.get("config", {}), path)
     damaged = check_files(path, manifest)
     if damaged:
         more = f" (and {len(damaged) - 1} more damaged files)" if len(damaged) > 1 else ""

@@ -127,7 +127,10 @@ def run_losses(
         ray_address=ray_address,
         slurm_array_parallelism=slurm_array_parallelism,
     )
-    run = RunDir(out, KIND, config, config_hash(config), files=FILES)
+    stored = _portable(config, refs, out)
+    # Runs made before paths were stored relative keep their hash (an alias).
+    old = frozenset({config_hash(config)})
+    run = RunDir(out, KIND, stored, config_hash(stored), files=FILES, aliases=old)
     tokens = _open(run, job)
     t0 = time.perf_counter()
     tokens = _saved_corpus(job, tokens)
@@ -141,6 +144,21 @@ def run_losses(
         extra={"n_models": len(refs), "n_tokens": tokens.n_predicted, "n_docs": tokens.n_docs},
     )
     return pd.DataFrame([rows[k] for k in sorted(rows)])
+
+
+def _portable(config: dict[str, Any], refs: list[Any], out: Path) -> dict[str, Any]:
+    """``config`` as the directory records it: the suite, local models and corpus as
+    :func:`quanta.store.portable_path` stores them (relative inside the run's tree), so the
+    tree can be moved or copied and still resume."""
+    from quanta.store import portable_path
+
+    models = [
+        {**m, "source": portable_path(m["source"], out) if r.local_path else m["source"]}
+        for m, r in zip(config["models"], refs, strict=True)
+    ]
+    suite = ",".join(portable_path(s, out) for s in str(config["suite"]).split(","))
+    corpus = portable_path(config["corpus"], out)
+    return {**config, "suite": suite, "models": models, "corpus": corpus}
 
 
 @dataclass(frozen=True)

@@ -256,12 +256,14 @@ def train_minisuite(
     from quanta.config import config_hash
     from quanta.lm.corpus import load_documents
     from quanta.lm.suite import non_embedding_params
-    from quanta.store import RunDir, write_json, write_parquet
+    from quanta.store import RunDir, portable_path, write_json, write_parquet
 
     check_device(cfg.device, "quanta lm suite train")
     out = Path(out)
     config = cfg.to_dict()
-    run = RunDir(out, KIND, config, config_hash(config), files=FILES)
+    stored = {**config, "corpus": portable_path(config["corpus"], out)}
+    old = frozenset({config_hash(config)})  # the hash before paths were stored relative
+    run = RunDir(out, KIND, stored, config_hash(stored), files=FILES, aliases=old)
     status = run.open()
     models_file = out / "suite.json"
     if status == "complete":
@@ -287,8 +289,9 @@ def train_minisuite(
     done = json.loads(models_file.read_text())["models"] if models_file.exists() else []
     done = [m for m in done if _saved(out, m)]  # a model with a damaged file is trained again
     log: list[pd.DataFrame] = []
-    if (out / "train_log.parquet").exists():
-        log.append(pd.read_parquet(out / "train_log.parquet"))
+    if (out / "train_log.parquet").exists():  # of the finished models (a damaged one retrains)
+        old_log = pd.read_parquet(out / "train_log.parquet")
+        log.append(old_log[old_log["model"].isin([m["name"] for m in done])])
     for index, (hidden, layers) in enumerate(cfg.sizes):
         name = _name(hidden, layers)
         if any(m["name"] == name for m in done):
