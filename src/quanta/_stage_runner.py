@@ -37,6 +37,8 @@ class StageRunner:
     on_stage: Callable[[int, int, Stage, str], None] | None
     planned: list[PlannedStage]  # the preset's plan, in order
     state: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → record
+    # Directories found intact in this job: stages sharing an input hash it once.
+    verified: set[Path] = field(default_factory=set)
 
     def save(self) -> None:
         write_stages_file(self.out, plan=self.planned, stages=self.state)
@@ -90,8 +92,11 @@ class StageRunner:
             if a.startswith("{out}")
         }
         found: list[Damage] = []
-        for d in sorted(p for p in dirs if p.is_dir()):
-            found += verify_tree(d)[2]
+        for d in sorted(p for p in dirs - self.verified if p.is_dir()):
+            damaged = verify_tree(d)[2]
+            found += damaged
+            if not damaged:
+                self.verified.add(d)
         return found
 
     def execute(self, stage: Stage, commands: list[list[str]]) -> dict[str, Any]:
