@@ -49,7 +49,10 @@ def fail(message: str) -> typer.Exit:
     """Print one error line and return the exit-2 exception to raise."""
     if RAISE_ERRORS.get():
         raise QuantaInputError(message)
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # Escaped: a message quoting "[[model]]" or "[1, inf)" is text, not console markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 

@@ -104,23 +104,58 @@ def suite_train(
 @suite_app.command("show")
 @user_errors
 def suite_show(
-    name: str | None = typer.Argument(None, help="A hub suite (pythia, pythia-v0) [all]."),
+    name: str | None = typer.Argument(
+        None, help="A hub suite (pythia, polypythia-160m, …) or a suite file (.toml) [all]."
+    ),
 ) -> None:
-    """The hub suites --suite accepts by name: models, hub ids, non-embedding N, revisions."""
+    """The suites --suite accepts by name (one line each: models, N range, revisions), or the
+    models of one: hub ids (or sources), non-embedding N, seeds, labels, revisions."""
     from quanta.lm.suite import SUITES, suite_table
 
-    for suite in [name] if name is not None else list(SUITES):
-        models = suite_table(suite)  # an unknown name: one line with the closest suggested
-        table = Table(title=f"--suite {suite}: {SUITES[suite].description}")
-        for column in ("hub id", "non-embedding N"):
-            table.add_column(column, justify="right")
-        for r in models.to_dict("records"):
-            table.add_row(r["hub_id"], f"{r['n_params']:,}")
+    if name is None:
+        table = Table(title="hub suites (quanta lm suite show NAME for one)")
+        for column in ("suite", "models", "non-embedding N", "axis", "revisions"):
+            table.add_column(column, justify="left" if column == "revisions" else "right")
+        for suite in SUITES.values():
+            n = suite.models.values()
+            table.add_row(
+                suite.name,
+                str(len(suite.members)),
+                f"{min(n):,} … {max(n):,}" if min(n) != max(n) else f"{min(n):,}",
+                suite.axis,
+                f"default {suite.final}; {suite.revisions_text}",
+            )
         out.print(table)
-        out.print(
-            f"default revision {SUITES[suite].final}; revisions: {models['revisions'].iloc[0]}",
-            soft_wrap=True,
-        )
+        return
+    if name.endswith(".toml"):
+        _show_user_suite(name)
+        return
+    models = suite_table(name)  # an unknown name: one line with the closest suggested
+    table = Table(title=f"--suite {name}: {SUITES[name].description}")
+    for column in ("hub id", "non-embedding N", "seed", "label"):
+        table.add_column(column, justify="right")
+    for r in models.to_dict("records"):
+        seed = "" if r["seed"] is None or r["seed"] != r["seed"] else str(int(r["seed"]))
+        table.add_row(r["hub_id"], f"{r['n_params']:,}", seed, r["label"])
+    out.print(table)
+    out.print(
+        f"default revision {SUITES[name].final}; revisions: {models['revisions'].iloc[0]}",
+        soft_wrap=True,
+    )
+
+
+def _show_user_suite(path: str) -> None:
+    """The models of a suite file, as ``--suite`` would use them."""
+    from quanta.lm.suite import resolve_suite
+
+    table = Table(title=f"--suite {path}")
+    for column in ("model", "source", "non-embedding N", "seed", "label"):
+        table.add_column(column, justify="right")
+    for ref in resolve_suite(path):
+        n = f"{ref.n_params:,}" if ref.n_params is not None else "counted when loaded"
+        seed = "" if ref.seed is None else str(ref.seed)
+        table.add_row(ref.label(), ref.source, n, seed, ref.tag)
+    out.print(table)
 
 
 @lm_app.command("losses")
@@ -129,8 +164,9 @@ def suite_show(
 def lm_losses(
     suite: str = typer.Option(
         ...,
-        help="pythia-v0 (the paper's) | pythia (today's) | a suite directory | comma-separated "
-        "model dirs or hub ids org/name[@rev].",
+        help="pythia-v0 (the paper's) | pythia (today's) | any hub suite of 'quanta lm suite "
+        "show' | a suite file (.toml) | a suite directory | comma-separated model dirs or hub "
+        "ids org/name[@rev].",
     ),
     corpus: str = typer.Option(
         "stdlib:test", help="stdlib[:train|:test], text file, directory, .jsonl[.zst], HF dataset."
@@ -178,6 +214,7 @@ def lm_losses(
     one task per model column, each asking for --threads CPUs and, on CUDA, one GPU."""
     import warnings
 
+    from quanta.lm.fingerprint import DuplicateCheckpointWarning
     from quanta.lm.losses import HeadFallbackWarning
     from quanta.lm.losses_run import run_losses
 
@@ -191,6 +228,7 @@ def lm_losses(
 
     with progress, warnings.catch_warnings():
         warnings.simplefilter("always", HeadFallbackWarning)
+        warnings.simplefilter("always", DuplicateCheckpointWarning)
         warnings.showwarning = show_warning
         models = run_losses(
             suite,

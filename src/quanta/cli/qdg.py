@@ -333,6 +333,36 @@ def qdg_report(
     out.print(str(write_browser(qdg_dir, k=k, per_cluster=per_cluster)))
 
 
+@qdg_app.command("export")
+@user_errors
+@writes(lambda kw: kw["out_dir"] or kw["qdg_dir"] / "export")
+def qdg_export(
+    qdg_dir: Path = typer.Argument(..., help="A 'quanta qdg run' directory."),
+    format: str = typer.Option(
+        ...,
+        "--format",
+        help="feature-circuits (saprmarks/feature-circuits cluster JSON: {cluster: {id: "
+        "{context: [tokens], answer}}}) | parquet (one row per sample × K, with token text).",
+    ),
+    ks: str | None = typer.Option(None, "--ks", help="Only these K, comma-separated [all]."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Folder [default: QDG_DIR/export, QDG_DIR/export/feature-circuits]."
+    ),
+    context: int = typer.Option(40, help="Tokens of context before each predicted token."),
+) -> None:
+    """Write the clusters in a format other tools read."""
+    from quanta.qdg.export import export_clusters
+
+    written = export_clusters(
+        qdg_dir,
+        format=format,
+        ks=list(int_list(ks, "--ks")) if ks is not None else None,
+        out=out_dir,
+        context_tokens=context,
+    )
+    out.print(f"{len(written)} file(s) in {written[0].parent}/")
+
+
 @qdg_app.command("scale")
 @user_errors
 @writes(lambda kw: kw["out_dir"] or kw["qdg_dir"] / "scale")

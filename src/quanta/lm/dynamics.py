@@ -196,8 +196,9 @@ def analyze_dynamics(
     odd = mine.loc[mine["step"] < 0, "revision"].tolist()
     if odd:
         raise QuantaInputError(
-            f"Revision {odd[0] or '(none)'!r} of model {model!r} is not named step<N>; training "
-            "dynamics needs checkpoints like step1000 ('lm losses --checkpoints')."
+            f"Revision {odd[0] or '(none)'!r} of model {model!r} is not named step<N> (or "
+            "step<N>-tokens<M>B, step-<N>, checkpoint-<N>); training dynamics needs checkpoints "
+            "like step1000 ('lm losses --checkpoints')."
         )
     excluded = mine.loc[mine["step"] == 0, "revision"].tolist()
     mine = mine[mine["step"] > 0]

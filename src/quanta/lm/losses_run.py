@@ -12,8 +12,13 @@ On disk (:func:`run_losses`), ``DIR`` is a quanta run directory::
     losses.npy           [n_tokens, n_models] float32 (or float16), row r = index row r;
                          open with numpy.load(..., mmap_mode="r")
     models.parquet       one row per column: model (the column index), name, revision, step
-                         (from a step<N> revision, else -1), label, n_params (non-embedding),
-                         mean loss, tokens/s, head ("chunked" | "full": the path that ran)
+                         and tokens (from the revision's name or the suite's tokens per step,
+                         else -1; ModelRef.tokens), label, seed
+                         (-1: none), tag, n_params (non-embedding; a suite file's own where it
+                         states one), mean loss, tokens/s, head ("chunked" | "full": the path
+                         that ran), weights_fingerprint (quanta.lm.fingerprint) and
+                         duplicate_of (the label of an earlier column with the same weights,
+                         else ""; a DuplicateCheckpointWarning names them all in one line)
 
 With ``checkpoints=`` (training dynamics) every column is one (model, revision): ``all`` or
 named models of the suite, each over its revisions (optionally only ``revisions=``).
@@ -81,16 +86,17 @@ def run_losses(
     gives the same files. ``on_model``/``on_tokens`` report local progress only.
 
     Every refusal (unknown suite or model, missing revision, a local checkpoint without
-    ``config.json``, a hub model that is neither downloadable nor cached — see
-    :func:`quanta.lm.suite.where_loaded` — or an unusable executor) happens before ``out`` is
-    created or touched.
+    ``config.json`` or without a tokenizer, a hub model that is neither downloadable nor cached
+    — see :func:`quanta.lm.suite.where_loaded` —, a model that is not causal (BERT), models with
+    different tokenizers, a suite file mixing context lengths, or an unusable executor)
+    happens before ``out`` is created or touched.
 
     ``max_len`` (tokens per document) defaults to the models' context, at most 1024, and may
     not exceed it: past the positions a model was trained on (a rotary model accepts them
     silently) its losses measure extrapolation, not what it learned."""
     from quanta.config import config_hash
     from quanta.lm.suite import resolve_suite
-    from quanta.store import RunDir, write_parquet
+    from quanta.store import RunDir
 
     dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
     head = check_choice(head, "head", _OWNER, list(HEADS))
@@ -107,10 +113,10 @@ def run_losses(
         "suite": suite,
         "checkpoints": checkpoints,
         **({"revisions": revisions} if revisions is not None else {}),  # old runs' hash kept
-        "models": [{"name": r.name, "source": r.source, "revision": r.revision} for r in refs],
+        "models": [_model_entry(r) for r in refs],
         "corpus": corpus,
         "max_docs": max_docs,
-        "max_len": _document_length(refs, max_len),
+        "max_len": _check_configs(refs, max_len, same_context=suite.strip().endswith(".toml")),
         "bos": bos,
         "text_field": text_field,
         "dtype": dtype,
@@ -134,9 +140,9 @@ def run_losses(
     tokens = _open(run, job)
     t0 = time.perf_counter()
     tokens = _saved_corpus(job, tokens)
-    rows = _columns(job, tokens, on_model, on_tokens)
-    # Again when every column was reused: a damaged models table was removed on reopening.
-    write_parquet(out / "models.parquet", pd.DataFrame([rows[k] for k in sorted(rows)]))
+    # models.parquet is rewritten also when every column was reused (a damaged table was
+    # removed on reopening).
+    rows = _flag_duplicates(out, _columns(job, tokens, on_model, on_tokens))
     _assemble(out, len(refs), tokens.n_predicted, dtype)
     run.write_manifest(
         status="complete",
@@ -320,27 +326,88 @@ def _check_one_tokenizer(refs: list[Any], tokenizer: Any) -> None:
             )
 
 
-def _document_length(refs: list[Any], max_len: int | None) -> int:
-    """``max_len`` checked against the shortest context of the models (``max_position_embeddings``
-    of each distinct model; local configs are read from disk), or that context capped at 1024."""
+def _model_entry(ref: Any) -> dict[str, Any]:
+    """Column ``ref`` in the run's configuration (its identity): name, source, revision, and
+    the seed, tag and stated size where the suite gives them (absent otherwise, so the
+    configuration hash of older runs is unchanged)."""
+    entry: dict[str, Any] = {"name": ref.name, "source": ref.source, "revision": ref.revision}
+    extra = {"seed": ref.seed, "tag": ref.tag or None, "n_params": ref.n_params}
+    return {**entry, **{k: v for k, v in extra.items() if v is not None}}
+
+
+def _check_configs(refs: list[Any], max_len: int | None, *, same_context: bool) -> int:
+    """The document length, once every distinct model's config is read (local ones from disk,
+    hub ones through the cache or one request each) and known to be a causal LM.
+
+    ``max_len`` is checked against the shortest context (``max_position_embeddings``) of the
+    models, or defaults to it capped at 1024; with ``same_context`` (a user suite file) models
+    of different contexts are refused."""
+    found: list[tuple[str, int]] = []  # (model name, context) of every distinct model
+    seen: set[str] = set()
+    for ref in refs:
+        key = str(ref.local_path or ref.source)
+        if key in seen:
+            continue
+        seen.add(key)
+        config = _read_config(ref)
+        _check_causal(ref, config)
+        context = getattr(config, "max_position_embeddings", None)
+        if isinstance(context, int) and context > 1:
+            found.append((ref.name, context))
+    if same_context and len({c for _, c in found}) > 1:
+        (short, n_short), (long, n_long) = min(found, key=_second), max(found, key=_second)
+        raise QuantaInputError(
+            f"The models of a suite file must share one context length: {short!r} reads "
+            f"{n_short} tokens, {long!r} {n_long} (max_position_embeddings); list models of one "
+            "context per file."
+        )
+    contexts: dict[str, int] = {}
+    for name, context in found:
+        contexts[name] = min(context, contexts.get(name, context))
+    return _document_length(contexts, max_len)
+
+
+def _second(item: tuple[str, int]) -> int:
+    return item[1]
+
+
+def _read_config(ref: Any) -> Any:
     from transformers import AutoConfig
 
     from quanta.lm.suite import where_loaded
 
-    contexts: dict[str, int] = {}
-    for ref in refs:
-        if ref.name in contexts:
-            continue
-        where, kwargs = where_loaded(ref)
-        try:
-            config = AutoConfig.from_pretrained(where, **kwargs)  # kwargs: revision, cache
-        except OSError as exc:
-            raise QuantaInputError(
-                f"Cannot read the config of {ref.label()!r}: {exc}".splitlines()[0]
-            ) from None
-        context = getattr(config, "max_position_embeddings", None)
-        if isinstance(context, int) and context > 1:
-            contexts[ref.name] = context
+    where, kwargs = where_loaded(ref)
+    try:
+        return AutoConfig.from_pretrained(where, **kwargs)  # kwargs: revision, cache
+    except (OSError, ValueError) as exc:
+        raise QuantaInputError(
+            f"Cannot read the config of {ref.label()!r}: {exc}".splitlines()[0]
+        ) from None
+
+
+def _check_causal(ref: Any, config: Any) -> None:
+    """Refuse a model that does not predict each token from the ones before it: a model type
+    transformers has no causal-LM class for, or an encoder family (BERT, RoBERTa, …) whose
+    config is not a decoder's (its causal-LM class would attend to the future tokens)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", "")
+    encoder = kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+    if kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or encoder:
+        why = "an encoder (attends to later tokens)" if encoder else "no causal-LM class"
+        raise QuantaInputError(
+            f"{ref.label()!r} is not a causal language model ({kind or 'no model_type'}: "
+            f"{why}); per-token losses need a decoder that predicts each token from the ones "
+            "before it (GPT-2, GPT-NeoX, Llama, …)."
+        )
+
+
+def _document_length(contexts: dict[str, int], max_len: int | None) -> int:
+    """``max_len`` checked against the shortest of ``contexts`` (label → context), or that
+    context capped at 1024."""
     if not contexts:
         return 1024 if max_len is None else check_int(max_len, "max_len", _OWNER, low=2)
     name, context = min(contexts.items(), key=lambda item: item[1])
@@ -353,6 +420,33 @@ def _document_length(refs: list[Any], max_len: int | None) -> int:
             f"tokens, its max_position_embeddings); use at most {context}."
         )
     return max_len
+
+
+def _flag_duplicates(out: Path, rows: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Every row's ``duplicate_of`` (:func:`quanta.lm.fingerprint.duplicate_checkpoints`),
+    ``models.parquet`` rewritten with it, and one :class:`DuplicateCheckpointWarning` naming
+    every duplicate."""
+    import warnings
+
+    from quanta.lm.fingerprint import (
+        DuplicateCheckpointWarning,
+        duplicate_checkpoints,
+        duplicate_message,
+    )
+    from quanta.store import write_parquet
+
+    order = sorted(rows)
+    labels = [rows[i]["label"] for i in order]
+    duplicates = duplicate_checkpoints(
+        [rows[i].get("weights_fingerprint", "") for i in order], labels
+    )
+    for i, dup in zip(order, duplicates, strict=True):
+        rows[i] = {**rows[i], "duplicate_of": dup}
+    write_parquet(out / "models.parquet", pd.DataFrame([rows[i] for i in order]))
+    message = duplicate_message(labels, duplicates)
+    if message is not None:
+        warnings.warn(message, DuplicateCheckpointWarning, stacklevel=3)
+    return rows
 
 
 def _finished_row(out: Path, i: int, known: pd.DataFrame) -> dict[str, Any] | None:
@@ -382,10 +476,12 @@ def _column(
 ) -> dict[str, Any]:
     """Compute model ``ref``'s losses into ``out/columns/<i>.npy`` and its models-table row into
     ``out/rows/<i>.json`` (each atomically, the row last: a row means a finished column)."""
-    from quanta.lm.suite import load_model, non_embedding_params, revision_step
-    from quanta.store import atomic_write
+    from quanta.lm.fingerprint import weights_fingerprint
+    from quanta.lm.registry import parse_revision
+    from quanta.lm.suite import load_model, non_embedding_params
 
     model = load_model(ref, device=device)
+    fingerprint = weights_fingerprint(model)
     start = time.perf_counter()
     # Resolved here to record it; token_losses checks a "chunked" again (one 64-token
     # forward), which keeps "chunked" an assertion wherever it is passed.
@@ -394,23 +490,35 @@ def _column(
         model, tokens, batch_tokens=batch_tokens, head=path, device=device, progress=on_tokens
     )
     seconds = time.perf_counter() - start
-    with atomic_write(out / "columns" / f"{i}.npy") as fh:
-        np.save(fh, losses.astype(dtype))
+    step, trained = parse_revision(ref.revision)[0], ref.tokens()
     row = {
         "model": i,
         "name": ref.name,
         "revision": ref.revision or "",
-        "step": revision_step(ref.revision),
+        "step": -1 if step is None else step,
+        "tokens": -1 if trained is None else trained,
         "label": ref.label(),
-        "n_params": non_embedding_params(model),
+        "seed": -1 if ref.seed is None else ref.seed,
+        "tag": ref.tag,
+        "n_params": ref.n_params or non_embedding_params(model),
         "mean_loss": float(losses.mean(dtype=np.float64)),
         "seconds": seconds,
         "tokens_per_second": tokens.n_predicted / max(seconds, 1e-9),
         "head": path,
+        "weights_fingerprint": fingerprint,
     }
+    _write_column(out, i, losses.astype(dtype), row)
+    return row
+
+
+def _write_column(out: Path, i: int, losses: np.ndarray, row: dict[str, Any]) -> None:
+    """Column ``i``'s losses, then its row (each atomically: a row means a finished column)."""
+    from quanta.store import atomic_write
+
+    with atomic_write(out / "columns" / f"{i}.npy") as fh:
+        np.save(fh, losses)
     with atomic_write(out / "rows" / f"{i}.json", "w") as fh:
         json.dump(row, fh)
-    return row
 
 
 def column_task(

@@ -1,22 +1,26 @@
-"""Model suites: an ordered list of causal LMs (sizes, or checkpoints of one size) with their
-non-embedding parameter counts, loaded with ``from_pretrained`` by hub id, revision or path.
+"""Model suites: an ordered list of causal LMs (sizes, seeds, or checkpoints of one size) with
+their non-embedding parameter counts, loaded with ``from_pretrained`` by hub id, revision or path.
 
 Suite specs (``resolve_suite``):
 
-* a hub suite of :data:`SUITES` (``quanta lm suite show`` prints them): ``pythia`` — today's
-  Pythia, ``EleutherAI/pythia-70m`` … ``-12b`` (a 2023 retraining); ``pythia-v0`` — the
-  original release the paper measured, ``EleutherAI/pythia-70m-v0`` … ``-12b-v0``, same sizes.
-  Both at ``step143000``; they need the Hugging Face hub or its cache.
+* a hub suite of :data:`SUITES` (:mod:`quanta.lm.registry`; ``quanta lm suite show`` prints
+  them): Pythia (``pythia``, ``pythia-v0`` — the release the paper measured —,
+  ``pythia-deduped``), PolyPythias seed replicas, OLMo-1, SmolLM2, Stanford CRFM's GPT-2
+  seeds. They need the Hugging Face hub or its cache.
+* a user suite file (``*.toml``, :mod:`quanta.lm.usersuite`): ``[[model]]`` tables with a
+  source (hub id or path), revision and optional n_params / label / seed.
 * a mini-suite directory written by ``quanta lm suite train`` (its ``suite.json``): every model at
   its final checkpoint.
 * a comma-separated list of local model directories or hub ids, each optionally ``@revision``
   (a single bare word that is no directory is read as a suite name: hub ids are ``org/name``).
 
 ``checkpoints=`` instead gives saved checkpoints (training dynamics): ``"all"`` or model names,
-comma-separated, each model over its revisions (``step<N>``), optionally only ``revisions=``.
-Non-embedding parameter counts are computed from the loaded model (all parameters minus the
-input and output embedding matrices), never typed in; a hub suite's counts are only used to
-order it before loading and to print its table.
+comma-separated, each model over its revisions, optionally only ``revisions=``. Revision names
+are parsed into steps and tokens (:func:`quanta.lm.registry.parse_revision`: ``step<N>``,
+``step<N>-tokens<M>B``, ``step-<N>``, ``checkpoint-<N>``). Non-embedding parameter counts are
+computed from the loaded model (all parameters minus the embedding matrices — token, position —
+and the output head), never typed in (a user suite may state its own); a hub suite's counts,
+from its configuration on the meta device, order it before loading and print its table.
 
 Whether the hub is used is decided by ``huggingface_hub`` itself (:func:`hub_access`): its
 offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), its endpoint (``HF_ENDPOINT``, for
@@ -28,13 +32,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quanta._validation import QuantaInputError, closest
+from quanta.lm.registry import (
+    PYTHIA,
+    PYTHIA_CHECKPOINTS,
+    PYTHIA_REVISIONS,
+    PYTHIA_V0_REVISIONS,
+    SUITES,
+    HubSuite,
+    non_embedding_params,
+    parse_revision,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,74 +71,10 @@ __all__ = [
     "where_loaded",
 ]
 
-#: Pythia sizes (PAPER.md §3): name → non-embedding parameters, the same for today's suite and
-#: the original (v0) release. PAPER.md lists 70m … 6.9b; 12b (the paper's "13b") is
-#: 36 layers × d 5120 by the GPT-NeoX count 12·L·d² + 13·L·d + 2·d, which gives every other entry.
-PYTHIA = {
-    "pythia-70m": 18_915_328,
-    "pythia-160m": 85_056_000,
-    "pythia-410m": 302_311_424,
-    "pythia-1b": 805_736_448,
-    "pythia-1.4b": 1_208_602_624,
-    "pythia-2.8b": 2_517_652_480,
-    "pythia-6.9b": 6_444_163_072,
-    "pythia-12b": 11_327_027_200,
-}
-PYTHIA_FINAL = "step143000"
-#: Checkpoints used for Pythia training dynamics (log-spaced, in both releases).
-PYTHIA_CHECKPOINTS = [f"step{s}" for s in (1000, 2000, 4000, 8000, 16000, 32000, 64000, 143000)]
-#: Every revision today's Pythia models have on the hub (the Pythia README): step0, the powers
-#: of two up to step512, then every 1000 steps up to step143000. Checked offline.
-PYTHIA_REVISIONS = frozenset(
-    [f"step{s}" for s in (0, *(2**k for k in range(10)))]
-    + [f"step{s}" for s in range(1000, 143_001, 1000)]
-)
-#: The original release's revisions (PAPER.md §3): every 1000 steps, step1000 … step143000.
-PYTHIA_V0_REVISIONS = frozenset(f"step{s}" for s in range(1000, 143_001, 1000))
-
-
-@dataclass(frozen=True)
-class HubSuite:
-    """A suite of hub models: ``models`` (hub name → non-embedding N, in order of size) under
-    ``org``, each at ``final`` by default, with the ``revisions`` each model has on the hub
-    (checked offline) and the default ``checkpoints`` of training dynamics."""
-
-    name: str
-    description: str
-    models: dict[str, int]
-    revisions: frozenset[str]
-    revisions_text: str
-    org: str = "EleutherAI"
-    final: str = PYTHIA_FINAL
-    checkpoints: tuple[str, ...] = field(default=tuple(PYTHIA_CHECKPOINTS))
-
-    def hub_id(self, model: str) -> str:
-        return f"{self.org}/{model}"
-
-
-#: The hub suites ``--suite`` accepts by name.
-SUITES: dict[str, HubSuite] = {
-    "pythia": HubSuite(
-        "pythia",
-        "today's Pythia (retrained 2023; not the models the paper measured)",
-        dict(PYTHIA),
-        PYTHIA_REVISIONS,
-        "step0, step1, step2, step4 … step512 (powers of 2), then step1000 … step143000 "
-        "(every 1000)",
-    ),
-    "pythia-v0": HubSuite(
-        "pythia-v0",
-        "the original Pythia release the paper measured (its pythia-19m … -13b)",
-        {f"{name}-v0": n for name, n in PYTHIA.items()},
-        PYTHIA_V0_REVISIONS,
-        "step1000 … step143000 (every 1000)",
-    ),
-}
-
 
 def suite_table(name: str) -> pd.DataFrame:
-    """The models of hub suite ``name``: ``model, hub_id, n_params`` (non-embedding), ``final``
-    revision, and the revisions each has.
+    """The models of hub suite ``name``: ``model, hub_id, n_params`` (non-embedding, counted on
+    the meta device), ``seed``, ``label``, ``final`` revision, and the revisions each has.
 
     >>> row = suite_table("pythia-v0").iloc[0]
     >>> row["hub_id"], int(row["n_params"])
@@ -137,13 +86,15 @@ def suite_table(name: str) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "model": m,
-                "hub_id": suite.hub_id(m),
-                "n_params": n,
+                "model": m.name,
+                "hub_id": m.hub_id,
+                "n_params": m.n_params,
+                "seed": m.seed,
+                "label": m.label,
                 "final": suite.final,
                 "revisions": suite.revisions_text,
             }
-            for m, n in suite.models.items()
+            for m in suite.members
         ]
     )
 
@@ -155,19 +106,39 @@ def _hub_suite(name: str) -> HubSuite:
     raise QuantaInputError(
         f"Unknown suite {name!r}"
         + (f" (did you mean {hint!r}?)" if hint else "")
-        + f"; suites are {', '.join(SUITES)}, or pass a mini-suite directory or model "
-        "directories / hub ids (org/name, or org/name@revision)."
+        + f"; suites are {', '.join(SUITES)} ('quanta lm suite show'), or pass a suite file "
+        "(.toml), a mini-suite directory or model directories / hub ids (org/name, or "
+        "org/name@revision)."
     )
 
 
 @dataclass(frozen=True)
 class ModelRef:
     """One member of a suite: a display ``name``, where to load it from (a local directory or
-    a hub id) and an optional ``revision`` (hub branch/tag, or a checkpoint sub-directory)."""
+    a hub id) and an optional ``revision`` (hub branch/tag, or a checkpoint sub-directory);
+    a ``seed`` and ``tag`` (a suite's label, e.g. "data seed 2") where the suite gives them,
+    ``n_params`` where a user suite states the model's size (else it is counted), and the
+    training tokens per step where the suite knows them (Pythia: 2,097,152)."""
 
     name: str
     source: str
     revision: str | None = None
+    seed: int | None = None
+    tag: str = ""
+    n_params: int | None = None
+    tokens_per_step: int | None = None
+
+    def tokens(self) -> int | None:
+        """Training tokens seen at this revision: from its name (OLMo's ``-tokens<M>B``), else
+        its step × ``tokens_per_step``; ``None`` when neither is known.
+
+        >>> ModelRef("p", "EleutherAI/pythia-70m", "step1000", tokens_per_step=2_097_152).tokens()
+        2097152000
+        """
+        step, tokens = parse_revision(self.revision)
+        if tokens is None and step is not None and self.tokens_per_step is not None:
+            tokens = step * self.tokens_per_step
+        return tokens
 
     @property
     def local_path(self) -> Path | None:
@@ -242,6 +213,8 @@ def resolve_suite(
         raise QuantaInputError("--revisions is empty; pass revisions like step1000,step8000.")
     if spec in SUITES:
         return _hub_refs(spec, checkpoints, wanted_revisions)
+    if spec.endswith(".toml"):
+        return _user_refs(spec, checkpoints)
     directory = Path(spec).expanduser().resolve()  # absolute: results name their models
     if (directory / "suite.json").is_file():
         return _minisuite_refs(directory, spec, checkpoints, wanted_revisions)
@@ -251,18 +224,43 @@ def resolve_suite(
 def _hub_refs(spec: str, checkpoints: str | None, wanted: list[str] | None) -> list[ModelRef]:
     """The models of the hub suite ``spec`` (at their final revision, or over ``checkpoints``)."""
     hub = SUITES[spec]
+
+    def ref(name: str, revision: str) -> ModelRef:
+        m = hub.member(name)
+        return ModelRef(
+            name, m.hub_id, revision, m.seed, m.label, tokens_per_step=hub.tokens_per_step
+        )
+
     if checkpoints is None:
-        return [ModelRef(m, hub.hub_id(m), hub.final) for m in hub.models]
-    names = _pick_models(checkpoints, list(hub.models), f"Suite {spec!r}")
+        return [ref(m.name, hub.final) for m in hub.members]
+    names = _pick_models(checkpoints, [m.name for m in hub.members], f"Suite {spec!r}")
     revs = list(hub.checkpoints)
     if wanted is not None:
-        missing = [r for r in wanted if r not in hub.revisions]
+        missing = [r for r in wanted if not hub.has_revision(r)]
         if missing:
             raise QuantaInputError(
                 f"Suite {spec!r} has no revision {missing[0]!r}; it has {hub.revisions_text}."
             )
         revs = sorted(set(wanted), key=revision_step)
-    return [ModelRef(n, hub.hub_id(n), r) for n in names for r in revs]
+    if not revs:
+        raise QuantaInputError(
+            f"Suite {spec!r} has no default checkpoints; name them with --revisions "
+            f"({hub.revisions_text})."
+        )
+    return [ref(n, r) for n in names for r in revs]
+
+
+def _user_refs(spec: str, checkpoints: str | None) -> list[ModelRef]:
+    """The models of the suite file ``spec``, in file order (:mod:`quanta.lm.usersuite`). A
+    suite file lists its model × revision entries itself, so ``--checkpoints`` is refused."""
+    from quanta.lm.usersuite import read_user_suite
+
+    if checkpoints is not None:
+        raise QuantaInputError(
+            f"A suite file lists its models and revisions itself: drop --checkpoints / "
+            f"--revisions, or add one [[model]] per revision to '{spec}'."
+        )
+    return [ModelRef(**fields) for fields in read_user_suite(spec)]
 
 
 def _check_suite_files(directory: Path, spec: str) -> None:
@@ -359,20 +357,20 @@ def _pick_models(checkpoints: str, names: list[str], where: str) -> list[str]:
 
 
 def step_of(revision: str | None) -> int | None:
-    """The training step of a revision named ``step<N>`` (``None`` for any other name).
+    """The training step of a checkpoint's revision name (``step<N>``, ``step<N>-tokens<M>B``,
+    ``step-<N>``, ``checkpoint-<N>``; ``None`` for any other name).
 
-    >>> step_of("step143000"), step_of("main")
-    (143000, None)
+    >>> step_of("step143000"), step_of("step1000-tokens4B"), step_of("main")
+    (143000, 1000, None)
     """
-    match = re.fullmatch(r"step(\d+)", revision or "")
-    return int(match.group(1)) if match else None
+    return parse_revision(revision)[0]
 
 
 def revision_step(revision: str | None) -> int:
-    """:func:`step_of` as an integer column value: ``-1`` for a revision not named ``step<N>``.
+    """:func:`step_of` as an integer column value: ``-1`` for a revision without a step.
 
-    >>> revision_step("step8"), revision_step(None)
-    (8, -1)
+    >>> revision_step("step8"), revision_step("checkpoint-10"), revision_step(None)
+    (8, 10, -1)
     """
     step = step_of(revision)
     return -1 if step is None else step
@@ -499,33 +497,25 @@ def load_model(ref: ModelRef, *, device: str = "cpu", dtype: Any = None) -> Any:
     return model.to(device).eval()
 
 
+#: The files one of which a saved tokenizer has (fast, BPE vocab, SentencePiece).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
 def load_tokenizer(ref: ModelRef) -> Any:
     """The tokenizer saved with ``ref`` (all members of a suite share it)."""
     from transformers import AutoTokenizer
 
     where, kwargs = where_loaded(ref)
+    local = ref.local_path
+    if local is not None and not any((local / f).is_file() for f in _TOKENIZER_FILES):
+        # transformers would build an empty default tokenizer for the model type instead.
+        raise QuantaInputError(
+            f"Model directory '{local}' has no tokenizer (none of {', '.join(_TOKENIZER_FILES)})"
+            f"; save the model's tokenizer beside it: tokenizer.save_pretrained('{local}')."
+        )
     try:
         return AutoTokenizer.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:
         raise QuantaInputError(
             f"Cannot load the tokenizer of {ref.label()!r}: {exc}".splitlines()[0]
         ) from None
-
-
-def non_embedding_params(model: Any) -> int:
-    """All parameters minus the input and (untied) output embedding matrices.
-
-    For GPT-NeoX (Pythia) this is the count PAPER.md §3 lists.
-    """
-    embeddings = {id(model.get_input_embeddings().weight)}
-    out = model.get_output_embeddings()
-    if out is not None:
-        embeddings.add(id(out.weight))
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) in seen or id(p) in embeddings:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
