@@ -135,10 +135,21 @@ def test_lm_losses_recompute_damaged_tables_and_refuse_damaged_weights(tiny_suit
         ),
     )
     assert verify_tree(out)[2] == []
-    weights = next(suite.glob("models/*/step*/model.safetensors"))
+    # neox-h16-l1: not the last size, so training it again must not move it to the end.
+    weights = sorted(suite.glob("models/*/step*/model.safetensors"))[0]
     _garble(weights)
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "other")])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert f"'{weights}': content differs" in " ".join(res.output.split())
     assert not (tmp_path / "other").exists()
+    # The suite trains that model again, in its place: the losses' config stays the same.
+    order = json.loads((suite / "suite.json").read_text())["models"]
+    res = CliRunner().invoke(app, ["lm", "suite", "train", "--preset", "tiny", "--out", str(suite)])
+    assert res.exit_code == 0, res.output
+    assert f"'{weights}': content differs" in " ".join(res.output.split())
+    assert [m["name"] for m in json.loads((suite / "suite.json").read_text())["models"]] == [
+        m["name"] for m in order
+    ]
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0 and "different config" not in res.output
     assert np.load(out / "losses.npy").shape[1] == 4
