@@ -339,8 +339,8 @@ def train_minisuite(
         )
         write_parquet(out / "train_log.parquet", pd.concat(log, ignore_index=True))
         # In the order of the sizes, also when a damaged model was trained again after others.
-        order = [_name(*size) for size in cfg.sizes]
-        done.sort(key=lambda m: order.index(m["name"]))
+        names = [_name(*size) for size in cfg.sizes]
+        done.sort(key=lambda m: names.index(m["name"]))
         write_json(models_file, {"models": done, "tokenizer": "tokenizer"})
     run.write_manifest(
         status="complete",
