@@ -113,7 +113,7 @@ def vjp_variants(model: Any, corpus: Any, chosen: Any, params: list) -> tuple[fl
     ``is_grads_batched``) for the tokens of ``chosen``, and the max difference of their rows."""
     import torch
 
-    from quanta.qdg.grads import _token_losses_at
+    from quanta.lm.head import document_losses
 
     tensors = [p for _, p in params]
     keep = {id(p) for p in tensors}
@@ -124,14 +124,14 @@ def vjp_variants(model: Any, corpus: Any, chosen: Any, params: list) -> tuple[fl
         pos = torch.from_numpy(group["pos"].to_numpy().astype(np.int64))
         ids = torch.from_numpy(corpus.doc(int(doc))[: int(pos.max()) + 1].astype(np.int64))[None]
         t = time.perf_counter()
-        losses = _token_losses_at(model, ids, pos)
+        losses = document_losses(model, ids, pos, "chunked")
         rows = [
             torch.cat([g.reshape(-1) for g in torch.autograd.grad(li, tensors, retain_graph=True)])
             for li in losses
         ]
         t_loop += time.perf_counter() - t
         t = time.perf_counter()
-        losses = _token_losses_at(model, ids, pos)
+        losses = document_losses(model, ids, pos, "chunked")
         grads = torch.autograd.grad(
             losses, tensors, grad_outputs=torch.eye(len(pos)), is_grads_batched=True
         )

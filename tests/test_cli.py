@@ -141,8 +141,11 @@ def test_help_lists_every_config_key(runner):
         assert "--" + f.name.replace("_", "-") in res.stdout
 
 
-def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path, sig, code):
+    # SIGTERM (a scheduler's stop) takes Ctrl-C's path: a clean step boundary, one line.
     import os
+    import re
     import signal
     import subprocess
     import sys
@@ -153,17 +156,19 @@ def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
     cmd = [sys.executable, "-m", "quanta.cli", "parity", "train", "--out", str(tmp_path / "a")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([*cmd, *args], env=env, stderr=subprocess.PIPE, text=True)
-    checkpoint = tmp_path / "a" / "checkpoint.pt"  # first written after training started
+    checkpoint = tmp_path / "a" / "checkpoint.safetensors"  # first written after training started
     deadline = time.monotonic() + 60
     while not checkpoint.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Run the same command again to resume" in " ".join(err.split())
-    assert (tmp_path / "a" / "checkpoint.pt").exists()
+    assert proc.returncode == code, err
+    line = " ".join(err.split())
+    assert "Rerun the same command to resume" in line and len(err.strip().splitlines()) == 1
+    assert line.startswith("terminated (SIGTERM)" if sig == "SIGTERM" else "interrupted")
+    assert (tmp_path / "a" / "checkpoint.safetensors").exists()
     assert "Traceback" not in err
-    stopped_at = int(err.split("stopped at step ")[1].split(")")[0])
+    stopped_at = int(re.search(r"stopped at step (\d+)", line).group(1))
     assert 0 < stopped_at < 200_000
     # The signal must stop at a clean step boundary: the checkpoint equals the state of the
     # same config stopped at the same step through the Python API.
@@ -171,8 +176,9 @@ def test_sigint_checkpoints_and_rerun_resumes_identically(tmp_path):
 
     from quanta.config import build_config, parse_overrides
     from quanta.parity import ParityConfig, train_parity
+    from quanta.parity.run import load_checkpoint
 
-    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    state = load_checkpoint(tmp_path / "a" / "checkpoint.safetensors")
     assert state.step == stopped_at
     overrides = parse_overrides([a for a in args if a not in ("--quiet", "--no-figures")])
     cfg = build_config(ParityConfig, layers=[("cli", overrides)])

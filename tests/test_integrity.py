@@ -58,7 +58,7 @@ def _garble(path, *, truncate=False):
 def test_a_complete_run_records_every_file(tmp_path):
     _train(tmp_path / "run")
     files = json.loads((tmp_path / "run" / "manifest.json").read_text())["files"]
-    assert sorted(files) == ["curves.parquet", "model.pt"]
+    assert sorted(files) == ["curves.parquet", "model.safetensors"]
     for name, rec in files.items():  # an independent read of the file
         assert rec["size"] == (tmp_path / "run" / name).stat().st_size
         assert rec[HASH] == file_digest(tmp_path / "run" / name)
@@ -80,12 +80,12 @@ def test_a_damaged_file_is_named_and_recomputed(tmp_path, truncate):
 def test_a_damaged_input_is_refused_in_one_line(tmp_path):
     out = tmp_path / "run"
     _train(out)
-    _garble(out / "model.pt")
+    _garble(out / "model.safetensors")
     for args in (["parity", "analyze", str(out)], ["qdg", "parity", str(out)]):
         res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "x")])
         assert res.exit_code == 2, res.output
         line = " ".join(res.output.split())
-        assert f"'{out / 'model.pt'}': content differs" in line and "Traceback" not in line
+        assert f"'{out / 'model.safetensors'}': content differs" in line and "Traceback" not in line
     assert not (tmp_path / "x").exists()
 
 
@@ -96,15 +96,15 @@ def test_verify_names_each_damaged_file(tmp_path):
     res = CliRunner().invoke(app, ["verify", str(root)])
     assert res.exit_code == 0 and "4 files in 2 run directories, all as recorded" in res.output
     (root / "a" / "curves.parquet").unlink()
-    _garble(root / "b" / "model.pt", truncate=True)
+    _garble(root / "b" / "model.safetensors", truncate=True)
     res = CliRunner().invoke(app, ["verify", str(root)])
     assert res.exit_code == 1
     lines = [ln for ln in res.output.splitlines() if ln.startswith("damaged: ")]
+    model = root / "b" / "model.safetensors"
+    recorded = json.loads((root / "b" / "manifest.json").read_text())["files"][model.name]
     assert lines == [
         f"damaged: '{root / 'a' / 'curves.parquet'}': missing",
-        f"damaged: '{root / 'b' / 'model.pt'}': size "
-        f"{(root / 'b' / 'model.pt').stat().st_size:,} bytes, recorded "
-        f"{json.loads((root / 'b' / 'manifest.json').read_text())['files']['model.pt']['size']:,}",
+        f"damaged: '{model}': size {model.stat().st_size:,} bytes, recorded {recorded['size']:,}",
     ]
     res = CliRunner().invoke(app, ["verify", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "is not a directory" in res.output

@@ -553,6 +553,7 @@ def test_qdg_run_exact_similarity_and_kmeans_restarts_through_the_cli(losses_dir
         (["--similarity", "exact", "--knn", "5"], "knn = 5 needs similarity 'sketch'"),
         (["--similarity", "exact", "--block-params", "0"], "'block_params' parameter"),
         (["--assign", "kmeans", "--n-init", "0"], "'n_init' parameter of quanta qdg run"),
+        (["--head", "fast"], "The 'head' parameter of quanta qdg run must be one of"),
     ],
 )
 def test_qdg_run_bad_input(losses_dir, tmp_path, extra, message):

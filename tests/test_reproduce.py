@@ -145,9 +145,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_run, tmp_path):
 def test_a_failing_stage_is_named_and_the_report_marks_it(tmp_path):
     out = tmp_path / "r"
     args = ["reproduce", "--preset", "tiny", "--only", "lm,qdg", "--out", str(out)]
-    res = CliRunner().invoke(app, [*args, "--corpus", str(tmp_path / "no-such-corpus")])
+    # Its first document reads (a missing corpus is refused before any stage), a later not.
+    bad = tmp_path / "bad-corpus.jsonl"
+    bad.write_text('{"text": "def f(x):\\n    return x\\n"}\nnot json\n')
+    res = CliRunner().invoke(app, [*args, "--corpus", str(bad)])
     assert res.exit_code == 1, res.output
-    assert "stage lm-losses failed" in res.output and "no-such-corpus" in res.output
+    assert "stage lm-losses failed" in res.output and "bad-corpus.jsonl" in res.output
     assert not (out / "lm" / "losses").exists()  # refused before writing anything
     state = read_stages(out)
     assert state["lm-suite"]["status"] == "done" and state["qdg-validate"]["status"] == "done"
@@ -155,7 +158,7 @@ def test_a_failing_stage_is_named_and_the_report_marks_it(tmp_path):
     assert "needs stage lm-losses (failed)" in state["lm-analyze"]["message"]
     assert state["qdg-clusters"]["status"] == "skipped"
     page = (out / "report.html").read_text()
-    assert "stage <b>lm-losses</b> failed" in page and "no-such-corpus" in page
+    assert "stage <b>lm-losses</b> failed" in page and "bad-corpus.jsonl" in page
     assert "stage <b>toy-params</b> was not run" in page  # not selected: marked, not hidden
     assert "Planted-truth validation" in page and "mean ARI" in page  # the rest still renders
     # fixing the cause and running again finishes the remaining stages only
@@ -221,7 +224,11 @@ def test_only_stages_that_read_the_corpus_need_one():
     # The toy and planted-truth stages read no corpus: --preset paper --only toy needs none.
     assert resolve_corpus("paper", plan("paper", "toy,qdg-validate"), None) == ""
     assert resolve_corpus("cpu", plan("cpu"), None) == "stdlib:test"
-    assert resolve_corpus("tiny", plan("tiny", "lm"), "x.jsonl") == "x.jsonl"  # not checked
+    # A given corpus is checked for every preset (issue 21: it was not, and the suite trained
+    # before the missing file was found); one without {corpus} stages is not read.
+    with pytest.raises(ValueError, match=r"Corpus 'x\.jsonl' does not exist"):
+        resolve_corpus("tiny", plan("tiny", "lm"), "x.jsonl")
+    assert resolve_corpus("tiny", plan("tiny", "toy"), "x.jsonl") == "x.jsonl"
     uses = [s.name for s in PRESETS["paper"] if any("{corpus}" in " ".join(c) for c in s.commands)]
     assert uses == ["lm-losses"]  # the one stage the paper's corpus feeds directly
 
@@ -245,7 +252,7 @@ def test_ctrl_c_stops_the_job_and_a_rerun_resumes(tmp_path, monkeypatch):
     out = tmp_path / "r"
     args = ["reproduce", "--preset", "tiny", "--only", "lm", "--out", str(out)]
     res = CliRunner().invoke(app, args)
-    assert res.exit_code == 130 and "Run the same command again to resume" in res.output
+    assert res.exit_code == 130 and "Rerun the same command to resume" in res.output
     state = read_stages(out)
     assert state["lm-suite"]["status"] == "done" and state["lm-losses"]["status"] == "interrupted"
     assert "lm-analyze" not in state  # nothing ran after the interruption

@@ -125,7 +125,7 @@ def test_sweep_killed_with_sigkill_finishes_every_run_exactly_once(tmp_path):
     while time.monotonic() < deadline:
         runs = list((out / "runs").glob("*")) if (out / "runs").exists() else []
         done = [r for r in runs if (r / "curves.parquet").exists()]
-        midway = [r for r in runs if (r / "checkpoint.pt").exists()]
+        midway = [r for r in runs if (r / "checkpoint.safetensors").exists()]
         if done and midway:
             break
         time.sleep(0.05)

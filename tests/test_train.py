@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
+from quanta._tensorfile import load_tree
 from quanta._validation import QuantaInputError
 from quanta.parity import ParityConfig, SparseParityTask, summarize, train_parity
 from quanta.parity.model import FusedParityMLP
-from quanta.parity.run import CHECKPOINT, CURVES, MODEL, run_parity
+from quanta.parity.run import CHECKPOINT, CURVES, MODEL, load_checkpoint, run_parity
 from quanta.parity.train import CURVE_COLUMNS, eval_schedule
 
 
@@ -169,14 +170,14 @@ def test_interrupted_fixed_dataset_run_resumes_to_identical_result(tmp_path):
 
     with pytest.raises(KeyboardInterrupt, match="stopped at step 17"):
         run_parity(cfg, tmp_path / "run", stop=stop_at_17)
-    state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    state = load_checkpoint(tmp_path / "run" / CHECKPOINT)
     assert state.step == 17 and state.cursor == 100 and state.order is not None
     resumed = run_parity(cfg, tmp_path / "run")
     assert resumed.status == "resumed" and resumed.resumed_from == 17
     fresh = train_parity(cfg)
     pd.testing.assert_frame_equal(resumed.curves, fresh.curves, check_exact=True)
     assert set(fresh.curves["split"]) == {"test", "val", "train"}
-    weights = torch.load(tmp_path / "run" / MODEL, weights_only=False)["state_dict"]
+    weights = load_tree(tmp_path / "run" / MODEL)["state_dict"]
     expected = fresh.model.state_dict()
     assert weights.keys() == expected.keys()
     assert all(torch.equal(weights[k], expected[k]) for k in expected)

@@ -391,10 +391,12 @@ def stage_options(
     executor: str = "local",
     ray_address: str | None = None,
     device: str | None = None,
+    decode_errors: str = "strict",
 ) -> dict[str, list[str]]:
     """The ``extra`` arguments of :func:`reproduce` that run the models of ``preset``'s stages
     (those selected by ``only``) on ``device`` (:data:`DEVICE_COMMANDS`) and its toy sweeps
-    (a task per run) and loss columns (a task per model) on ``executor``.
+    (a task per run) and loss columns (a task per model) on ``executor``; ``decode_errors``
+    is lm losses' (``"replace"``: bad bytes in the corpus become U+FFFD).
 
     Everything is checked before a directory is claimed: the executor (a dead Ray address, a
     missing ``sbatch``), and the device where a selected stage runs a model on this machine
@@ -406,11 +408,14 @@ def stage_options(
     if ray_address and executor != "ray":
         raise QuantaInputError("--ray-address is used with --executor ray only.")
     check_executor(executor, ray_address, owner="quanta reproduce")
+    check_choice(decode_errors, "decode_errors", "quanta reproduce", ["strict", "replace"])
     stages = plan(preset, only)
     extra: dict[str, list[str]] = {}
+    if decode_errors != "strict":
+        extra["lm losses"] = ["--decode-errors", decode_errors]
     if device:
         for command in DEVICE_COMMANDS:
-            extra[command] = ["--device", device]
+            extra.setdefault(command, []).extend(["--device", device])
         here = {" ".join(c[:2]) for s in stages for c in s.commands} & set(DEVICE_COMMANDS)
         if executor in _REMOTE:
             here -= {"parity sweep", "lm losses"}
@@ -429,17 +434,20 @@ def read_stages(out: str | Path) -> dict[str, dict[str, Any]]:
     return read_stages_file(out).stages
 
 
-def resolve_corpus(preset: str, stages: list[Stage], corpus: str | None) -> str:
+def resolve_corpus(
+    preset: str, stages: list[Stage], corpus: str | None, decode_errors: str = "strict"
+) -> str:
     """The corpus the ``stages`` of ``preset`` read: ``corpus``, else the preset's default.
 
     Raises
     ------
     QuantaInputError
-        A preset without a default corpus (``paper``) whose stages read one, given none or one
-        that holds no readable document. Checked before anything is written.
+        A preset without a default corpus (``paper``) whose stages read one, given none; or a
+        given corpus that is missing or holds no readable document. Checked before anything
+        is written.
     """
     uses = any("{corpus}" in arg for s in stages for c in s.commands for arg in c)
-    if preset in DEFAULT_CORPUS or not uses:
+    if not uses or (corpus is None and preset in DEFAULT_CORPUS):
         return corpus if corpus is not None else DEFAULT_CORPUS.get(preset, "")
     if corpus is None:
         raise QuantaInputError(
@@ -449,7 +457,9 @@ def resolve_corpus(preset: str, stages: list[Stage], corpus: str | None) -> str:
         )
     from quanta.lm.corpus import load_documents
 
-    load_documents(corpus, max_docs=1)  # exists and holds a document, before hours of toy runs
+    # Exists and holds a readable document: before minutes of suite training or hours of toy
+    # runs, not when the first stage that reads it starts.
+    load_documents(corpus, max_docs=1, decode_errors=decode_errors)
     return corpus
 
 
@@ -498,7 +508,11 @@ def reproduce(
         The state of every stage recorded in ``out`` (see ``read_stages``).
     """
     stages = plan(preset, only)
-    corpus = resolve_corpus(preset, stages, corpus)
+    # The corpus is checked as lm losses will read it (``--decode-errors`` in its extra).
+    losses_args = (extra or {}).get("lm losses", [])
+    flag = "--decode-errors"
+    errors = losses_args[losses_args.index(flag) + 1] if flag in losses_args[:-1] else "strict"
+    corpus = resolve_corpus(preset, stages, corpus, errors)
     out = Path(out)
     run = _claim(out, preset)
     planned = [PlannedStage(s.name, s.group, s.title) for s in PRESETS[preset]]

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from quanta.cli._common import in_process_runner
+from quanta.cli._common import in_process_runner, install_signal_handlers
 from quanta.cli.job import job_app
 from quanta.cli.lm import lm_app
 from quanta.cli.parity import parity_app
@@ -40,6 +40,7 @@ app.add_typer(job_app)
 
 def main() -> None:
     """Console-script entry point (``quanta = "quanta.cli:main"``)."""
+    install_signal_handlers()
     app(prog_name="quanta")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import signal
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -23,10 +24,13 @@ __all__ = [
     "WAIT_OPT",
     "ConfigKeysCommand",
     "RootCommand",
+    "Terminated",
     "config_keys_command",
     "console",
     "fail",
     "in_process_runner",
+    "install_signal_handlers",
+    "interrupt_exit",
     "out",
     "progress_bar",
     "user_errors",
@@ -56,8 +60,44 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python code runs next: it takes Ctrl-C's path (every write is
+    atomic, so what was finished stays and a rerun resumes) but exits 143, not 130."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("terminated (SIGTERM)")
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM (a scheduler's or ``kill``'s stop) the same path as Ctrl-C. Installed once
+    by the ``quanta`` entry point; commands that stop at a clean step boundary (``parity
+    train``) install their own handler for both signals while they train."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def interrupt_exit(exc: BaseException, saved: str) -> typer.Exit:
+    """Print the one line of an interrupted command (what ``saved`` holds, how to resume) and
+    return its exit: 143 after SIGTERM, 130 after Ctrl-C (128 + the signal, as shells do).
+
+    Inside ``quanta reproduce`` (:data:`RAISE_ERRORS`) nothing is printed — the job says the
+    one line — and the status alone carries which signal it was (Typer turns any
+    ``KeyboardInterrupt`` into status 130, so a ``Terminated`` would arrive as Ctrl-C)."""
+    term = isinstance(exc, Terminated)
+    if RAISE_ERRORS.get():
+        return typer.Exit(128 + (signal.SIGTERM if term else signal.SIGINT))
+    console.print(
+        f"{'terminated (SIGTERM)' if term else 'interrupted'}; {saved}. Rerun the same command "
+        "to resume.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return typer.Exit(128 + (signal.SIGTERM if term else signal.SIGINT))
+
+
 def user_errors(fn: F) -> F:
-    """Turn user-input errors raised inside ``fn`` into one line and exit code 2."""
+    """Turn user-input errors raised inside ``fn`` into one line and exit code 2, and an
+    interruption (Ctrl-C, SIGTERM) into one line saying what is kept and exit 130 / 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -67,6 +107,10 @@ def user_errors(fn: F) -> F:
             if os.environ.get("QUANTA_DEBUG") or RAISE_ERRORS.get():
                 raise
             raise fail(str(exc)) from None
+        except KeyboardInterrupt as exc:
+            where = kwargs.get("out_dir")
+            saved = f"what was finished is kept in '{where}'" if where else "nothing was saved"
+            raise interrupt_exit(exc, saved) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -190,6 +234,8 @@ def in_process_runner(command: RootCommand) -> Callable[[list[str]], None]:
             RAISE_ERRORS.reset(token)
         if code == 130:  # Ctrl-C inside a command (Typer turns it into exit status 130)
             raise KeyboardInterrupt("interrupted")
+        if code == 143:  # SIGTERM inside a command (see interrupt_exit)
+            raise Terminated("terminated (SIGTERM)")
         if isinstance(code, int) and code != 0:
             raise RuntimeError(f"'quanta {argv[0]}' exited with status {code}")
 

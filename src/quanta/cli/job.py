@@ -15,7 +15,15 @@ import typer
 from rich.table import Table
 
 from quanta._validation import QuantaInputError
-from quanta.cli._common import WAIT_OPT, console, in_process_runner, out, user_errors, writes
+from quanta.cli._common import (
+    WAIT_OPT,
+    console,
+    in_process_runner,
+    interrupt_exit,
+    out,
+    user_errors,
+    writes,
+)
 
 __all__ = ["job_app"]
 
@@ -51,6 +59,11 @@ def reproduce_cmd(
         help="torch device of every stage that runs a model: parity train and sweeps, lm suite "
         "train, lm losses (also of lm-dynamics), qdg run [the preset's: cpu; paper: cuda].",
     ),
+    decode_errors: str = typer.Option(
+        "strict",
+        help="Invalid UTF-8 or a lone surrogate in --corpus: strict (refused, naming "
+        "FILE:LINE) | replace (each becomes U+FFFD; see 'quanta lm losses').",
+    ),
     wait: bool = WAIT_OPT,
 ) -> None:
     """Run every pipeline of the paper in order (theory, toy sweeps, LM suite → losses →
@@ -62,7 +75,14 @@ def reproduce_cmd(
     """
     from quanta.pipeline import plan, reproduce, stage_options
 
-    extra = stage_options(preset, only, executor=executor, ray_address=ray_address, device=device)
+    extra = stage_options(
+        preset,
+        only,
+        executor=executor,
+        ray_address=ray_address,
+        device=device,
+        decode_errors=decode_errors,
+    )
     failed: list[str] = []
     try:
         state = reproduce(
@@ -74,13 +94,8 @@ def reproduce_cmd(
             extra=extra,
             on_stage=_stage_display(out_dir, failed),
         )
-    except KeyboardInterrupt:
-        console.print(
-            f"interrupted; finished stages are kept in '{out_dir}'. Run the same command again "
-            "to resume.",
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        raise interrupt_exit(exc, f"finished stages are kept in '{out_dir}'") from None
     table = Table(title=f"quanta reproduce --preset {preset}")
     for name in ("stage", "status", "seconds"):
         table.add_column(name, justify="right")

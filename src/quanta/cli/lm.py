@@ -188,6 +188,11 @@ def lm_losses(
     ),
     bos: bool = typer.Option(False, "--bos", help="Prepend BOS (the paper: no BOS)."),
     text_field: str = typer.Option("text", help="JSON / dataset field holding the text."),
+    decode_errors: str = typer.Option(
+        "strict",
+        help="Invalid UTF-8 or a lone surrogate in the corpus: strict (refused, naming "
+        "FILE:LINE) | replace (each becomes U+FFFD).",
+    ),
     dtype: str = typer.Option("float32", help="Stored loss dtype: float32 | float16."),
     batch_tokens: int = typer.Option(8192, help="Padded tokens per forward batch."),
     head: str = typer.Option(
@@ -240,6 +245,7 @@ def lm_losses(
             max_len=max_len,
             bos=bos,
             text_field=text_field,
+            decode_errors=decode_errors,
             dtype=dtype,
             batch_tokens=batch_tokens,
             head=head,

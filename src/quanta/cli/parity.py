@@ -17,8 +17,10 @@ from quanta._validation import check_choice
 from quanta.cli._common import (
     EXTRA_ARGS,
     WAIT_OPT,
+    Terminated,
     config_keys_command,
     console,
+    interrupt_exit,
     out,
     progress_bar,
     user_errors,
@@ -78,12 +80,12 @@ def parity_train(
     from quanta.parity.run import CURVES, run_parity
 
     cfg = _parity_config(ctx, config, preset)
-    interrupted = {"flag": False}
+    interrupted: dict[str, int] = {}  # the signal that asked to stop, if one did
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        interrupted["flag"] = True
+    def on_signal(signum: int, frame: Any) -> None:  # stop at the next step boundary
+        interrupted.setdefault("signum", signum)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     progress = progress_bar("loss {task.fields[loss]:.4f}")
     progress.disable = quiet
     bar = progress.add_task("train", total=cfg.steps, loss=float("nan"))
@@ -97,19 +99,18 @@ def parity_train(
             cfg,
             out_dir,
             on_start=on_start,
-            stop=lambda: interrupted["flag"],
+            stop=lambda: bool(interrupted),
             progress=lambda s, info: progress.update(bar, completed=s, loss=info["loss"]),
         )
     except KeyboardInterrupt as exc:
         progress.stop()
-        console.print(
-            f"interrupted ({exc}); the checkpoint is in '{out_dir}'. Run the same "
-            "command again to resume."
-        )
-        raise typer.Exit(130) from None
+        term = interrupted.get("signum") == signal.SIGTERM or isinstance(exc, Terminated)
+        cause = Terminated(str(exc)) if term else exc
+        raise interrupt_exit(cause, f"{exc}; the checkpoint is in '{out_dir}'") from None
     finally:
         progress.stop()
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if outcome.status == "complete":
         console.print(f"'{out_dir}' already holds this run, complete; nothing to do.")
     elif outcome.resumed_from:

@@ -93,6 +93,12 @@ def qdg_run(
         None, help="Mean-loss exponent for the predicted Zipf exponent [from lm analyze]."
     ),
     seed: int = typer.Option(0, help="Seed of selection, projection and clustering."),
+    head: str = typer.Option(
+        "auto",
+        help="Loss whose gradients are taken, as for 'lm losses': auto (the output head on the "
+        "last hidden state if it matches the model's own logits, else the model's own forward, "
+        "with a warning) | chunked (or fail) | full. The path taken is in grads.json.",
+    ),
     device: str = typer.Option(
         "cpu", help="Where the model runs and its gradients are taken: cpu | cuda | cuda:1 | …"
     ),
@@ -123,6 +129,7 @@ def qdg_run(
         "n_init": n_init,
         "alpha_n": alpha_n,
         "seed": seed,
+        "head": head,
     }
     where = {
         "executor": executor,
@@ -143,8 +150,35 @@ def qdg_run(
         )
     result = _run_one(losses, out_dir, "0" if model is None else model, device, quiet, options)
     _print_run(result)
+    _print_parameters(out_dir / "grads.json")
     stored = "gram.npy" if similarity == "exact" else "grads.npy"
     out.print(f"{out_dir}/  (samples, {stored}, labels, clusters, rank_frequency, zipf.json, png)")
+
+
+def _grouped(names: list[str]) -> str:
+    """Parameter names with layer indices folded: ``h.*.mlp.c_fc.weight ×2, …``."""
+    import re
+    from collections import Counter
+
+    counts = Counter(re.sub(r"\.\d+\.", ".*.", name) for name in names)
+    return ", ".join(f"{n} ×{c}" if c > 1 else n for n, c in counts.items())
+
+
+def _print_parameters(grads_json: Path) -> None:
+    """Which parameters' gradients were taken, which were left out and why, and the head."""
+    import json
+
+    info = json.loads(grads_json.read_text())
+    out.print(
+        f"gradients: {len(info['params'])} parameter tensors ({info['dim']:,} coordinates), "
+        f"loss by the {info.get('head', 'chunked')} head: {_grouped(info['params'])}",
+        soft_wrap=True,  # long lists: the terminal wraps them, names stay whole
+    )
+    by_kind: dict[str, list[str]] = {}
+    for name, why in info.get("excluded", {}).items():
+        by_kind.setdefault(why, []).append(name)
+    for why, names in by_kind.items():
+        out.print(f"excluded ({why}): {_grouped(names)}", soft_wrap=True)
 
 
 def _threshold(text: str) -> float | str:

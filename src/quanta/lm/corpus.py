@@ -25,6 +25,7 @@ nothing: they are skipped and counted, never an error.
 from __future__ import annotations
 
 import json
+import re
 import sysconfig
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quanta._validation import QuantaInputError, check_int
+from quanta._validation import QuantaInputError, check_choice, check_int
 
 __all__ = [
     "Document",
@@ -51,6 +52,8 @@ FORMATS = (
     "stdlib[:train|:test], site-packages, A+B, a text file, a directory, .jsonl, .jsonl.zst, "
     "a saved HF dataset"
 )
+DECODE_ERRORS = ("strict", "replace")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,19 @@ def stdlib_files() -> list[Path]:
 
 
 def load_documents(
-    source: str | Path = "stdlib", *, max_docs: int | None = None, text_field: str = "text"
+    source: str | Path = "stdlib",
+    *,
+    max_docs: int | None = None,
+    text_field: str = "text",
+    decode_errors: str = "strict",
 ) -> tuple[list[Document], int]:
     """Documents of ``source`` (see the module docstring) and the number skipped as unreadable.
 
-    ``max_docs`` keeps the first documents in source order.
+    ``max_docs`` keeps the first documents in source order. ``decode_errors``: ``"strict"``
+    refuses invalid UTF-8 in a text or ``.jsonl`` file, and a lone surrogate (a ``\\ud800``
+    escape without its pair) in a ``.jsonl`` text, naming ``FILE:LINE`` (files of a directory
+    that are not UTF-8 are skipped and counted); ``"replace"`` turns each bad byte or lone
+    surrogate into U+FFFD and keeps the document.
 
     >>> docs, skipped = load_documents("stdlib:test", max_docs=2)
     >>> len(docs), skipped, docs[0].name.endswith(".py")
@@ -81,9 +92,10 @@ def load_documents(
     """
     if max_docs is not None:
         max_docs = check_int(max_docs, "max_docs", _OWNER, low=1)
+    errors = check_choice(decode_errors, "decode_errors", _OWNER, list(DECODE_ERRORS))
     docs: list[Document] = []
     skipped = 0
-    for item in _iter_source(str(source), text_field):
+    for item in _iter_source(str(source), text_field, errors):
         if item is None:
             skipped += 1
             continue
@@ -122,10 +134,10 @@ def _iter_site_packages() -> Iterator[Document | None]:
             yield doc
 
 
-def _iter_source(source: str, text_field: str) -> Iterator[Document | None]:
+def _iter_source(source: str, text_field: str, errors: str) -> Iterator[Document | None]:
     if "+" in source and not Path(source).exists():
         for part in source.split("+"):
-            yield from _iter_source(part, text_field)
+            yield from _iter_source(part, text_field, errors)
         return
     if source == "site-packages":
         yield from _iter_site_packages()
@@ -150,39 +162,73 @@ def _iter_source(source: str, text_field: str) -> Iterator[Document | None]:
             yield from _iter_hf_dataset(path, text_field)
             return
         for p in sorted(q for q in path.rglob("*") if q.is_file()):
-            yield _read_text(p, p.relative_to(path).as_posix())
+            yield _read_text(p, p.relative_to(path).as_posix(), errors)
         return
     name = path.name.lower()
     if name.endswith(".jsonl") or name.endswith(".jsonl.zst"):
-        yield from _iter_jsonl(path, text_field)
+        yield from _iter_jsonl(path, text_field, errors)
         return
     if name.endswith((".parquet", ".arrow", ".zip", ".gz", ".tar", ".zst", ".bz2", ".xz")):
         raise QuantaInputError(f"Unknown corpus format {path.name!r}. Corpora: {FORMATS}.")
-    doc = _read_text(path, path.name)
-    if doc is None:
-        raise QuantaInputError(f"Corpus file {source!r} is not UTF-8 text. Corpora: {FORMATS}.")
-    yield doc
-
-
-def _read_text(path: Path, name: str) -> Document | None:
     try:
-        return Document(name, path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise QuantaInputError(f"Cannot read corpus file '{path}': {exc.strerror}.") from None
+    yield Document(path.name, _decode(data, path, errors))
+
+
+def _read_text(path: Path, name: str, errors: str = "strict") -> Document | None:
+    try:
+        return Document(name, path.read_bytes().decode("utf-8", errors))
     except (UnicodeDecodeError, OSError):
         return None
 
 
-def _iter_jsonl(path: Path, text_field: str) -> Iterator[Document | None]:
+def _decode(data: bytes, path: Path, errors: str, line: int = 0) -> str:
+    """``data`` decoded as UTF-8; invalid bytes are refused naming ``path:line`` (``line`` 0:
+    ``data`` is the whole file) or, with ``errors="replace"``, become U+FFFD."""
+    try:
+        return data.decode("utf-8", errors)
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        if not line:  # the whole file: the line and the byte within it
+            line = data.count(b"\n", 0, start) + 1
+            start -= data.rfind(b"\n", 0, exc.start) + 1
+        raise QuantaInputError(
+            f"{path}:{line}: invalid UTF-8 at byte {start + 1} of the line "
+            f"(0x{exc.object[exc.start]:02x}); fix the file or pass --decode-errors replace "
+            "(each bad byte becomes U+FFFD)."
+        ) from None
+
+
+def _no_surrogates(text: str, where: str, errors: str) -> str:
+    """``text`` without lone surrogates (which JSON's ``\\ud800`` escapes can make and no
+    tokenizer accepts): refused naming ``where``, or each replaced by U+FFFD."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return text
+    if errors == "replace":
+        return _SURROGATE.sub("\ufffd", text)
+    raise QuantaInputError(
+        f"{where}: lone surrogate U+{ord(found.group()):04X} at character {found.start() + 1} "
+        "of the text (a \\u escape without its pair); fix the file or pass --decode-errors "
+        "replace (each becomes U+FFFD)."
+    )
+
+
+def _iter_jsonl(path: Path, text_field: str, errors: str) -> Iterator[Document | None]:
     import io
 
     if path.name.lower().endswith(".zst"):
         import zstandard
 
         raw: Any = zstandard.ZstdDecompressor().stream_reader(path.open("rb"))
-        lines: Any = io.TextIOWrapper(raw, encoding="utf-8")
+        lines: Any = io.BufferedReader(raw)
     else:
-        lines = path.open(encoding="utf-8")
+        lines = path.open("rb")  # bytes: a bad byte is named by line, not by stream position
     with lines:
-        for i, line in enumerate(lines):
+        for i, data in enumerate(lines):
+            line = _decode(data, path, errors, line=i + 1)
             if not line.strip():
                 continue
             try:
@@ -193,7 +239,10 @@ def _iter_jsonl(path: Path, text_field: str) -> Iterator[Document | None]:
                     f"JSON object with a {text_field!r} field per line."
                 ) from None
             text = record.get(text_field) if isinstance(record, dict) else None
-            yield Document(f"{path.name}:{i + 1}", text) if isinstance(text, str) else None
+            if not isinstance(text, str):
+                yield None
+                continue
+            yield Document(f"{path.name}:{i + 1}", _no_surrogates(text, f"{path}:{i + 1}", errors))
 
 
 def _iter_hf_dataset(path: Path, text_field: str) -> Iterator[Document | None]:

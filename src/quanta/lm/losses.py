@@ -6,13 +6,14 @@ body under ``torch.inference_mode`` and applies the output head and log-softmax 
 ``chunk_rows`` positions (512: measured fastest on a 50k vocabulary, logits of a chunk stay
 near cache size), so the ``[tokens, vocab]`` logits never exist at once. That chunked head is
 checked against the model's own logits before use (:func:`resolve_head`); a model whose logits
-are not a plain linear head falls back, visibly, to full logits. Padding is on the right and
-causal, so it changes no loss (tested) and needs no attention mask.
+are not a plain linear head falls back, visibly, to full logits. The loss of a token, both
+paths and the check live in :mod:`quanta.lm.head`, shared with the gradients of QDG. Padding
+is on the right and causal, so it changes no loss (tested) and needs no attention mask.
 
-**The next-token shift lives in one place**, :func:`next_token_targets`: for inputs ``[batch,
-pos]`` the hidden state at position ``j`` predicts token ``j + 1``, so targets and losses are
-``[batch, pos - 1]`` and loss ``[b, j]`` belongs to the predicted token at position ``j + 1`` —
-index-table row ``(doc_id, pos = j + 1)``.
+**The next-token shift lives in one place**, :func:`quanta.lm.head.next_token_targets`: for
+inputs ``[batch, pos]`` the hidden state at position ``j`` predicts token ``j + 1``, so targets
+and losses are ``[batch, pos - 1]`` and loss ``[b, j]`` belongs to the predicted token at
+position ``j + 1`` — index-table row ``(doc_id, pos = j + 1)``.
 
 A suite's losses in a resumable run directory (one column per model, over executors) are
 :func:`quanta.lm.losses_run.run_losses`.
@@ -20,14 +21,15 @@ A suite's losses in a resumable run directory (one column per model, over execut
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from quanta._validation import QuantaInputError, check_choice, check_int
+from quanta._validation import QuantaInputError, check_int
+from quanta.lm import head as _head
 from quanta.lm.corpus import TokenizedCorpus
+from quanta.lm.head import HEADS, HeadFallbackWarning, batch_losses, next_token_targets
 
 __all__ = [
     "HEADS",
@@ -39,22 +41,6 @@ __all__ = [
 ]
 
 _OWNER = "quanta lm losses"
-HEADS = ("auto", "chunked", "full")
-_HEAD_ATOL = 1e-4  # nats: chunked vs full must agree this well on the check document
-
-
-def next_token_targets(input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
-    """Targets and their validity for next-token prediction: both ``[batch, pos - 1]``.
-
-    ``targets[b, j] = input_ids[b, j + 1]`` is predicted from positions ``≤ j``; ``valid[b, j]``
-    is False where position ``j + 1`` is padding.
-
-    >>> import torch
-    >>> t, v = next_token_targets(torch.tensor([[5, 6, 7]]), torch.tensor([[1, 1, 0]]))
-    >>> t.tolist(), v.tolist()
-    ([[6, 7]], [[True, False]])
-    """
-    return input_ids[:, 1:], attention_mask[:, 1:].bool()
 
 
 def _batches(lengths: np.ndarray, batch_tokens: int) -> Iterator[np.ndarray]:
@@ -97,7 +83,6 @@ def token_losses(
             f"{int(corpus.tokens.max())} but the model's vocabulary has {vocab} entries."
         )
     path = resolve_head(model, corpus, head=head, chunk_rows=chunk_rows, device=device)
-    losses_of = _chunked_losses if path == "chunked" else _full_losses
     rows = corpus.row_offsets()
     lengths = corpus.lengths
     out = np.empty(corpus.n_predicted, dtype=np.float32)
@@ -112,7 +97,7 @@ def token_losses(
                 n = int(lengths[d])
                 ids[b, :n] = corpus.doc(int(d))
                 mask[b, :n] = 1
-            losses = losses_of(model, to_model(ids), to_model(mask), chunk_rows)
+            losses = batch_losses(model, to_model(ids), to_model(mask), path, chunk_rows)
             dest = np.concatenate([np.arange(rows[d], rows[d + 1]) for d in docs])
             out[dest] = losses
             if progress is not None:
@@ -128,14 +113,6 @@ def _mover(model: Any, device: str | None) -> Callable[[np.ndarray], Any]:
     return lambda a: torch.from_numpy(a).to(target)
 
 
-class HeadFallbackWarning(UserWarning):
-    """The chunked output head disagreed with the model's own logits; full logits were used.
-
-    Turn it into an error with ``warnings.simplefilter("error", HeadFallbackWarning)``, or
-    ask for ``head="chunked"``.
-    """
-
-
 def resolve_head(
     model: Any,
     corpus: TokenizedCorpus,
@@ -148,10 +125,11 @@ def resolve_head(
 
     *chunked* runs the model's body and applies the output head and cross-entropy to
     ``chunk_rows`` positions at a time, so the ``[tokens, vocab]`` logits never exist at once.
-    It is exact only where the logits are a plain linear head of the body's output, so it is
-    checked once, on the first 64 tokens of document 0 and with chunks of at most 16 rows (so
-    chunk boundaries are crossed), against *full*: the model's own forward,
-    ``model(input_ids).logits`` (``[batch, pos, vocab]`` at once: slower, more memory).
+    It is exact only where the logits are a plain linear head of the body's output, so its
+    logits are checked once, on the first 64 tokens of document 0, against *full*: the model's
+    own forward, ``model(input_ids).logits`` (``[batch, pos, vocab]`` at once: slower, more
+    memory). The rule (:func:`quanta.lm.head.resolve_head`) is the gradients' too; a model
+    that is not causal is refused.
 
     Parameters
     ----------
@@ -174,86 +152,16 @@ def resolve_head(
     Raises
     ------
     QuantaInputError
-        ``head="chunked"`` for a model whose chunked head disagrees with its logits.
+        ``head="chunked"`` for a model whose chunked head disagrees with its logits; a model
+        that is not causal.
 
     Warns
     -----
     HeadFallbackWarning
         ``head="auto"`` and the chunked head disagrees: full logits are used instead.
     """
-    import torch
-
-    head = check_choice(head, "head", _OWNER, list(HEADS))
-    chunk_rows = check_int(chunk_rows, "chunk_rows", _OWNER, low=1)
-    if head == "full":
-        return "full"
-    name = type(model).__name__
-    if model.get_output_embeddings() is None or model.base_model is model:
-        if head == "chunked":
-            raise QuantaInputError(
-                f"head='chunked' needs a model with a separate output head; {name} has none. "
-                "Use head='auto' or 'full'."
-            )
-        return "full"
-    with torch.inference_mode():
-        first = _mover(model, device)(corpus.doc(0)[:64].astype(np.int64)[None])
-        ones = torch.ones_like(first)
-        chunked = _chunked_losses(model, first, ones, min(chunk_rows, 16))
-        full = _full_losses(model, first, ones, 0)
-    gap = float(np.max(np.abs(chunked - full), initial=0.0))
-    if gap <= _HEAD_ATOL:  # float32 agrees to ~1e-6 nats; 1e-4 leaves room for kernels
-        return "chunked"
-    # A disagreement is an error only when the fast path was demanded. Under "auto" it is a
-    # warning: the full path *is* the model's own forward, so its losses are right by
-    # construction, and the models that need it (logits soft-capped or scaled after the head,
-    # e.g. Gemma 2's final_logit_softcapping) are legitimate inputs that an error would leave
-    # with no way to run. What must not happen is a silent switch, since a broken fast path
-    # would then pass every check: the warning says so, and run_losses records the path per
-    # model (models.parquet, column "head").
-    message = (
-        f"The chunked output head of {name} disagrees with the model's own logits on document "
-        f"0 (max |loss difference| {gap:.2e} nats > {_HEAD_ATOL:g})"
-    )
-    if head == "chunked":
-        raise QuantaInputError(f"{message}; use head='auto' or 'full' for this model.")
-    warnings.warn(
-        f"{message}; computing full logits instead (slower, [batch, pos, vocab] memory).",
-        HeadFallbackWarning,
-        stacklevel=2,
-    )
-    return "full"
-
-
-def _chunked_losses(model: Any, ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
-    """Losses of the valid targets of ``ids`` ``[batch, pos]``, row-major: the body once, then
-    the output head and cross-entropy ``chunk_rows`` targets at a time."""
-    import torch
-
-    # No attention mask: padding is on the right, so under the causal mask a real token only
-    # ever attends to real tokens; without a padding mask attention takes the fused causal
-    # kernel instead of materializing [batch, heads, pos, pos] scores.
-    hidden = model.base_model(input_ids=ids).last_hidden_state  # (B, T, d)
-    targets, valid = next_token_targets(ids, mask)  # (B, T - 1)
-    h, t = hidden[:, :-1][valid], targets[valid]  # (n, d), (n,)
-    lm_head = model.get_output_embeddings()
-    parts = []
-    for i in range(0, len(t), chunk_rows):
-        logits = lm_head(h[i : i + chunk_rows]).float()  # (≤ chunk_rows, vocab)
-        ce = torch.nn.functional.cross_entropy(logits, t[i : i + chunk_rows], reduction="none")
-        parts.append(ce.cpu())
-    return torch.cat(parts).numpy()
-
-
-def _full_losses(model: Any, ids: Any, mask: Any, chunk_rows: int) -> np.ndarray:
-    """Same as :func:`_chunked_losses` from the model's own ``[batch, pos, vocab]`` logits."""
-    import torch
-
-    logits = model(input_ids=ids).logits.float()  # right padding: see _chunked_losses
-    targets, valid = next_token_targets(ids, mask)
-    ce = torch.nn.functional.cross_entropy(
-        logits[:, :-1].transpose(1, 2), targets, reduction="none"
-    )  # (B, T - 1)
-    return ce[valid].cpu().numpy()
+    check_int(chunk_rows, "chunk_rows", _OWNER, low=1)
+    return _head.resolve_head(model, corpus.doc(0), head=head, owner=_OWNER, device=device)
 
 
 def paper_token_losses(model: Any, corpus: TokenizedCorpus) -> list[float]:

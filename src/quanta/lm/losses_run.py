@@ -60,6 +60,7 @@ def run_losses(
     max_len: int | None = None,
     bos: bool = False,
     text_field: str = "text",
+    decode_errors: str = "strict",
     dtype: str = "float32",
     batch_tokens: int = 8192,
     head: str = "auto",
@@ -99,6 +100,7 @@ def run_losses(
     from quanta.store import RunDir
 
     dtype = check_choice(dtype, "dtype", _OWNER, ["float32", "float16"])
+    decode_errors = check_choice(decode_errors, "decode_errors", _OWNER, ["strict", "replace"])
     head = check_choice(head, "head", _OWNER, list(HEADS))
     refs = resolve_suite(suite, checkpoints=checkpoints, revisions=revisions)
     out = Path(out).absolute()  # remote workers may start in another directory
@@ -119,6 +121,8 @@ def run_losses(
         "max_len": _check_configs(refs, max_len, same_context=suite.strip().endswith(".toml")),
         "bos": bos,
         "text_field": text_field,
+        # Only when not the default, so runs made before the option keep their hash.
+        **({"decode_errors": decode_errors} if decode_errors != "strict" else {}),
         "dtype": dtype,
     }
     job = _Job(
@@ -205,7 +209,10 @@ def _tokenized(job: _Job) -> TokenizedCorpus:
 
     c = job.config
     docs, unreadable = load_documents(
-        c["corpus"], max_docs=c["max_docs"], text_field=c["text_field"]
+        c["corpus"],
+        max_docs=c["max_docs"],
+        text_field=c["text_field"],
+        decode_errors=c.get("decode_errors", "strict"),
     )
     tokens = tokenize_documents(docs, job.tokenizer, max_len=c["max_len"], bos=c["bos"])
     tokens.n_skipped_unreadable = unreadable

@@ -259,6 +259,7 @@ def train_minisuite(
     from quanta.store import RunDir, portable_path, write_json, write_parquet
 
     check_device(cfg.device, "quanta lm suite train")
+    load_documents(cfg.corpus, max_docs=1)  # a bad corpus is refused before out is claimed
     out = Path(out)
     config = cfg.to_dict()
     stored = {**config, "corpus": portable_path(config["corpus"], out)}

@@ -14,20 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
-from quanta._validation import check_device
+from quanta._tensorfile import load_tree, refuse_pickle, save_tree
+from quanta._validation import QuantaInputError, check_device
 from quanta.config import config_hash, config_to_dict
 from quanta.parity.config import ParityConfig
 from quanta.parity.train import TrainState, summarize, train_parity
-from quanta.store import RunDir, save_torch, with_checkpoints, write_parquet
+from quanta.store import RunDir, write_parquet
 
-__all__ = ["RunOutcome", "open_parity_run", "run_parity"]
+__all__ = ["RunOutcome", "load_checkpoint", "open_parity_run", "run_parity", "save_checkpoint"]
 
 KIND = "parity.train"
 CURVES = "curves.parquet"
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
+# safetensors + JSON (quanta._tensorfile), never pickle: opening a shared run runs no code.
+CHECKPOINT = "checkpoint.safetensors"
+MODEL = "model.safetensors"
+OLD_CHECKPOINT, OLD_MODEL = "checkpoint.pt", "model.pt"  # pickles of quanta < 0.2: refused
 
 
 @dataclass
@@ -76,21 +78,27 @@ def run_parity(
             float(manifest.get("wall_seconds", 0.0)),
         )
     state: TrainState | None = None
-    if status == "resume" and run.file(CHECKPOINT).exists():
-        state = torch.load(run.file(CHECKPOINT), weights_only=False)
+    if status == "resume":
+        refuse_pickle(
+            run.file(OLD_CHECKPOINT),
+            "a checkpoint",
+            "delete it to restart this run from step 0, or choose another --out directory",
+        )
+        if run.file(CHECKPOINT).exists():
+            state = load_checkpoint(run.file(CHECKPOINT))
     start = state.step if state is not None else 0
     if on_start is not None:
         on_start(start)
     result = train_parity(
         cfg,
         state=state,
-        on_checkpoint=with_checkpoints(run, CHECKPOINT),
+        on_checkpoint=lambda st: save_checkpoint(run.file(CHECKPOINT), st),
         progress=progress,
         stop=stop,
     )
     summary = summarize(result.curves, cfg.learned_threshold)
     write_parquet(run.file(CURVES), result.curves)
-    save_torch(
+    save_tree(
         run.file(MODEL),
         {
             "state_dict": result.model.state_dict(),
@@ -112,3 +120,19 @@ def run_parity(
         result.wall_seconds,
         resumed_from=start,
     )
+
+
+def save_checkpoint(path: Path, state: TrainState) -> None:
+    """Write ``state`` atomically to ``path`` (safetensors + JSON; see quanta._tensorfile)."""
+    save_tree(path, {f.name: getattr(state, f.name) for f in dataclasses.fields(TrainState)})
+
+
+def load_checkpoint(path: Path) -> TrainState:
+    """The :class:`TrainState` saved at ``path`` by :func:`save_checkpoint`, exactly."""
+    tree = load_tree(path)
+    names = {f.name for f in dataclasses.fields(TrainState)}
+    if not isinstance(tree, dict) or set(tree) != names:
+        raise QuantaInputError(
+            f"'{path}' is not a parity checkpoint; delete it to restart the run from step 0."
+        )
+    return TrainState(**tree)

@@ -9,14 +9,13 @@ and newlines made visible (``↵``). The rank-frequency figure is embedded as a 
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from quanta._html import img, show_text
+from quanta._html import escape, img, show_text
 from quanta._validation import QuantaInputError, check_int
 
 __all__ = ["write_browser"]
@@ -58,7 +57,7 @@ def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int
     parts = _head(qdg_dir, zipf, k, ks, len(samples))
     overview = [
         f"<tr><td>{rank}</td><td>{size}</td><td>{100 * size / len(lab):.1f}%</td>"
-        f'<td class="desc"><a href="#c{cluster}">{html.escape(describe.get(cluster, ""))}</a>'
+        f'<td class="desc"><a href="#c{cluster}">{escape(describe.get(cluster, ""))}</a>'
         "</td></tr>"
         for rank, (cluster, size) in enumerate(sizes.items(), start=1)
     ]
@@ -98,7 +97,7 @@ def _head(qdg_dir: Path, zipf: dict[str, Any], k: int, ks: list[int], n: int) ->
         else f"Zipf fit: {fit.get('message', 'n/a')}"
     )
     info = zipf.get("model_info") or {}
-    model_text = html.escape(str(zipf.get("model"))) + (
+    model_text = escape(str(zipf.get("model"))) + (
         f", N = {info['n_params']:,} non-embedding parameters" if "n_params" in info else ""
     )
     selection = zipf.get("selection") or {}
@@ -108,11 +107,11 @@ def _head(qdg_dir: Path, zipf: dict[str, Any], k: int, ks: list[int], n: int) ->
         f"<title>QDG clusters, K = {k}</title><style>{_STYLE}</style></head><body>",
         f"<h1>QDG clusters of {n:,} tokens ({model_text}), K = {k}</h1>",
         (
-            f'<p class="selection">Selected: {html.escape(selection["reason"])}.</p>'
+            f'<p class="selection">Selected: {escape(selection["reason"])}.</p>'
             if "reason" in selection
             else ""
         ),
-        f"<p>{html.escape(fit_text)}"
+        f"<p>{escape(fit_text)}"
         + (
             f"; the quantization model predicts 1 + α_N = {zipf['predicted_exponent']:.3f}"
             if zipf.get("predicted_exponent") is not None
@@ -129,11 +128,11 @@ def _cluster(
 ) -> list[str]:
     """One cluster's ``<details>`` block (the first three open): its top tokens and samples."""
     top = members["token"].value_counts().head(5)
-    top_text = ", ".join(f"{html.escape(repr(t))}×{c}" for t, c in top.items())
+    top_text = ", ".join(f"{escape(repr(t))}×{c}" for t, c in top.items())
     parts = [
         f'<details class="cluster" id="c{cluster}"{" open" if rank <= 3 else ""}><summary>'
         f'#{rank} <span class="size">{size} samples</span> '
-        f'<span class="desc">{html.escape(description)}</span> · '
+        f'<span class="desc">{escape(description)}</span> · '
         f'<span class="top">{top_text}</span></summary>'
     ]
     for r in members.head(per_cluster).itertuples():

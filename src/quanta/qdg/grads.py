@@ -10,11 +10,21 @@ runs: within noise), and holds the document's whole graph until its last token; 
 backwards as VJPs with one-hot cotangents (``is_grads_batched``, vmap) took as long as the
 retained-graph loop (0.99× its time for 40 tokens).
 
-Parameters: by default everything but the input/output embeddings and the layer norms (the
-paper's choice; Pythia-70m: 18,903,040 dims). Rows are streamed to ``.npy`` in sample order, so
-``n × dim`` never has to fit in memory; ``projection_dim=k`` stores a seeded CountSketch
-(sparse Rademacher) projection instead — inner products preserved in expectation, error
-measured by :func:`projection_error`.
+The loss is the model's own (:mod:`quanta.lm.head`, shared with ``quanta lm losses``): the
+output head applied to the body's hidden state where that equals ``model(...).logits``, else
+the model's own forward at the token's row (``logits_to_keep``), so scaled and soft-capped
+logits (Cohere, Granite, Gemma 2) are differentiated as the model computes them. The path is
+returned as ``head``.
+
+Parameters (:func:`param_selection`): by default everything but embeddings (token, position,
+type), the output head and every norm (layer norms, RMSNorms, QK-norms), recognized by module
+type — ``nn.Embedding``/``nn.LayerNorm``/``nn.RMSNorm``/``nn.GroupNorm`` or a class name
+containing "Embedding" or "Norm", and ``get_input_embeddings``/``get_output_embeddings`` —
+with parameter names as the fallback (the paper's choice; Pythia-70m: 18,903,040 dims).
+
+Rows are streamed to ``.npy`` in sample order, so ``n × dim`` never has to fit in memory;
+``projection_dim=k`` stores a seeded CountSketch (sparse Rademacher) projection instead — inner
+products preserved in expectation, error measured by :func:`projection_error`.
 
 :func:`exact_gram` is the paper's exact similarity without the ``n × dim`` matrix (10,000 ×
 18.9M float32 is 756 GB): the Gram matrix ``X Xᵀ`` accumulated over blocks of parameter
@@ -37,6 +47,7 @@ import pandas as pd
 
 from quanta._validation import QuantaInputError, check_int
 from quanta.lm.corpus import TokenizedCorpus
+from quanta.lm.head import document_losses, resolve_head
 
 __all__ = [
     "CountSketch",
@@ -44,6 +55,8 @@ __all__ = [
     "exact_gram",
     "gram_block_params",
     "naive_token_gradient",
+    "param_selection",
+    "parameter_kinds",
     "per_token_gradients",
     "projection_error",
     "select_params",
@@ -51,25 +64,84 @@ __all__ = [
 
 _OWNER = "quanta.qdg.grads"
 _NORM = re.compile(r"(^|[._])(ln|layernorm|layer_norm|norm)(\w*)([._]|$)", re.IGNORECASE)
+_EMBED = re.compile(
+    r"(^|[._])(wte|wpe|embed\w*|\w*_embeddings?|lm_head|unembed\w*)([._]|$)", re.IGNORECASE
+)
+EXCLUDED_KINDS = ("embedding", "head", "norm")
+
+
+def _module_kind(module: Any, inputs: Any, outputs: Any) -> str | None:
+    """What a module is, for parameter selection: "embedding", "head", "norm" or None."""
+    import torch
+
+    name = type(module).__name__
+    if module is outputs:
+        return "head"
+    if module is inputs or isinstance(module, torch.nn.Embedding) or "Embedding" in name:
+        return "embedding"
+    norms = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)
+    if isinstance(module, norms) or "Norm" in name:
+        return "norm"
+    return None
+
+
+def parameter_kinds(model: Any) -> dict[str, str]:
+    """Every parameter name of ``model`` (as ``named_parameters`` lists them: a tied weight
+    once) → its kind: ``"embedding"``, ``"head"`` or ``"norm"`` by the module that owns it,
+    else ``"embedding (by name)"`` / ``"norm (by name)"`` by its name, else ``"weight"``.
+
+    >>> import torch
+    >>> class Toy(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.wte, self.ln = torch.nn.Embedding(5, 2), torch.nn.LayerNorm(2)
+    ...         self.mlp, self.out = torch.nn.Linear(2, 2), torch.nn.Linear(2, 5)
+    ...     def get_input_embeddings(self): return self.wte
+    ...     def get_output_embeddings(self): return self.out
+    >>> parameter_kinds(Toy())  # doctest: +NORMALIZE_WHITESPACE
+    {'wte.weight': 'embedding', 'ln.weight': 'norm', 'ln.bias': 'norm', 'mlp.weight': 'weight',
+     'mlp.bias': 'weight', 'out.weight': 'head', 'out.bias': 'head'}
+    """
+    inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
+    by_id: dict[int, str] = {}
+    for module in model.modules():
+        kind = _module_kind(module, inputs, outputs)
+        for p in module.parameters(recurse=False):
+            if kind is not None:
+                by_id.setdefault(id(p), kind)  # a tied head is its input embedding, seen first
+    kinds = {}
+    for name, p in model.named_parameters():
+        if id(p) in by_id:
+            kinds[name] = by_id[id(p)]
+        elif _EMBED.search(name):
+            kinds[name] = "embedding (by name)"
+        elif _NORM.search(name):
+            kinds[name] = "norm (by name)"
+        else:
+            kinds[name] = "weight"
+    return kinds
 
 
 def default_param_filter(name: str, param: Any, model: Any) -> bool:
-    """Everything but the input/output embeddings and layer norms."""
-    embeddings = {id(model.get_input_embeddings().weight)}
-    head = model.get_output_embeddings()
-    if head is not None:
-        embeddings.add(id(head.weight))
-    return id(param) not in embeddings and not _NORM.search(name)
+    """Everything but embeddings, the output head and norms (:func:`parameter_kinds`)."""
+    return parameter_kinds(model).get(name, "weight") == "weight"
 
 
-def select_params(
+def param_selection(
     model: Any, param_filter: Callable[[str, Any, Any], bool] | str | None = None
-) -> list[tuple[str, Any]]:
-    """``(name, parameter)`` pairs to differentiate. ``param_filter``: a predicate
-    ``(name, param, model) -> bool``, a regular expression on names, or ``None`` (default)."""
+) -> tuple[list[tuple[str, Any]], dict[str, str]]:
+    """``(name, parameter)`` pairs to differentiate and ``{name: why}`` of the others.
+
+    ``param_filter``: ``None`` (default) keeps the parameters :func:`parameter_kinds` calls
+    ``"weight"`` and gives the others' kind as the reason; a regular expression on names, or a
+    predicate ``(name, param, model) -> bool``, decides alone (reason ``"filter"``).
+    """
+    kinds = parameter_kinds(model)
     keep: Callable[[str, Any, Any], bool]
     if param_filter is None:
-        keep = default_param_filter
+
+        def keep(name: str, param: Any, model: Any) -> bool:
+            return kinds[name] == "weight"
     elif isinstance(param_filter, str):
         pattern = re.compile(param_filter)
 
@@ -77,12 +149,24 @@ def select_params(
             return bool(pattern.search(name))
     else:
         keep = param_filter
-    chosen = [(n, p) for n, p in model.named_parameters() if keep(n, p, model)]
+    chosen, excluded = [], {}
+    for n, p in model.named_parameters():
+        if keep(n, p, model):
+            chosen.append((n, p))
+        else:
+            excluded[n] = kinds[n] if param_filter is None else "filter"
     if not chosen:
         raise QuantaInputError(
             f"The parameter filter {param_filter!r} matches no parameter of the model."
         )
-    return chosen
+    return chosen, excluded
+
+
+def select_params(
+    model: Any, param_filter: Callable[[str, Any, Any], bool] | str | None = None
+) -> list[tuple[str, Any]]:
+    """``(name, parameter)`` pairs to differentiate: :func:`param_selection`'s first part."""
+    return param_selection(model, param_filter)[0]
 
 
 class CountSketch:
@@ -119,18 +203,6 @@ def _doc_ids(corpus: TokenizedCorpus, doc: int, end: int, device: Any) -> Any:
     return torch.from_numpy(corpus.doc(doc)[:end].astype(np.int64)).to(device)[None]
 
 
-def _token_losses_at(model: Any, ids: Any, positions: Any) -> Any:
-    """Losses of the tokens at ``positions`` (≥ 1) of one document ``ids`` [1, T]: one forward,
-    the output head only where needed. Uses the next-token contract of quanta.lm.losses:
-    the hidden state at ``pos − 1`` predicts token ``pos``."""
-    import torch
-
-    positions = positions.to(ids.device)
-    hidden = model.base_model(input_ids=ids).last_hidden_state[0]
-    logits = model.get_output_embeddings()(hidden[positions - 1]).float()
-    return torch.nn.functional.cross_entropy(logits, ids[0, positions], reduction="none")
-
-
 def naive_token_gradient(
     model: Any, corpus: TokenizedCorpus, doc: int, pos: int, params: list
 ) -> Any:
@@ -158,13 +230,15 @@ def _gradient_rows(
     tensors: list,
     *,
     chunk: int,
+    head: str,
     shared_forward: bool = False,
     keep: Callable[[list], Any] | None = None,
 ) -> Iterator[Any]:
     """Flat gradients of the samples' losses w.r.t. ``tensors``, in sample order, as float32
     [m ≤ chunk, dim] blocks on the model's device (never mixing two documents in a block).
     ``keep`` maps a token's per-tensor gradients to its row (default: all of them,
-    concatenated). Refuses a non-finite row before it is yielded."""
+    concatenated). ``head``: the path of :func:`quanta.lm.head.document_losses`. Refuses a
+    non-finite row before it is yielded."""
     import torch
 
     docs, positions = _check_sorted(samples)
@@ -173,13 +247,13 @@ def _gradient_rows(
         at = positions[docs == doc]
         pos = torch.from_numpy(at.astype(np.int64)).to(device)
         ids = _doc_ids(corpus, int(doc), int(at.max()) + 1, device)
-        losses = _token_losses_at(model, ids, pos) if shared_forward else None
+        losses = document_losses(model, ids, pos, head) if shared_forward else None
         for start in range(0, len(pos), chunk):
             grads = []
             for i in range(start, min(start + chunk, len(pos))):
                 if losses is None:  # the token's own truncated context
                     end = int(at[i]) + 1
-                    loss = _token_losses_at(model, ids[:, :end], pos[i : i + 1])[0]
+                    loss = document_losses(model, ids[:, :end], pos[i : i + 1], head)[0]
                     g = torch.autograd.grad(loss, tensors)
                 else:
                     g = torch.autograd.grad(losses[i], tensors, retain_graph=True)
@@ -213,6 +287,22 @@ class _OnlyGrads:
             p.requires_grad_(flag)
 
 
+def _setup(
+    model: Any,
+    corpus: TokenizedCorpus,
+    samples: pd.DataFrame,
+    param_filter: Callable[[str, Any, Any], bool] | str | None,
+    head: str,
+) -> tuple[list[tuple[str, Any]], str, dict[str, Any]]:
+    """The parameters to differentiate, the head path (:func:`quanta.lm.head.resolve_head` on
+    document 0, as ``quanta lm losses`` decides) and what both record: ``params`` (selected
+    names), ``excluded`` ({name: why}), ``head``."""
+    _check_sorted(samples)
+    params, excluded = param_selection(model, param_filter)
+    path = resolve_head(model, corpus.doc(0), head=head, owner=_OWNER)
+    return params, path, {"params": [n for n, _ in params], "excluded": excluded, "head": path}
+
+
 def per_token_gradients(
     model: Any,
     corpus: TokenizedCorpus,
@@ -224,15 +314,18 @@ def per_token_gradients(
     seed: int = 0,
     memory_bytes: int = 64 << 20,
     shared_forward: bool = False,
+    head: str = "auto",
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Gradients of every sample's loss (rows of ``samples``: ``doc_id``, ``pos``) written as
     ``out`` (``.npy`` float32, [n_samples, dim or projection_dim], sample order). Computed on
     the model's device; ``memory_bytes`` bounds one block of rows held there before it is
-    copied out. Returns ``{"dim", "stored_dim", "n_backward", "params"}``."""
+    copied out. ``head``: "auto" | "chunked" | "full", as for ``quanta lm losses``
+    (:func:`quanta.lm.head.resolve_head`). Returns ``{"dim", "stored_dim", "n_backward",
+    "params", "excluded", "head"}``."""
     from quanta.store import atomic_write
 
-    params = select_params(model, param_filter)
+    params, path, recorded = _setup(model, corpus, samples, param_filter, head)
     tensors = [p for _, p in params]
     dim = sum(p.numel() for p in tensors)
     sketch = None
@@ -240,7 +333,6 @@ def per_token_gradients(
         k = check_int(projection_dim, "projection_dim", _OWNER, low=1)
         sketch = CountSketch(dim, k, seed, device=_device(model))
     stored = sketch.k if sketch is not None else dim
-    _check_sorted(samples)
     n_backward = 0
     header = {"descr": "<f4", "fortran_order": False, "shape": (len(samples), stored)}
     model.eval()
@@ -250,6 +342,7 @@ def per_token_gradients(
         samples,
         tensors,
         chunk=max(1, memory_bytes // (4 * dim)),
+        head=path,
         shared_forward=shared_forward,
     )
     with _OnlyGrads(model, tensors), atomic_write(Path(out)) as fh:
@@ -261,12 +354,7 @@ def per_token_gradients(
             fh.write(rows.detach().cpu().numpy().astype("<f4").tobytes())
             if progress is not None:
                 progress(len(rows))
-    return {
-        "dim": dim,
-        "stored_dim": stored,
-        "n_backward": n_backward,
-        "params": [n for n, _ in params],
-    }
+    return {"dim": dim, "stored_dim": stored, "n_backward": n_backward, **recorded}
 
 
 def gram_block_params(
@@ -294,6 +382,7 @@ def exact_gram(
     param_filter: Callable[[str, Any, Any], bool] | str | None = None,
     block_params: int | None = None,
     block_memory: int = 4 << 30,
+    head: str = "auto",
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The exact Gram matrix ``G = X Xᵀ`` of the samples' gradients ``X`` [n, dim], without
@@ -320,12 +409,15 @@ def exact_gram(
     samples : DataFrame
         ``doc_id``, ``pos`` (the predicted token's index), sorted by ``doc_id``.
     param_filter : callable, str or None
-        As :func:`select_params`.
+        As :func:`param_selection`.
     block_params : int, optional
         Coordinates per block [the most whose float32 rows fit in ``block_memory``:
         ``block_memory // (4 n)``, at most ``dim``].
     block_memory : int, default 4 GiB
         Bytes of gradient rows held at once when ``block_params`` is not given.
+    head : {"auto", "chunked", "full"}, default "auto"
+        How the loss is computed: :func:`quanta.lm.head.resolve_head` (as ``quanta lm
+        losses``; "auto" falls back to the model's own logits where the head disagrees).
     progress : callable, optional
         Called with the number of backward passes just done.
 
@@ -334,15 +426,15 @@ def exact_gram(
     gram : ndarray of float64, shape (n, n)
         ``G[i, j] = <g_i, g_j>`` (units: nats² per parameter unit²).
     info : dict
-        ``dim``, ``block_params``, ``n_blocks``, ``n_backward``, ``params``, ``dtype``.
+        ``dim``, ``block_params``, ``n_blocks``, ``n_backward``, ``params`` (selected names),
+        ``excluded`` ({name: why}), ``head`` (the path that ran), ``dtype``.
     """
     import torch
 
-    params = select_params(model, param_filter)
+    params, path, recorded = _setup(model, corpus, samples, param_filter, head)
     tensors = [p for _, p in params]
     sizes = [p.numel() for p in tensors]
     dim, n = sum(sizes), len(samples)
-    _check_sorted(samples)
     block_params = gram_block_params(dim, n, block_params, block_memory=block_memory)
     device = _device(model)
     starts = np.concatenate([[0], np.cumsum(sizes)])  # tensor t holds [starts[t], starts[t+1])
@@ -371,7 +463,9 @@ def exact_gram(
         rows = torch.empty((n, hi - lo), dtype=torch.float32, device=device)
         done = 0
         with _OnlyGrads(model, block):
-            for chunk in _gradient_rows(model, corpus, samples, block, chunk=256, keep=keep):
+            for chunk in _gradient_rows(
+                model, corpus, samples, block, chunk=256, head=path, keep=keep
+            ):
                 rows[done : done + len(chunk)] = chunk
                 done += len(chunk)
                 if progress is not None:
@@ -387,7 +481,7 @@ def exact_gram(
         "block_params": block_params,
         "n_blocks": -(-dim // block_params),
         "n_backward": n_backward,
-        "params": [name for name, _ in params],
+        **recorded,
         "dtype": "float64",
     }
 

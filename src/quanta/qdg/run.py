@@ -10,7 +10,9 @@ every K → rank-frequency and Zipf fits. Layout of the output directory::
                            (similarity "sketch"), or
     gram.npy               their exact Gram matrix [n, n], float64 (similarity "exact",
                            accumulated over parameter blocks; no gradient rows stored)
-    grads.json             dims, backward passes, parameters (and blocks, for "exact")
+    grads.json             dims, backward passes, the head path that ran ("chunked" | "full"),
+                           the parameters selected and those excluded with why (and blocks,
+                           for "exact")
     labels.parquet         sample × K cluster labels
     clusters.parquet       K, cluster, size, rank, top tokens, description (one line)
     rank_frequency.parquet K, rank, size (K = 0: the envelope over K)
@@ -65,6 +67,7 @@ def run_qdg(
     n_init: int = 10,
     alpha_n: float | None = None,
     seed: int = 0,
+    head: str = "auto",
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -88,7 +91,14 @@ def run_qdg(
 
     The quantization model predicts cluster sizes ∝ rank^−(1+α_N); ``alpha_n`` defaults to the
     mean-loss exponent fitted by ``quanta lm analyze`` on the same directory, if present.
+
+    ``head`` ("auto" | "chunked" | "full") is how each token's loss is computed, as for
+    ``quanta lm losses`` (:func:`quanta.lm.head.resolve_head`: the model's own logits where the
+    fast head disagrees with them); the path taken is recorded in ``grads.json``. A runtime
+    setting like ``device``: every path computes the same loss. A model that is not causal
+    is refused before anything is written.
     """
+    from quanta.lm.head import resolve_head
     from quanta.lm.suite import load_model
     from quanta.qdg.cluster import spectral_sweep
     from quanta.qdg.grads import select_params
@@ -112,12 +122,15 @@ def run_qdg(
         n_init=n_init,
         alpha_n=alpha_n,
         seed=seed,
+        head=head,
         device=device,
     )
     prep = _prepare(losses_dir, settings)  # every refusal: nothing written, no model loaded
     s, out = prep.settings, Path(out)
     net = load_model(prep.ref, device=device)
     select_params(net, param_filter)
+    path = resolve_head(net, prep.corpus.doc(0), head=s.head, owner=_OWNER, device=device)
+    prep = replace(prep, settings=replace(s, head=path))  # checked once, warned at most once
     run = _claim(out, prep, device)
     if run.open() == "complete":
         return json.loads((out / "zipf.json").read_text())
@@ -161,6 +174,7 @@ class _Settings:
     n_init: int
     alpha_n: float | None
     seed: int
+    head: str
     device: str
 
 
@@ -268,6 +282,7 @@ def _exact_gram(out: Path, net: Any, prep: _Prepared, tick: _Backwards) -> np.nd
             samples,
             param_filter=s.param_filter,
             block_params=s.block_params,
+            head=s.head,
             progress=tick,
         )
         with atomic_write(gram_file) as fh:
@@ -293,6 +308,7 @@ def _gradients(out: Path, net: Any, prep: _Prepared, tick: _Backwards) -> np.nda
             param_filter=s.param_filter,
             projection_dim=s.projection_dim,
             seed=s.seed,
+            head=s.head,
             progress=tick,
         )
         write_json(out / "grads.json", {**info, "device": s.device})
@@ -400,6 +416,7 @@ def _checked(s: _Settings) -> _Settings:
     )
     n_init = check_int(s.n_init, "n_init", _OWNER, low=1)
     check_device(s.device, _OWNER)
+    check_choice(s.head, "head", _OWNER, ["auto", "chunked", "full"])
     n = check_int(s.n, "n", _OWNER, low=10)
     min_samples = n if s.min_samples is None else s.min_samples
     min_samples = check_int(min_samples, "min_samples", _OWNER, low=10, high=n)

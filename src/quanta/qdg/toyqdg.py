@@ -56,23 +56,28 @@ def load_member(run_dir: str | Path, width: int = 500) -> tuple[Any, Any, dict[s
 
     Among members of equal width the smallest init seed is taken.
     """
-    import torch
-
+    from quanta._tensorfile import load_tree, refuse_pickle
     from quanta.config import build_config
     from quanta.parity.config import ParityConfig
     from quanta.parity.model import FusedParityMLP
-    from quanta.parity.run import MODEL
+    from quanta.parity.run import MODEL, OLD_MODEL
     from quanta.store import read_result
 
     run_dir = Path(run_dir)
     manifest = read_result(run_dir, ("parity.train",), "'quanta parity train'")
+    if not (run_dir / MODEL).is_file():
+        refuse_pickle(
+            run_dir / OLD_MODEL,
+            "a model file",
+            "train it again with 'quanta parity train' into a new --out directory",
+        )
     if not (run_dir / MODEL).is_file():
         raise QuantaInputError(
             f"'{run_dir}' holds no finished parity run (no {MODEL}); finish 'quanta parity "
             "train' first."
         )
     cfg = build_config(ParityConfig, layers=[("the run's manifest", manifest["config"])])
-    saved = torch.load(run_dir / MODEL, map_location="cpu", weights_only=False)
+    saved = load_tree(run_dir / MODEL)
     members = pd.DataFrame(saved["members"])
     fused = FusedParityMLP(
         cfg.n_tasks,

@@ -16,7 +16,6 @@ non-finite → "—").
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from quanta._html import img, show_text
+from quanta._html import escape, img, show_text
 
 __all__ = [
     "Config",
@@ -99,7 +98,7 @@ class Config:
 
 def esc(value: object) -> Html:
     """A value as element text (quotes escaped too); :class:`Html` is kept as it is."""
-    return value if isinstance(value, Html) else Html(html.escape(str(value)))
+    return value if isinstance(value, Html) else Html(escape(str(value)))
 
 
 def join(*blocks: object) -> Html:
@@ -113,9 +112,7 @@ def text(*parts: object) -> Html:
     >>> text("the paper's a < b; ", esc("it's"), bold(2))
     "the paper's a &lt; b; it&#x27;s<b>2</b>"
     """
-    return Html(
-        "".join(p if isinstance(p, Html) else html.escape(str(p), quote=False) for p in parts)
-    )
+    return Html("".join(p if isinstance(p, Html) else escape(str(p), quote=False) for p in parts))
 
 
 def num(x: Any, digits: int = 3) -> str:
