@@ -11,8 +11,12 @@
     fused vs one by one the paper's way (loop sampler, nn.Sequential + AdamW per width), with the
     split batch building / compute printed for both sides;
 (d) achieved FLOP/s of the fused step as a fraction of a large f32 matmul.
+(b) and (c) also time the fused engine with ``compute_dtype=bfloat16`` (``--precision bf16``:
+    bf16 matmuls and activations, f32 weights, gradients and AdamW state) next to f32, in the
+    same run; (d) its FLOP/s against a large bf16 matmul.
 
-Every timing is the best of ``--repeat`` calls after one warm-up call, the same on both sides.
+Every timing is the best of ``--repeat`` calls after one warm-up call, the same on both sides;
+the fused f32 and bf16 steps alternate call by call.
 
 Usage: python benchmarks/bench_parity.py [--threads 2] [--repeat 3] [--quick]
 The baselines below are written from the paper's described procedure (PAPER.md §2), not copied.
@@ -52,6 +56,21 @@ def best_split(
     for _ in range(warmup):
         step()
     return min((step() for _ in range(repeat)), key=sum)
+
+
+def best_splits(
+    steps: list[Callable[[], tuple[float, float]]], repeat: int, warmup: int = 1
+) -> list[tuple[float, float]]:
+    """:func:`best_split` of several steps with their calls interleaved (a, b, a, b, …), so
+    that a change of load on a shared machine hits both sides alike."""
+    for _ in range(warmup):
+        for step in steps:
+            step()
+    calls: list[list[tuple[float, float]]] = [[] for _ in steps]
+    for _ in range(repeat):
+        for i, step in enumerate(steps):
+            calls[i].append(step())
+    return [min(c, key=sum) for c in calls]
 
 
 # ---- the paper's way ---------------------------------------------------------------------
@@ -153,15 +172,25 @@ def main() -> None:
                     (out.argmax(1) == y).float().mean().item()
 
         t_ours = best_time(lambda f=fused_b: evaluate(f, test, task.probs), repeat=1)
+        t_bf16 = best_time(
+            lambda f=fused_b: evaluate(f, test, task.probs, compute_dtype=torch.bfloat16),
+            repeat=1,
+        )
         t_base = best_time(per_task_forwards, repeat=1)
-        rows.append(
+        rows += [
             (
                 f"(b) eval 500 subtasks x {m}, {label}, s",
                 f"{t_base:.2f}",
                 f"{t_ours:.2f}",
                 f"{t_base / t_ours:.1f}x",
-            )
-        )
+            ),
+            (
+                "    the same in bf16, s",
+                f"{t_base:.2f}",
+                f"{t_bf16:.2f}",
+                f"{t_base / t_bf16:.1f}x",
+            ),
+        ]
     del x_test, y_test
     dense_test.clear()  # 1.2 GB at m = 1000, not needed past (b)
 
@@ -172,11 +201,11 @@ def main() -> None:
     fused = FusedParityMLP(500, 100, widths)
     opt = torch.optim.AdamW(fused.parameters(), lr=1e-3)
 
-    def fused_step() -> tuple[float, float]:
+    def fused_step(dtype: torch.dtype = torch.float32) -> tuple[float, float]:
         t0 = time.perf_counter()
         b = task.sample_compact(batch, generator=gen)
         t1 = time.perf_counter()
-        fused.loss_and_grad(b.bits, b.task, b.y)
+        fused.loss_and_grad(b.bits, b.task, b.y, compute_dtype=dtype)
         opt.step()
         return t1 - t0, time.perf_counter() - t1
 
@@ -207,10 +236,13 @@ def main() -> None:
             building, compute = building + t1 - t0, compute + time.perf_counter() - t1
         return building, compute
 
-    fused_b_s, fused_c_s = best_split(fused_step, rep)
+    (fused_b_s, fused_c_s), (bf16_b_s, bf16_c_s) = best_splits(
+        [fused_step, lambda: fused_step(torch.bfloat16)], rep
+    )
     auto_b_s, auto_c_s = best_split(fused_autograd_step, rep)
     single_b_s, single_c_s = best_split(one_by_one_step, rep)
     t_fused, t_single = fused_b_s + fused_c_s, single_b_s + single_c_s
+    t_bf16 = bf16_b_s + bf16_c_s
     rows += [
         (
             f"(c) train step, {len(widths)} widths, total s",
@@ -231,6 +263,24 @@ def main() -> None:
             f"{single_c_s / fused_c_s:.1f}x",
         ),
         (
+            "    bf16 (--precision bf16), total s",
+            f"{t_single:.3f}",
+            f"{t_bf16:.3f}",
+            f"{t_single / t_bf16:.1f}x",
+        ),
+        (
+            "    bf16, compute s",
+            f"{single_c_s:.3f}",
+            f"{bf16_c_s:.3f}",
+            f"{single_c_s / bf16_c_s:.1f}x",
+        ),
+        (
+            "    bf16 vs f32 fused (same run), total / compute",
+            f"f32 {t_fused:.3f} / {fused_c_s:.3f}",
+            f"bf16 {t_bf16:.3f} / {bf16_c_s:.3f}",
+            f"{t_fused / t_bf16:.2f}x / {fused_c_s / bf16_c_s:.2f}x",
+        ),
+        (
             "    the same fusion via autograd, total s",
             f"{t_single:.3f}",
             f"{auto_b_s + auto_c_s:.3f}",
@@ -248,6 +298,8 @@ def main() -> None:
     a = torch.randn(4096, 4096)
     t_mm = best_time(lambda: a @ a, rep)
     peak = 2 * 4096**3 / t_mm
+    a16 = a.bfloat16()
+    peak16 = 2 * 4096**3 / best_time(lambda: a16 @ a16, rep)
     hidden, n_members, c, n = sum(widths), len(widths), 2, task.n_bits
     # executed matmul FLOPs: layer 1 forward + weight grad (inputs need no grad); layer 2
     # forward, input grad and weight grad on blocks of up to 10 members' block-diagonal weights.
@@ -263,6 +315,14 @@ def main() -> None:
             f"matmul peak {peak / 1e9:.0f}",
             f"{executed / fused_c_s / 1e9:.0f} / {useful / fused_c_s / 1e9:.0f}",
             f"{executed / fused_c_s / peak:.0%} / {useful / fused_c_s / peak:.0%} of peak",
+        )
+    )
+    rows.append(
+        (
+            "    bf16 step compute, GFLOP/s (exec / useful)",
+            f"bf16 matmul peak {peak16 / 1e9:.0f}",
+            f"{executed / bf16_c_s / 1e9:.0f} / {useful / bf16_c_s / 1e9:.0f}",
+            f"{executed / bf16_c_s / peak16:.0%} / {useful / bf16_c_s / peak16:.0%} of peak",
         )
     )
 

@@ -19,10 +19,12 @@ from typing import Any
 __all__ = [
     "QuantaInputError",
     "available_devices",
+    "bf16_supported",
     "check_choice",
     "check_device",
     "check_int",
     "check_int_sequence",
+    "check_precision",
     "check_real",
     "closest",
     "param_error",
@@ -198,3 +200,36 @@ def check_device(device: str, owner: str) -> str:
     raise QuantaInputError(
         f"{owner} asks for device {text!r}, but {reason} (available: {listed}); {advice}."
     )
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether ``device`` runs bfloat16 matmuls natively: ``torch.cuda.is_bf16_supported()`` on
+    CUDA; on the CPU, oneDNN's own test (AVX-512 with its BF16 or core extensions, or AMX), as
+    without it torch emulates bf16 slowly, element by element."""
+    import torch
+
+    parsed = torch.device(device)
+    if parsed.type == "cuda":
+        with torch.cuda.device(parsed):
+            return bool(torch.cuda.is_bf16_supported())
+    if parsed.type != "cpu":
+        return False
+    try:  # a private op, the one torch's own bf16 CPU tests gate on; absent ⇒ say no
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(precision: str, device: str, owner: str) -> str:
+    """Return ``precision`` if ``device`` can run it; else raise one line, before any work or
+    write. Call after :func:`check_device`.
+
+    >>> check_precision("f32", "cpu", "quanta parity train")
+    'f32'
+    """
+    if precision == "bf16" and not bf16_supported(device):
+        raise QuantaInputError(
+            f"{owner} asks for precision 'bf16', but device {device!r} has no native bfloat16 "
+            "matmuls (torch would emulate them, slower than f32); pass --precision f32."
+        )
+    return precision

@@ -170,8 +170,22 @@ def normalize(cls: type, values: Mapping[str, Any], origin: str) -> dict[str, An
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    """A JSON-ready dict of a config (tuples become lists).
+
+    A field whose metadata has ``"omit_default": True`` is left out while it holds its
+    default: a key added after runs were made keeps their hashes (and manifests) as they were,
+    and the default is what rebuilding the config from the dict gives back.
+    """
+    skip = {
+        f.name
+        for f in dataclasses.fields(cfg)
+        if f.metadata.get("omit_default") and getattr(cfg, f.name) == f.default
+    }
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in skip
+    }
 
 
 def config_hash(config: Any) -> str:

@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quanta._validation import QuantaInputError, check_choice, check_device, check_int, closest
+from quanta._validation import (
+    QuantaInputError,
+    check_choice,
+    check_device,
+    check_int,
+    check_precision,
+    closest,
+)
 from quanta.config import build_config, config_fields, config_hash, config_to_dict, normalize
 from quanta.executors import EXECUTORS, Task, check_executor, gpus_for, remote_device, run_tasks
 from quanta.parity.config import PRESETS, ParityConfig, paper_widths
@@ -312,8 +319,9 @@ def run_sweep(
     if slurm_array_parallelism is not None:
         check_int(slurm_array_parallelism, "slurm_array_parallelism", "quanta parity sweep", low=1)
     if executor in ("local", "submitit-local"):  # remote workers bring their own GPUs
-        for device in {c.device for c in configs}:
+        for device, precision in {(c.device, c.precision) for c in configs}:
             check_device(device, "quanta parity sweep")
+            check_precision(precision, device, "quanta parity sweep")
     out = Path(out)
     sweep = RunDir(out, KIND, spec.to_dict(), _spec_hash(spec), files=_TABLES)
     sweep.open()

@@ -85,6 +85,16 @@ class ParityConfig:
         default=0,
         metadata={"help": "seed of the subsets, the training stream, the test and validation sets"},
     )
+    precision: str = field(
+        default="f32",
+        metadata={
+            "help": "f32 | bf16: dtype of the training step's matmuls and activations; weights, "
+            "gradients and AdamW state stay float32, evaluation runs in float32",
+            # Changes the numbers, so hashed — but only when not f32, so runs made before the
+            # key existed keep their hashes.
+            "omit_default": True,
+        },
+    )
     # --- evaluation ---
     test_per_task: int = field(
         default=200, metadata={"help": "test samples per subtask (the paper: 1000)"}
@@ -148,6 +158,7 @@ class ParityConfig:
         set_(self, "lr", check_real(self.lr, "lr", _OWNER, low=0.0, low_open=True))
         set_(self, "weight_decay", check_real(self.weight_decay, "weight_decay", _OWNER, low=0.0))
         set_(self, "seed", check_int(self.seed, "seed", _OWNER, low=0))
+        check_choice(self.precision, "precision", _OWNER, ["f32", "bf16"])
         set_(self, "test_per_task", check_int(self.test_per_task, "test_per_task", _OWNER, low=1))
         set_(self, "val_per_task", check_int(self.val_per_task, "val_per_task", _OWNER, low=0))
         set_(self, "eval_points", check_int(self.eval_points, "eval_points", _OWNER, low=1))

@@ -47,6 +47,7 @@ def evaluate(
     probs: torch.Tensor,
     *,
     chunk_size: int | None = None,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> Evaluation:
     """Evaluate every member on ``data`` and reduce per subtask.
 
@@ -61,6 +62,10 @@ def evaluate(
         Rows per forward pass (bounds memory at ``chunk_size × H`` floats); default
         :meth:`FusedParityMLP.chunk_rows` (cache-sized blocks, measured 2x faster than large
         ones).
+    compute_dtype : torch.dtype, default float32
+        Dtype of the forward's matmuls (:meth:`FusedParityMLP.iter_logits`); losses are
+        always computed from float32 logits. Training evaluates in float32 whatever its
+        ``precision``: evaluation is a small part of a run, and the measurements stay exact.
 
     Examples
     --------
@@ -76,7 +81,9 @@ def evaluate(
     device = data.bits.device  # accumulate where the logits are (a CUDA run must not mix)
     loss_sum = torch.zeros(n_tasks, n_members, dtype=torch.float64, device=device)
     correct = torch.zeros(n_tasks, n_members, dtype=torch.float64, device=device)
-    for rows, logits in model.iter_logits(data.bits, data.task, chunk_rows=chunk_size):
+    for rows, logits in model.iter_logits(
+        data.bits, data.task, chunk_rows=chunk_size, compute_dtype=compute_dtype
+    ):
         task, y = data.task[rows], data.y[rows]  # logits: (r, M, C)
         loss_sum.index_add_(0, task, member_losses(logits, y).to(torch.float64))
         correct.index_add_(0, task, (logits.argmax(dim=-1) == y[:, None]).to(torch.float64))

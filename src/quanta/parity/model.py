@@ -15,6 +15,11 @@ The fused loss is the *sum* of the members' mean losses, whose gradient w.r.t. m
 parameters is exactly member ``m``'s own gradient. AdamW is elementwise, so one AdamW over the
 fused parameters is M independent AdamWs. ``tests/test_model.py`` checks this against nets
 trained one by one.
+
+Precision: parameters, gradients and optimizer state are always float32. ``compute_dtype=
+torch.bfloat16`` runs the blocked path's matmuls (and keeps the ``[rows, H]`` activations) in
+bfloat16 on weights cast once per call; the loss, its softmax gradient and every gradient sum
+across row blocks stay in float32 (``PRECISIONS`` maps the config's names to dtypes).
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from torch import nn
 
 from quanta._validation import check_int, check_int_sequence
 
-__all__ = ["FusedParityMLP", "member_generator", "member_losses", "n_params_mlp"]
+__all__ = [
+    "PRECISIONS",
+    "FusedParityMLP",
+    "member_generator",
+    "member_losses",
+    "n_params_mlp",
+]
 
 _OWNER = "FusedParityMLP"
 # Layer 2 is block-diagonal: a single [H, M·C] matmul does M times the useful FLOPs. Blocks of
@@ -36,6 +47,11 @@ _OWNER = "FusedParityMLP"
 # widths: 3.3x faster than one block-diagonal matmul; blocks of fewer columns hit slower
 # kernels (benchmarks/bench_parity.py, docs/ARCHITECTURE.md).
 _MEMBERS_PER_BLOCK = 10
+#: ``ParityConfig.precision`` → the dtype of the blocked path's matmuls and activations.
+PRECISIONS = {"f32": torch.float32, "bf16": torch.bfloat16}
+# The blocked path's per-call weights: W1_ctrl + b1 [T, H], W1_bits [n, H], the block-diagonal
+# layer-2 weight [H, M·C] and the flat layer-2 bias [M·C], all in the compute dtype.
+_Weights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def n_params_mlp(n_inputs: int, width: int, n_classes: int = 2) -> int:
@@ -205,21 +221,25 @@ class FusedParityMLP(nn.Module):
         """
         return max(256, min(65_536, budget_bytes // (4 * self.w2.shape[0])))
 
-    def _frozen_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-call constants of the blocked path: ``W1_ctrl + b1 [T, H]``, the block-diagonal
-        layer-2 weight ``[H, M·C]`` and the flat layer-2 bias ``[M·C]`` (no autograd)."""
+    def _frozen_weights(self, dtype: torch.dtype = torch.float32) -> _Weights:
+        """Per-call constants of the blocked path, cast once to ``dtype`` (no autograd).
+
+        ``W1_ctrl + b1`` is summed in float32 before the cast (one rounding, as autocast's
+        bias add would have), the rest are plain casts (no copies in float32).
+        """
         with torch.no_grad():
-            return self.w_ctrl + self.b1, self._block_diag(), self.b2.reshape(-1)
+            table = self.w_ctrl + self.b1
+            parts = (table, self.w_bits, self._block_diag(), self.b2.reshape(-1))
+            table, w_bits, block_diag, bias = (t.to(dtype) for t in parts)
+            return table, w_bits, block_diag, bias
 
     def _block_forward(
-        self,
-        xb: torch.Tensor,
-        t: torch.Tensor,
-        weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        self, xb: torch.Tensor, t: torch.Tensor, weights: _Weights
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden activations ``[r, H]`` and logits ``[r, M·C]`` of one row block, in place."""
-        table, block_diag, bias = weights
-        hidden = table.index_select(0, t).addmm_(xb, self.w_bits).relu_()  # (r, H)
+        """Hidden activations ``[r, H]`` and logits ``[r, M·C]`` of one row block, in place,
+        both in the weights' dtype."""
+        table, w_bits, block_diag, bias = weights
+        hidden = table.index_select(0, t).addmm_(xb, w_bits).relu_()  # (r, H)
         logits = torch.cat(
             [torch.addmm(bias[cs], hidden[:, us], block_diag[us, cs]) for us, cs in self._blocks],
             dim=1,
@@ -228,19 +248,25 @@ class FusedParityMLP(nn.Module):
 
     @torch.no_grad()
     def iter_logits(
-        self, bits: torch.Tensor, task: torch.Tensor, *, chunk_rows: int | None = None
+        self,
+        bits: torch.Tensor,
+        task: torch.Tensor,
+        *,
+        chunk_rows: int | None = None,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Logits ``[r, M, C]`` of consecutive row blocks (no autograd), for evaluation.
+        """Float32 logits ``[r, M, C]`` of consecutive row blocks (no autograd), for evaluation.
 
-        The same numbers as :meth:`forward_compact`, through the blocked in-place path.
+        The same numbers as :meth:`forward_compact`, through the blocked in-place path, with
+        its matmuls in ``compute_dtype``.
         """
         rows = chunk_rows or self.chunk_rows()
-        weights = self._frozen_weights()
+        weights = self._frozen_weights(compute_dtype)
         for start in range(0, task.numel(), rows):
             rows_here = slice(start, start + rows)
-            xb = bits[rows_here].to(weights[0].dtype)
+            xb = bits[rows_here].to(compute_dtype)
             _, logits = self._block_forward(xb, task[rows_here], weights)
-            yield rows_here, logits.view(-1, self.n_members, self.n_classes)
+            yield rows_here, logits.float().view(-1, self.n_members, self.n_classes)
 
     def loss_and_grad(
         self,
@@ -249,6 +275,7 @@ class FusedParityMLP(nn.Module):
         y: torch.Tensor,
         *,
         chunk_rows: int | None = None,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member mean loss and accuracy on a batch; sets every parameter's ``.grad`` to
         the gradient of the summed member losses (so member m gets its own loss's gradient).
@@ -257,49 +284,64 @@ class FusedParityMLP(nn.Module):
         explicit backward over row blocks of ``chunk_rows`` (default :meth:`chunk_rows`) so the
         ``[rows, H]`` activations stay in cache, with gradients accumulated in place.
 
+        ``compute_dtype=torch.bfloat16`` runs every matmul on bfloat16 operands and keeps the
+        activations in bfloat16 (oneDNN accumulates each product in float32 and rounds it
+        once); log-softmax, the loss and ``softmax − one_hot`` are float32, and each row block's
+        gradient is added into float32 sums, so rounding does not grow with the batch.
+
         Returns
         -------
         loss : float32 ``[M]`` mean cross-entropy per member, nats (detached)
         accuracy : float32 ``[M]``
         """
-        n_rows, n_members, c = task.numel(), self.n_members, self.n_classes
+        n_rows, n_members = task.numel(), self.n_members
         rows = chunk_rows or self.chunk_rows()
-        weights = self._frozen_weights()
-        table, block_diag, bias = weights
+        weights = self._frozen_weights(compute_dtype)
+        table, w_bits, block_diag, _ = weights
         with torch.no_grad():
-            g_table = torch.zeros_like(table)
-            g_bits = torch.zeros_like(self.w_bits)
-            g_block = torch.zeros_like(block_diag)
-            g_bias = torch.zeros_like(bias)
-            loss_sum = torch.zeros(n_members, dtype=torch.float64, device=table.device)
-            hits = torch.zeros(n_members, dtype=torch.float64, device=table.device)
+            g_table = torch.zeros_like(table, dtype=torch.float32)
+            g_bits = torch.zeros_like(w_bits, dtype=torch.float32)
+            g_block = torch.zeros_like(block_diag, dtype=torch.float32)
+            g_bias = torch.zeros(block_diag.shape[1], device=table.device)
+            sums = torch.zeros(2, n_members, dtype=torch.float64, device=table.device)
             for start in range(0, n_rows, rows):
                 t, yb = task[start : start + rows], y[start : start + rows]
-                xb = bits[start : start + rows].to(table.dtype)  # (r, n)
-                r = t.numel()
+                xb = bits[start : start + rows].to(compute_dtype)  # (r, n)
                 hidden, flat_logits = self._block_forward(xb, t, weights)
-                logits = flat_logits.view(r, n_members, c)
-                logp = torch.log_softmax(logits, dim=-1)  # (r, M, C)
-                target = yb.view(r, 1, 1).expand(r, n_members, 1)
-                loss_sum += -logp.gather(-1, target).sum(dim=0).view(-1).to(torch.float64)
-                hits += (logits.argmax(-1) == yb[:, None]).sum(dim=0).to(torch.float64)
-                # d(Σ_m mean_b CE)/d logits = (softmax − one_hot(y)) / B
-                dlogits = logp.exp_().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0))
-                dlogits = dlogits.div_(n_rows).view(r, n_members * c)
+                dlogits = self._loss_head(flat_logits, yb, n_rows, sums)  # (r, M·C) f32
                 g_bias += dlogits.sum(dim=0)
+                dl = dlogits.to(compute_dtype)
                 dhidden = torch.empty_like(hidden)
                 for us, cs in self._blocks:
-                    g_block[us, cs].addmm_(hidden[:, us].T, dlogits[:, cs])
-                    dhidden[:, us] = dlogits[:, cs] @ block_diag[us, cs].T
+                    _add_mm(g_block[us, cs], hidden[:, us].T, dl[:, cs])
+                    dhidden[:, us] = dl[:, cs] @ block_diag[us, cs].T
                 dpre = torch.ops.aten.threshold_backward(dhidden, hidden, 0)
-                g_bits.addmm_(xb.T, dpre)
-                g_table.index_add_(0, t, dpre)
+                _add_mm(g_bits, xb.T, dpre)
+                # index_add_ wants one dtype: the float32 sum of the gradient accumulation
+                # (a bf16 sum added little error at 8k rows, measured, but it is not needed).
+                g_table.index_add_(0, t, dpre.float())
             self.w_ctrl.grad = g_table
             self.b1.grad = g_table.sum(dim=0)
             self.w_bits.grad = g_bits
             self.w2.grad = g_block.gather(1, self._cols)
-            self.b2.grad = g_bias.view(n_members, c)
-        return (loss_sum / n_rows).float(), (hits / n_rows).float()
+            self.b2.grad = g_bias.view(n_members, self.n_classes)
+        loss, accuracy = (sums / n_rows).float()
+        return loss, accuracy
+
+    def _loss_head(
+        self, flat_logits: torch.Tensor, yb: torch.Tensor, n_rows: int, sums: torch.Tensor
+    ) -> torch.Tensor:
+        """Add one row block's loss and hit counts to ``sums [2, M]`` (float64); return the
+        float32 gradient of ``Σ_m mean_b CE`` w.r.t. the logits, ``[r, M·C]``."""
+        r, n_members, c = yb.numel(), self.n_members, self.n_classes
+        logits = flat_logits.float().view(r, n_members, c)
+        logp = torch.log_softmax(logits, dim=-1)  # (r, M, C)
+        target = yb.view(r, 1, 1).expand(r, n_members, 1)
+        sums[0] += -logp.gather(-1, target).sum(dim=0).view(-1).to(torch.float64)
+        sums[1] += (logits.argmax(-1) == yb[:, None]).sum(dim=0).to(torch.float64)
+        # d(Σ_m mean_b CE)/d logits = (softmax − one_hot(y)) / B
+        dlogits = logp.exp_().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0))
+        return dlogits.div_(n_rows).view(r, n_members * c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, M, C]`` from the dense input ``x [B, n_tasks + n_bits]``."""
@@ -322,6 +364,14 @@ class FusedParityMLP(nn.Module):
             out.append(nn.Sequential(first, nn.ReLU(), second))
             start = stop
         return out
+
+
+def _add_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b`` in place, for float32 ``acc`` and operands in the compute dtype."""
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)
+    else:  # no mixed-dtype addmm on the CPU: the bf16 product, then a float32 add
+        acc.add_(a @ b)
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

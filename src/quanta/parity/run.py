@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from quanta._tensorfile import load_tree, refuse_pickle, save_tree
-from quanta._validation import QuantaInputError, check_device
+from quanta._validation import QuantaInputError, check_device, check_precision
 from quanta.config import config_hash, config_to_dict
 from quanta.parity.config import ParityConfig
 from quanta.parity.train import TrainState, summarize, train_parity
@@ -65,6 +65,7 @@ def run_parity(
     step) before any training, so a progress display can start at the right place.
     """
     check_device(cfg.device, "quanta parity train")
+    check_precision(cfg.precision, cfg.device, "quanta parity train")
     run = open_parity_run(cfg, out)
     status = run.open()
     if status == "complete":

@@ -20,7 +20,7 @@ import torch
 
 from quanta.parity.config import ParityConfig
 from quanta.parity.eval import Evaluation, evaluate
-from quanta.parity.model import FusedParityMLP, n_params_mlp
+from quanta.parity.model import PRECISIONS, FusedParityMLP, n_params_mlp
 from quanta.parity.task import ParityBatch, SparseParityTask
 
 __all__ = [
@@ -249,6 +249,7 @@ class _Training:
         self.val_set = self.to_dev(val_set) if val_set else None
         self.probs = task.probs.to(self.device)
         self.eval_chunk = cfg.eval_chunk or None  # None: cache-sized blocks
+        self.compute_dtype = PRECISIONS[cfg.precision]  # of the step; evaluation stays f32
         self.schedule = set(eval_schedule(cfg.steps, cfg.eval_points, cfg.eval_every).tolist())
         self.t0 = time.perf_counter()
 
@@ -327,7 +328,9 @@ class _Training:
         """One optimizer step on the next batch; each member's training loss (nats), (M,)."""
         batch = self.to_dev(self.stream.next())
         # Gradient of the *sum* of member losses: member m gets exactly its own gradient.
-        per_member, hits = self.model.loss_and_grad(batch.bits, batch.task, batch.y)  # (M,) ×2
+        per_member, hits = self.model.loss_and_grad(
+            batch.bits, batch.task, batch.y, compute_dtype=self.compute_dtype
+        )  # (M,) ×2
         self.optimizer.step()
         self.train_sums[0] += per_member
         self.train_sums[1] += hits
