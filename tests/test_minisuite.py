@@ -140,3 +140,47 @@ def test_cli_refuses_bad_rates_and_devices_before_writing(tmp_path):
         assert res.exit_code == 2, res.output
         assert message in " ".join(res.output.split()) and "Traceback" not in res.output
         assert not out.exists()
+
+
+def test_init_seed_changes_the_init_and_keeps_the_data_order(tmp_path, monkeypatch):
+    import quanta.lm.minisuite as ms
+    from quanta.config import config_hash
+
+    seen: list[list] = []  # per suite: its first weight at step 1, then every batch
+    real = ms.training_step
+
+    def spy(model, opt, sched, x, *, bf16):
+        if not seen[-1]:
+            seen[-1].append(next(model.parameters()).detach().clone())
+        seen[-1].append(x.clone())
+        return real(model, opt, sched, x, bf16=bf16)
+
+    monkeypatch.setattr(ms, "training_step", spy)
+    for i, init_seed in enumerate((None, 7, 0)):
+        seen.append([])
+        cfg = build_suite_config(
+            "tiny", max_docs=20, sizes=((8, 1),), steps=2, n_checkpoints=1, init_seed=init_seed
+        )
+        train_minisuite(cfg, tmp_path / str(i))
+    default, other, same = seen
+    assert len(default) == 3
+    assert all(torch.equal(a, b) for a, b in zip(default[1:], other[1:], strict=True))  # data
+    assert not torch.equal(default[0], other[0])  # init
+    assert torch.equal(default[0], same[0])  # init_seed = seed is the default's init
+    # Unset, the key is not written: suites trained before it keep their hash.
+    assert "init_seed" not in _tiny().to_dict()
+    assert config_hash(_tiny().to_dict()) != config_hash(_tiny(init_seed=0).to_dict())
+
+
+def test_sizes_option_takes_hidden_x_layers_pairs(tmp_path):
+    from typer.testing import CliRunner
+
+    from quanta.cli import app
+
+    out = tmp_path / "s"
+    res = CliRunner().invoke(app, ["lm", "suite", "train", "--out", str(out), "--sizes", "64y2"])
+    assert res.exit_code == 2 and "--sizes takes HIDDENxLAYERS pairs" in res.output
+    assert not out.exists()
+    from quanta.cli.lm import _sizes
+
+    assert _sizes("64x2, 128X4") == ((64, 2), (128, 4))

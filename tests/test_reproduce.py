@@ -81,6 +81,21 @@ def test_tiny_preset_runs_every_stage_and_writes_the_report(tiny_run):
         at = page.index(f"<code style='white-space:pre'>{html.escape(d)}</code>", at) + 1
 
 
+def test_universality_stage_compares_sizes_and_toy_seeds(tiny_run):
+    out, _ = tiny_run
+    sizes = json.loads((out / "qdg/universality/universality.json").read_text())
+    (pair,) = sizes["pairs"]
+    assert pair["a"].endswith("qdg/clusters") and sizes["intersect"] and sizes["n_tokens"] >= 10
+    toy = json.loads((out / "qdg/universality/toy/universality.json").read_text())
+    assert [p["b"] for p in toy["pairs"]][1:] == ["truth", "truth"]
+    assert "init seed 0" in toy["pairs"][0]["a"] and "init seed 1" in toy["pairs"][0]["b"]
+    seeds = json.loads((out / "qdg/universality/seeds/universality.json").read_text())
+    assert [r["model"] for r in seeds["runs"]] == ["neox-h32-l1@step40"] * 2  # two inits
+    for p in (*sizes["pairs"], *toy["pairs"], *seeds["pairs"]):
+        for row in p["per_k"]:
+            assert {"observed", "null", "ceiling"} <= set(row) and row["ceiling"] is not None
+
+
 def test_rerun_reuses_finished_stages(tiny_run):
     out, _ = tiny_run
     before = read_stages(out)

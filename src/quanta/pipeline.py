@@ -20,6 +20,8 @@ Directory layout (``quanta reproduce --out DIR``)::
     DIR/qdg/clusters|validate/   QDG run + cluster browser, planted-truth validation
     DIR/qdg/clusters/scale/      quanta across scale (per-cluster curves, learned scale vs rank)
     DIR/qdg/parity|envelope/     appendix D.1 (QDG on a parity net), D.2 (envelope bias)
+    DIR/qdg/universality[-runs]/ qdg compare: sizes, toy/ (parity seeds, truth), seeds/ (a
+                                 suite size vs its init-seed-1 replica); -runs: what it compares
     DIR/report.html          the report (``quanta report DIR`` re-renders it)
     DIR/logs/<stage>.log     the traceback of a failed stage
 """
@@ -154,6 +156,37 @@ def _appendix_d(parity: str, envelope: str) -> tuple[Stage, ...]:
     )
 
 
+def _universality(
+    second: str, compare: str, parity_train: str, parity: str, replica: str | None = None
+) -> Stage:
+    """Universality of quanta (issue 20): a second model's QDG (``second``) vs qdg-clusters'
+    on the tokens both selected; a parity net of init seed 1 vs toy-params' member (same task
+    and data order), both vs the true subtasks; with ``replica`` (``lm suite train`` options
+    | the suite's model of that size | ``lm losses`` options | ``qdg run`` options), that
+    size retrained with init seed 1 and the same data order vs the suite's own."""
+    u, v = "{out}/qdg/universality", "{out}/qdg/universality-runs"
+    lines = [
+        f"qdg run {{out}}/lm/losses --out {v}/second {second}",
+        f"qdg compare {{out}}/qdg/clusters {v}/second --intersect --out {u} {compare}",
+        f"parity train --out {v}/parity-seed1 {parity_train}",
+        f"qdg compare --parity {{out}}/toy/params {v}/parity-seed1 --out {u}/toy {parity}",
+    ]
+    needs: tuple[str, ...] = ("qdg-clusters", "toy-params")
+    if replica is not None:
+        suite, model, losses, qdg = (part.strip() for part in replica.split("|"))
+        lines += [
+            f"lm suite train --out {v}/suite-init1 --init-seed 1 {suite}",
+            f"lm losses --suite {v}/suite-init1 --corpus {{corpus}} --out {v}/losses1 {losses}",
+            f"qdg run {v}/losses1 --out {v}/init1 --model 0 {qdg}",
+            f"qdg run {{out}}/lm/losses --out {v}/init0 --model {model} {qdg}",
+            f"qdg compare {v}/init0 {v}/init1 --intersect --out {u}/seeds {compare}",
+        ]
+        needs = (*needs, "lm-suite")
+    title = "universality: do two models find the same quanta? (sizes, seeds; null, ceiling)"
+    commands = tuple(_cmd(line) for line in lines)
+    return Stage("qdg-universality", "qdg", title, commands, f"{u[6:]}/universality.json", needs)
+
+
 def _lm(
     suite: str | None, losses: str, analyze: str = "", dynamics: str | None = None
 ) -> tuple[Stage, ...]:
@@ -275,6 +308,16 @@ _CPU_APPENDIX_D = _appendix_d(
     "--samples 1000 --subtasks 50 --ks 5,10,15,20,30,40,50 --n-init 3 --ranks 3,50",
 )
 _CPU_VALIDATE = "--samples 1000 --subtasks 30 --dims 100,1000 --sigmas 0.5,2.0"
+# Sizes: the second-largest vs the largest; toy: width-512 nets of init seeds 0 and 1; seeds:
+# h64 l2 (the third size, its own rate) retrained with init seed 1, the suite's data order.
+_CPU_UNIVERSALITY = (
+    "--model -2 --threshold auto --min-samples 1000 --n 1000 --ks 10,20,50,100",
+    "--ks 10,20,50 --permutations 100 --replicas 5",  # K ≤ 50: the shared tokens may be few
+    "--preset cpu --widths 512 --init-seeds 1 --no-figures",
+    "--width 500 --n 1000 --ks 10,20,40,60 --n-init 3 --permutations 100 --replicas 5",
+    "--sizes 64x2 --lrs 0.011 --preset %s | neox-h64-l2 | --max-docs %d | --threshold auto "
+    "--min-samples 1000 --n 1000 --ks 10,20,50,100",
+)
 PRESETS: dict[str, tuple[Stage, ...]] = {
     # Minutes on 2 CPU cores: `make demo`.
     "cpu": (
@@ -288,6 +331,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             _CPU_VALIDATE,
         ),
         *_CPU_APPENDIX_D,
+        _universality(*_CPU_UNIVERSALITY[:4], _CPU_UNIVERSALITY[4] % ("cpu", 100)),
     ),
     # About 45 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
     # (the lm-suite stage is under an hour), losses on 3× the documents, QDG on >= 3000 tokens
@@ -302,6 +346,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             _CPU_VALIDATE,
         ),
         *_CPU_APPENDIX_D,
+        _universality(*_CPU_UNIVERSALITY[:4], _CPU_UNIVERSALITY[4] % ("cpu-long", 300)),
     ),
     # PAPER.md's configurations: GPUs (the toy presets set device cuda), the original Pythia
     # release (`--suite pythia-v0`, EleutherAI/pythia-*-v0 at step143000: the paper's α_N = 0.083
@@ -330,6 +375,15 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--width 500 --n 10000 --ks 10,20,50,100,200,300,400,500 --n-init 30 --device cuda",
             "--samples 10000 --subtasks 1000 --ks " + _PAPER_KS + " --n-init 30 --ranks 101,1000",
         ),
+        # Pythia-160m-v0 (model 1) vs qdg-clusters' 70m; the width-500 net vs another init's.
+        _universality(
+            "--model 1 --threshold 0.1 --every 50 --n 10000 --similarity exact "
+            "--block-params 1000000 --assign kmeans --n-init 30 --device cuda "
+            "--ks 10,20,50,100,200,500,1000",
+            "--ks 10,20,50,100,200,500,1000 --permutations 100 --replicas 5",
+            "--preset paper --widths 500 --init-seeds 1 --no-figures",
+            "--width 500 --n 10000 --ks 10,20,50,100,200,400 --n-init 30 --device cuda",
+        ),
     ),
     # Seconds per stage: a smoke test of the whole chain (used by the tests).
     "tiny": (
@@ -351,6 +405,14 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
         *_appendix_d(
             "--width 64 --n 200 --ks 3,6 --n-init 1",
             "--samples 200 --subtasks 10 --d 50 --ks 3,6,10 --n-init 1 --ranks 2,10",
+        ),
+        _universality(
+            "--model -2 --threshold auto --n 60 --ks 3,6",
+            "--permutations 20 --replicas 2",
+            f"{_TINY} --widths 64 --init-seeds 1 --steps 1500 --eval-points 5 --no-figures",
+            "--width 64 --n 200 --ks 3,6 --n-init 1 --permutations 20 --replicas 2",
+            "--preset tiny --sizes 32x1 | neox-h32-l1 | --max-docs 8 | --threshold auto --n 60 "
+            "--ks 3,6",
         ),
     ),
 }

@@ -32,6 +32,17 @@ suite_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Model
 lm_app.add_typer(suite_app, name="suite")
 
 
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """``--sizes 64x2,128x4`` → ``((64, 2), (128, 4))``; one error line otherwise."""
+    try:
+        pairs = [part.strip().lower().split("x") for part in text.split(",") if part.strip()]
+        return tuple((int(h), int(n)) for h, n in pairs)
+    except ValueError:
+        raise QuantaInputError(
+            f"--sizes takes HIDDENxLAYERS pairs like 64x2,128x4; got {text!r}."
+        ) from None
+
+
 @suite_app.command("train")
 @user_errors
 @writes("out_dir")
@@ -46,7 +57,15 @@ def suite_train(
     batch_size: int | None = typer.Option(None, help="Sequences per step."),
     context: int | None = typer.Option(None, help="Tokens per training sequence."),
     vocab_size: int | None = typer.Option(None, help="BPE vocabulary size."),
-    seed: int | None = typer.Option(None, help="Seed of init and data order."),
+    seed: int | None = typer.Option(
+        None, help="Seed of the data order (and of the init unless --init-seed is given)."
+    ),
+    init_seed: int | None = typer.Option(
+        None, help="Seed of the init alone: replicas of one data order [--seed]."
+    ),
+    sizes: str | None = typer.Option(
+        None, help="Models to train as HIDDENxLAYERS, comma-separated (e.g. 64x2) [the preset's]."
+    ),
     lrs: str | None = typer.Option(
         None, help="Peak learning rate per size, comma-separated (one per size of the preset)."
     ),
@@ -71,6 +90,8 @@ def suite_train(
         context=context,
         vocab_size=vocab_size,
         seed=seed,
+        init_seed=init_seed,
+        sizes=None if sizes is None else _sizes(sizes),
         lrs=float_list(lrs, "--lrs") if lrs is not None else None,
         precision=precision,
         threads=threads,

@@ -10,12 +10,14 @@ from rich.table import Table
 
 from quanta._validation import QuantaInputError
 from quanta.cli._common import WAIT_OPT, int_list, out, progress_bar, user_errors, writes
+from quanta.cli.qdg_compare import qdg_compare
 
 __all__ = ["qdg_app"]
 
 qdg_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="QDG: quanta discovery from gradients."
 )
+qdg_app.command("compare")(user_errors(writes("out_dir")(qdg_compare)))
 
 
 @qdg_app.command("run")

@@ -77,7 +77,9 @@ class MiniSuiteConfig:
     min_lr_ratio: float = 0.1  # the cosine ends at this fraction of the peak rate
     precision: str = "bf16"  # "bf16": bfloat16 autocast, float32 master weights | "f32"
     n_checkpoints: int = 6
-    seed: int = 0
+    seed: int = 0  # the data order (and the init, unless init_seed is set)
+    # The init alone (PolyPythias: replicas of one data order, other inits); None = seed.
+    init_seed: int | None = None
     threads: int = 0  # runtime: 0 = all cores
     device: str = "cpu"  # runtime: torch device
 
@@ -91,6 +93,8 @@ class MiniSuiteConfig:
         check_real(self.lr, "lr", _OWNER, low=0.0, low_open=True)
         check_real(self.min_lr_ratio, "min_lr_ratio", _OWNER, low=0.0, high=1.0)
         check_int(self.warmup, "warmup", _OWNER, low=0)
+        if self.init_seed is not None:
+            check_int(self.init_seed, "init_seed", _OWNER, low=0)
         check_choice(self.precision, "precision", _OWNER, ["bf16", "f32"])
         if self.lrs and len(self.lrs) != len(self.sizes):
             raise QuantaInputError(
@@ -128,6 +132,8 @@ class MiniSuiteConfig:
         d["lrs"] = list(self.lrs)
         d.pop("threads")
         d.pop("device")
+        if self.init_seed is None:  # written only when set: earlier suites keep their hash
+            d.pop("init_seed")
         return d
 
 
@@ -297,7 +303,7 @@ def train_minisuite(
         name = _name(hidden, layers)
         if any(m["name"] == name for m in done):
             continue
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed if cfg.init_seed is None else cfg.init_seed)
         model = GPTNeoXForCausalLM(_model_config(cfg, hidden, layers, len(tokenizer)))
         model.to(device)  # type: ignore[arg-type]  # transformers wraps .to; mypy misreads it
         opt = torch.optim.AdamW(

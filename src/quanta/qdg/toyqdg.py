@@ -51,10 +51,13 @@ class ToyQDG:
     settings: dict[str, Any]
 
 
-def load_member(run_dir: str | Path, width: int = 500) -> tuple[Any, Any, dict[str, Any]]:
+def load_member(
+    run_dir: str | Path, width: int = 500, *, init_seed: int | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
     """The member nearest ``width`` of a finished parity run: ``(nn.Sequential, config, info)``.
 
-    Among members of equal width the smallest init seed is taken.
+    Among members of equal width the smallest init seed is taken, or ``init_seed`` (refused
+    when the run has no member of that seed).
     """
     from quanta._tensorfile import load_tree, refuse_pickle
     from quanta.config import build_config
@@ -86,9 +89,16 @@ def load_member(run_dir: str | Path, width: int = 500) -> tuple[Any, Any, dict[s
         init_seeds=members["seed"].tolist(),
     )
     fused.load_state_dict(saved["state_dict"])
+    if init_seed is not None:
+        if init_seed not in set(members["seed"]):
+            seeds = ", ".join(str(v) for v in sorted(set(members["seed"])))
+            raise QuantaInputError(
+                f"Parity run '{run_dir}' has no member of init seed {init_seed}; it has {seeds}."
+            )
+        members = members[members["seed"] == init_seed]
     order = members.assign(gap=(members["width"] - width).abs()).sort_values(["gap", "seed"])
     index = int(order.index[0])
-    row = members.iloc[index]
+    row = order.iloc[0]  # its index is the member's place in the fused net
     info = {
         "member": index,
         "width": int(row["width"]),
