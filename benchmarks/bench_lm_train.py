@@ -1,64 +1,125 @@
-"""Mini-suite training speed: tokens/s and achieved FLOP/s per model size, as fractions of the
-f32 and bf16 matmul peaks measured in the same run; and what bf16 autocast costs in loss.
+"""Mini-suite training speed, the two engines side by side in one run: transformers'
+``GPTNeoXForCausalLM`` (engine ``hf``) and :mod:`quanta.lm.neox` (engine ``fast``, one model and
+``R`` stacked seed replicas), as tokens/s, GFLOP/s and % of the matmul peak measured in the
+same run; and what the fast engine does to the loss.
 
 (a) Peaks: the best of several square matmuls (2048² and 4096²) in float32 and bfloat16 — the
     most this CPU does on the operation a transformer spends its time in.
-(b) Per size of a suite preset: the trainer's own step (:func:`quanta.lm.minisuite.training_step`:
-    autocast, backward, clipping, AdamW) on batches of the preset's shape, after the same warm-up
-    for every size and precision; FLOPs per token from
-    :func:`quanta.lm.minisuite.train_flops_per_token` (6 × (non-embedding + output-head params)
-    + attention; Kaplan et al. 2020). Both precisions are timed side by side.
-(c) Loss: one size trained on the same stdlib batches in f32 and with bf16 autocast; the
-    held-out loss (stdlib:test chunks, evaluated in f32) of both, and the difference.
+(b) Per size of the cpu preset (plus cpu-long's largest): each engine's own training step
+    (autocast, backward, clipping at 1.0, AdamW) on random batches of the preset's shape,
+    3 warm-up steps, then ``--rounds`` rounds in which every engine runs ``--steps`` steps in
+    turn (interleaved, so load from other processes hits all alike); the best round per engine
+    is reported. FLOPs per token from :func:`quanta.lm.minisuite.train_flops_per_token`
+    (6 × (non-embedding + head params) + attention; Kaplan et al. 2020). With ``R`` replicas
+    tok/s counts the tokens of all replicas (R models trained per step). Last line: the whole
+    suite (all sizes, the preset's steps) as total training FLOPs / total time per engine.
+(c) Loss: h48 l2 (``--loss-size``) trained ``--loss-steps`` steps on the same stdlib batches
+    by both engines for seeds 0 and 1 (bf16 autocast); held-out loss (stdlib:test chunks,
+    f32, by GPTNeoXForCausalLM): the difference of the engines' means vs the seed-to-seed
+    spread (a seed is not the same initialisation in both engines).
 
-Usage: python benchmarks/bench_lm_train.py [--preset cpu] [--steps 8] [--threads 2]
-       [--loss-size 2] [--loss-steps 300]
+Usage: python benchmarks/bench_lm_train.py [--preset cpu] [--steps 3] [--rounds 3]
+       [--threads 2] [--replicas 2,4] [--loss-size 2] [--loss-steps 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from typing import Any
 
 
-def matmul_peak(dtype: object, sizes: tuple[int, ...] = (2048, 4096), reps: int = 4) -> float:
-    """Best GFLOP/s of square matmuls of ``sizes`` in ``dtype``."""
+def matmul_peak(
+    dtype: object, sizes: tuple[int, ...] = (2048, 4096), reps: int = 4, clock: Any = None
+) -> float:
+    """Best GFLOP/s of square matmuls of ``sizes`` in ``dtype`` (``clock``: perf_counter)."""
     import torch
 
+    clock = clock or time.perf_counter
     best = 0.0
     for n in sizes:
         a = torch.randn(n, n).to(dtype)  # type: ignore[arg-type]
         b = torch.randn(n, n).to(dtype)  # type: ignore[arg-type]
         a @ b  # warm-up
         for _ in range(reps):
-            t = time.perf_counter()
+            t = clock()
             a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+            best = max(best, 2 * n**3 / (clock() - t) / 1e9)
     return best
 
 
-def time_size(cfg, hidden, layers, vocab, *, bf16, steps):  # type: ignore[no-untyped-def]
-    """Seconds per training step of one size on random tokens (speed does not depend on them)."""
+def make_runner(cfg, hidden, layers, engine, replicas, *, seed=0):  # type: ignore[no-untyped-def]
+    """A closure doing one training step of ``engine`` ('hf' | 'fast') on a batch ``x``."""
     import torch
-    from transformers import GPTNeoXForCausalLM
 
     from quanta.lm.minisuite import _model_config, training_step
+    from quanta.lm.neox import NeoX, neox_training_step
 
-    torch.manual_seed(0)
-    model = GPTNeoXForCausalLM(_model_config(cfg, hidden, layers, vocab)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    x = torch.randint(0, vocab, (cfg.batch_size, cfg.context))
-    for _ in range(3):  # warm-up: allocator, kernels, optimizer state
-        training_step(model, opt, sched, x, bf16=bf16)
-    t = time.perf_counter()
-    for _ in range(steps):
-        training_step(model, opt, sched, x, bf16=bf16)
-    return (time.perf_counter() - t) / steps
+    config = _model_config(cfg, hidden, layers, cfg.vocab_size)
+    if engine == "hf":
+        from transformers import GPTNeoXForCausalLM
+
+        torch.manual_seed(seed)
+        model: Any = GPTNeoXForCausalLM(config).train()
+        step: Any = training_step
+    else:
+        model = NeoX(config, replicas=replicas, generator=torch.Generator().manual_seed(seed))
+        step = neox_training_step
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
+    bf16 = cfg.precision == "bf16"
+    return model, lambda x: step(model, opt, sched, x, bf16=bf16)
 
 
-def loss_check(cfg, index, steps):  # type: ignore[no-untyped-def]
-    """Held-out loss of size ``index`` after ``steps`` steps, f32 vs bf16 autocast."""
+def time_engines(cfg, hidden, layers, engines, *, steps, rounds, clock):  # type: ignore[no-untyped-def]
+    """Best seconds per step of each (engine, replicas), interleaved round by round."""
+    import torch
+
+    x = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.context))
+    runners = {key: make_runner(cfg, hidden, layers, *key)[1] for key in engines}
+    for run in runners.values():
+        for _ in range(3):  # warm-up: allocator, kernels, optimizer state
+            run(x)
+    best = dict.fromkeys(runners, float("inf"))
+    for _ in range(rounds):
+        for key, run in runners.items():
+            t = clock()
+            for _ in range(steps):
+                run(x)
+            best[key] = min(best[key], (clock() - t) / steps)
+    return best
+
+
+def speed_table(cfg, sizes, engines, peak, args):  # type: ignore[no-untyped-def]
+    """(b): one line per size; returns per engine (total FLOPs, total seconds) of the suite."""
+    from quanta.lm.minisuite import train_flops_per_token
+
+    tokens = cfg.batch_size * cfg.context
+    names = [e if e == "hf" else f"fast R{r}" for e, r in engines]
+    print("(b) size        MFLOP/tok | " + " | ".join(f"{n:>26s}" for n in names))
+    units = f"{'tok/s  GFLOP/s  %pk':>26s}"
+    print("                          | " + " | ".join(units for _ in names))
+    suite = {key: [0.0, 0.0] for key in engines}
+    for hidden, layers in sizes:
+        flops = train_flops_per_token(cfg, hidden, layers, cfg.vocab_size)
+        best = time_engines(
+            cfg, hidden, layers, engines, steps=args.steps, rounds=args.rounds, clock=args.clock
+        )
+        cells = []
+        for key in engines:
+            rate = key[1] * tokens / best[key]  # tokens of all replicas per second
+            g = rate * flops / 1e9
+            cells.append(f"{rate:9,.0f} {g:7.1f} {100 * g / peak:4.0f}%")
+            if key[1] == 1 and (hidden, layers) in cfg.sizes:  # the suite as the trainer runs it
+                suite[key][0] += flops * tokens * cfg.steps
+                suite[key][1] += best[key] * cfg.steps
+        print(f"    h{hidden:<4d} l{layers:<2d} {flops / 1e6:9.2f} | " + " | ".join(cells))
+    return suite
+
+
+def loss_check(cfg, index, steps, seeds=(0, 1)):  # type: ignore[no-untyped-def]
+    """Held-out loss of size ``index`` after ``steps`` steps: {(engine, seed): loss}."""
     import tempfile
     from pathlib import Path
 
@@ -67,7 +128,7 @@ def loss_check(cfg, index, steps):  # type: ignore[no-untyped-def]
     from transformers import GPTNeoXForCausalLM
 
     from quanta.lm.corpus import load_documents
-    from quanta.lm.minisuite import _chunks, _model_config, train_tokenizer, training_step
+    from quanta.lm.minisuite import _chunks, train_tokenizer
 
     docs, _ = load_documents("stdlib:train", max_docs=300)
     test, _ = load_documents("stdlib:test", max_docs=40)
@@ -77,73 +138,86 @@ def loss_check(cfg, index, steps):  # type: ignore[no-untyped-def]
     held = torch.from_numpy(_chunks(test, tok, cfg.context)[:64])
     order = np.random.default_rng(0).permutation(len(train))
     batches = np.resize(order, steps * cfg.batch_size).reshape(steps, cfg.batch_size)
+    change = {"steps": steps, "warmup": min(cfg.warmup, steps), "lr": cfg.lr_of(index), "lrs": ()}
+    run_cfg = type(cfg)(**{**cfg.__dict__, **change})  # the size's own rate and schedule
     hidden, layers = cfg.sizes[index]
     result = {}
-    for name, bf16 in (("f32", False), ("bf16", True)):
-        torch.manual_seed(cfg.seed)
-        model = GPTNeoXForCausalLM(_model_config(cfg, hidden, layers, len(tok))).train()
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=cfg.lr_of(index), betas=(0.9, 0.95), weight_decay=0.01
-        )
-        run_cfg = type(cfg)(**{**cfg.__dict__, "steps": steps, "warmup": min(cfg.warmup, steps)})
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, run_cfg.lr_factor)
-        t = time.perf_counter()
-        for step in range(steps):
-            training_step(model, opt, sched, torch.from_numpy(train[batches[step]]), bf16=bf16)
-        seconds = time.perf_counter() - t
-        model.eval()
-        with torch.inference_mode():
-            loss = float(model(input_ids=held, labels=held).loss)
-        result[name] = (loss, seconds)
+    for seed in seeds:
+        for engine in ("hf", "fast"):
+            model, step = make_runner(run_cfg, hidden, layers, engine, 1, seed=seed)
+            for s in range(steps):
+                step(torch.from_numpy(train[batches[s]]))
+            with tempfile.TemporaryDirectory() as tmp:  # both judged by GPTNeoXForCausalLM
+                if engine == "fast":
+                    model.save_replica(0, tmp)
+                    model = GPTNeoXForCausalLM.from_pretrained(tmp)
+                model.eval()
+                with torch.inference_mode():
+                    result[engine, seed] = float(model(input_ids=held, labels=held).loss)
     return (hidden, layers), result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per size and precision")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per engine and round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best is kept)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--replicas", default="2,4", help="stacked replica counts to time ('' = none)")
     ap.add_argument("--loss-size", type=int, default=2, help="index of the size for (c)")
     ap.add_argument("--loss-steps", type=int, default=300, help="training steps for (c); 0 = skip")
+    ap.add_argument("--no-speed", action="store_true", help="skip (b): the loss check only")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: perf_counter | cpu: this process's CPU time (for 1 thread on a machine "
+        "others load: it leaves out the time spent waiting for a core; peaks timed alike)",
+    )
     args = ap.parse_args()
+    args.clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     import torch
 
-    from quanta.lm.minisuite import build_suite_config, train_flops_per_token
+    from quanta.lm.minisuite import SUITE_PRESETS, build_suite_config
 
     torch.set_num_threads(args.threads)
     cfg = build_suite_config(args.preset)
-    vocab = cfg.vocab_size
-    f32, bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    sizes = list(cfg.sizes)
+    largest = tuple(SUITE_PRESETS["cpu-long"]["sizes"][-1])
+    if largest not in sizes:
+        sizes.append(largest)
+    f32 = matmul_peak(torch.float32, clock=args.clock)
+    bf16 = matmul_peak(torch.bfloat16, clock=args.clock)
+    peak = bf16 if cfg.precision == "bf16" else f32
+    replicas = [int(r) for r in args.replicas.split(",") if r]
+    engines = [("hf", 1), ("fast", 1), *(("fast", r) for r in replicas)]
     print(
-        f"torch {torch.__version__}, {args.threads} threads, preset {args.preset}: batch "
-        f"{cfg.batch_size} x context {cfg.context}, vocabulary {vocab}"
+        f"torch {torch.__version__}, {args.threads} threads, preset {args.preset} "
+        f"({cfg.precision}): batch {cfg.batch_size} x context {cfg.context}, vocabulary "
+        f"{cfg.vocab_size}; {args.clock.__name__} clock; load average at start "
+        f"{os.getloadavg()[0]:.1f}"
     )
     print(f"(a) matmul peak: f32 {f32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s ({bf16 / f32:.1f}x)")
-    print(
-        "(b) size          MFLOP/tok  f32 tok/s  GFLOP/s  %f32pk | bf16 tok/s  GFLOP/s  "
-        "%bf16pk  %f32pk  bf16/f32"
-    )
-    tokens = cfg.batch_size * cfg.context
-    for hidden, layers in cfg.sizes:
-        flops = train_flops_per_token(cfg, hidden, layers, vocab)
-        rate = {}
-        for name, on in (("f32", False), ("bf16", True)):
-            rate[name] = tokens / time_size(cfg, hidden, layers, vocab, bf16=on, steps=args.steps)
-        g32, g16 = rate["f32"] * flops / 1e9, rate["bf16"] * flops / 1e9
-        p32, p16, p16_32 = 100 * g32 / f32, 100 * g16 / bf16, 100 * g16 / f32
+    if not args.no_speed:
+        suite = speed_table(cfg, sizes, engines, peak, args)
+        (fl, s_hf), (_, s_fast) = suite[("hf", 1)], suite[("fast", 1)]
         print(
-            f"    h{hidden:<4d} l{layers:<2d}  {flops / 1e6:9.2f}  {rate['f32']:9,.0f}  {g32:7.1f}"
-            f"  {p32:5.0f}% | {rate['bf16']:10,.0f}  {g16:7.1f}  {p16:6.0f}%"
-            f"  {p16_32:5.0f}%  {rate['bf16'] / rate['f32']:6.2f}x"
+            f"    the {args.preset} suite ({len(cfg.sizes)} sizes x {cfg.steps} steps): hf "
+            f"{fl / s_hf / 1e9:.1f} GFLOP/s ({s_hf:.0f} s), fast {fl / s_fast / 1e9:.1f} "
+            f"GFLOP/s ({s_fast:.0f} s): {s_hf / s_fast:.2f}x; load average now "
+            f"{os.getloadavg()[0]:.1f}"
         )
     if args.loss_steps:
         (hidden, layers), res = loss_check(cfg, args.loss_size, args.loss_steps)
-        (l32, s32), (l16, s16) = res["f32"], res["bf16"]
+        cells = ", ".join(f"{e} seed {s} {v:.4f}" for (e, s), v in res.items())
+        # The engines draw their initial weights from different streams: compare the means.
+        mean = {e: (res[e, 0] + res[e, 1]) / 2 for e in ("hf", "fast")}
+        spread = {e: abs(res[e, 0] - res[e, 1]) for e in ("hf", "fast")}
         print(
-            f"(c) h{hidden} l{layers}, {args.loss_steps} steps on the same stdlib batches: "
-            f"held-out loss f32 {l32:.4f}, bf16 autocast {l16:.4f} nats "
-            f"(bf16 - f32 = {l16 - l32:+.4f}); training time {s32:.1f} s vs {s16:.1f} s"
+            f"(c) h{hidden} l{layers}, {args.loss_steps} steps, same stdlib batches: held-out "
+            f"loss {cells}; mean fast - mean hf {mean['fast'] - mean['hf']:+.4f} nats; "
+            f"seed-to-seed spread hf {spread['hf']:.4f}, fast {spread['fast']:.4f} nats"
         )
 
 

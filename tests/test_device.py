@@ -205,6 +205,27 @@ def test_minisuite_training_step_under_the_trap():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_fast_engine_training_step_under_the_trap():
+    """lm.neox (the mini-suite's fast engine), two stacked replicas, fused head loss."""
+    from quanta.lm.neox import NeoX, neox_training_step
+
+    def one_step(model: Any) -> tuple[list[float], list[torch.Tensor]]:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        x = torch.from_numpy(_corpus().tokens[:64].astype(np.int64).reshape(4, 16))
+        loss = neox_training_step(model.train(), opt, sched, x, bf16=True)
+        return loss, [p.detach() for p in model.parameters()]
+
+    base = NeoX(_tiny_lm().config, replicas=2, generator=torch.Generator().manual_seed(0))
+    want = one_step(copy.deepcopy(base))
+    with default_device_trap() as trap:
+        got = one_step(copy.deepcopy(base))
+    assert trap.sites == []
+    assert got[0] == want[0]
+    for a, b in zip(got[1], want[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------- --device refusals
 
 

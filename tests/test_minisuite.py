@@ -133,6 +133,7 @@ def test_cli_refuses_bad_rates_and_devices_before_writing(tmp_path):
         (["--lrs", "1e-3,x"], "--lrs takes comma-separated numbers; got '1e-3,x'"),
         (["--lrs", "1e-3,2e-3"], "one learning rate per size (4); got 2"),
         (["--device", "cuda"], "sees no CUDA GPU"),
+        (["--engine", "jax"], "must be one of 'fast', 'hf'. Got 'jax' instead."),
     ):
         if extra[0] == "--device" and torch.cuda.is_available():
             continue
@@ -142,24 +143,31 @@ def test_cli_refuses_bad_rates_and_devices_before_writing(tmp_path):
         assert not out.exists()
 
 
-def test_init_seed_changes_the_init_and_keeps_the_data_order(tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_init_seed_changes_the_init_and_keeps_the_data_order(tmp_path, monkeypatch, engine):
     import quanta.lm.minisuite as ms
     from quanta.config import config_hash
 
     seen: list[list] = []  # per suite: its first weight at step 1, then every batch
-    real = ms.training_step
+    real = ms._Trainer.step
 
-    def spy(model, opt, sched, x, *, bf16):
+    def spy(self, x):
         if not seen[-1]:
-            seen[-1].append(next(model.parameters()).detach().clone())
+            seen[-1].append(next(self.model.parameters()).detach().clone())
         seen[-1].append(x.clone())
-        return real(model, opt, sched, x, bf16=bf16)
+        return real(self, x)
 
-    monkeypatch.setattr(ms, "training_step", spy)
+    monkeypatch.setattr(ms._Trainer, "step", spy)
     for i, init_seed in enumerate((None, 7, 0)):
         seen.append([])
         cfg = build_suite_config(
-            "tiny", max_docs=20, sizes=((8, 1),), steps=2, n_checkpoints=1, init_seed=init_seed
+            "tiny",
+            max_docs=20,
+            sizes=((8, 1),),
+            steps=2,
+            n_checkpoints=1,
+            init_seed=init_seed,
+            engine=engine,
         )
         train_minisuite(cfg, tmp_path / str(i))
     default, other, same = seen
@@ -184,3 +192,30 @@ def test_sizes_option_takes_hidden_x_layers_pairs(tmp_path):
     from quanta.cli.lm import _sizes
 
     assert _sizes("64x2, 128X4") == ((64, 2), (128, 4))
+
+
+def test_both_engines_write_the_same_hf_checkpoints_and_records(tmp_path):
+    """engine is a runtime key: same run config; the fast engine's folders load in
+    GPTNeoXForCausalLM with the same config and keys as the HF engine's, and the recorded
+    counts agree."""
+    from transformers import GPTNeoXForCausalLM
+
+    fast = train_minisuite(_tiny(engine="fast"), tmp_path / "fast")
+    hf = train_minisuite(_tiny(engine="hf"), tmp_path / "hf")
+    assert _tiny(engine="fast").to_dict() == _tiny(engine="hf").to_dict()
+    same = ["name", "revisions", "n_params", "n_params_total", "tokens"]
+    assert fast[same].to_dict("records") == hf[same].to_dict("records")
+    name, final = fast["name"].iloc[-1], fast["final"].iloc[-1]
+    folders = [tmp_path / e / "models" / name / final for e in ("fast", "hf")]
+    configs = [json.loads((f / "config.json").read_text()) for f in folders]
+    assert configs[0] == configs[1]
+    assert sorted(p.name for p in folders[0].iterdir()) == sorted(
+        p.name for p in folders[1].iterdir()
+    )
+    models = [GPTNeoXForCausalLM.from_pretrained(str(f)) for f in folders]
+    assert models[0].state_dict().keys() == models[1].state_dict().keys()
+    # Trained, not the initialisation: the last layer norm moved away from its ones.
+    w = models[0].state_dict()["gpt_neox.final_layer_norm.weight"]
+    assert float((w - 1).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="'engine' parameter of MiniSuiteConfig"):
+        _tiny(engine="jax")

@@ -74,6 +74,9 @@ def suite_train(
     ),
     threads: int | None = typer.Option(None, help="torch CPU threads (0 = all)."),
     device: str | None = typer.Option(None, help="torch device [default: cpu]."),
+    engine: str | None = typer.Option(
+        None, help="fast (quanta.lm.neox) | hf (GPTNeoXForCausalLM); same checkpoints [fast]."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     wait: bool = WAIT_OPT,
 ) -> None:
@@ -96,6 +99,7 @@ def suite_train(
         precision=precision,
         threads=threads,
         device=device,
+        engine=engine,
     )
     progress = progress_bar("loss {task.fields[loss]:.3f}")
     progress.disable = quiet

@@ -14,11 +14,13 @@ All sizes see the same batches in the same order (one seeded permutation of fixe
 chunks of the packed training corpus: documents joined by EOS, no padding). A crash resumes at
 the first model not yet finished.
 
-Training follows Pythia's recipe at small scale: AdamW (β = 0.9, 0.95; weight decay 0.01) with
-float32 master weights, linear warmup then cosine decay to ``min_lr_ratio`` × the peak rate,
-gradient clipping at 1.0, one learning rate per size (``lrs``; chosen by a measured sweep, see
-docs/BENCHMARKS.md), and bfloat16 autocast where the device has fast bf16 matrix units
-(``precision``; ``benchmarks/bench_lm_train.py`` measures what it gains per size).
+Two engines train the same models into the same checkpoint folders (``engine``, a runtime
+key): :mod:`quanta.lm.neox` (``fast``, the default) and transformers' ``GPTNeoXForCausalLM``
+(``hf``). Training follows Pythia's recipe at small scale: AdamW (β = 0.9, 0.95; weight
+decay 0.01) with float32 master weights, linear warmup then cosine decay to ``min_lr_ratio``
+× the peak rate, gradient clipping at 1.0, one learning rate per size (``lrs``; chosen by a
+measured sweep, see docs/BENCHMARKS.md), and bfloat16 autocast where the device has fast bf16
+matrix units (``precision``; ``benchmarks/bench_lm_train.py`` measures both engines per size).
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class MiniSuiteConfig:
     init_seed: int | None = None
     threads: int = 0  # runtime: 0 = all cores
     device: str = "cpu"  # runtime: torch device
+    # runtime: "fast" = quanta.lm.neox (same checkpoints; 1.1-2.6x the speed per size, ~1.5x
+    # over the cpu suite, same loss within the seed spread: docs/BENCHMARKS.md) | "hf" =
+    # transformers' GPTNeoXForCausalLM
+    engine: str = "fast"
 
     def __post_init__(self) -> None:
         check_int(self.vocab_size, "vocab_size", _OWNER, low=300)
@@ -96,6 +102,7 @@ class MiniSuiteConfig:
         if self.init_seed is not None:
             check_int(self.init_seed, "init_seed", _OWNER, low=0)
         check_choice(self.precision, "precision", _OWNER, ["bf16", "f32"])
+        check_choice(self.engine, "engine", _OWNER, ["fast", "hf"])
         if self.lrs and len(self.lrs) != len(self.sizes):
             raise QuantaInputError(
                 f"MiniSuiteConfig.lrs must give one learning rate per size ({len(self.sizes)}); "
@@ -130,8 +137,8 @@ class MiniSuiteConfig:
         d = dataclasses.asdict(self)
         d["sizes"] = [list(s) for s in self.sizes]
         d["lrs"] = list(self.lrs)
-        d.pop("threads")
-        d.pop("device")
+        for runtime in ("threads", "device", "engine"):
+            d.pop(runtime)
         if self.init_seed is None:  # written only when set: earlier suites keep their hash
             d.pop("init_seed")
         return d
@@ -254,14 +261,12 @@ def train_minisuite(
     table (the content of ``suite.json``).
     """
     import torch
-    from transformers import GPTNeoXForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress display owns the terminal
 
     from quanta.config import config_hash
     from quanta.lm.corpus import load_documents
-    from quanta.lm.suite import non_embedding_params
     from quanta.store import RunDir, portable_path, write_json, write_parquet
 
     check_device(cfg.device, "quanta lm suite train")
@@ -278,21 +283,10 @@ def train_minisuite(
     t0 = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    bf16 = cfg.precision == "bf16"
-    docs, _ = load_documents(cfg.corpus, max_docs=cfg.max_docs or None)
-    tok_dir = out / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists():
-        from transformers import PreTrainedTokenizerFast
-
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
-    else:
-        tokenizer = train_tokenizer([d.text for d in docs], cfg.vocab_size, tok_dir)
-    chunks = _chunks(docs, tokenizer, cfg.context)
+    tokenizer, chunks = _training_data(cfg, out)
     order = np.random.default_rng(cfg.seed).permutation(len(chunks))
     need = cfg.steps * cfg.batch_size
     batches = np.resize(order, need).reshape(cfg.steps, cfg.batch_size)  # epochs if needed
-    saves = set(cfg.checkpoint_steps())
     done = json.loads(models_file.read_text())["models"] if models_file.exists() else []
     done = [m for m in done if _saved(out, m)]  # a model with a damaged file is trained again
     log: list[pd.DataFrame] = []
@@ -303,44 +297,9 @@ def train_minisuite(
         name = _name(hidden, layers)
         if any(m["name"] == name for m in done):
             continue
-        torch.manual_seed(cfg.seed if cfg.init_seed is None else cfg.init_seed)
-        model = GPTNeoXForCausalLM(_model_config(cfg, hidden, layers, len(tokenizer)))
-        model.to(device)  # type: ignore[arg-type]  # transformers wraps .to; mypy misreads it
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=cfg.lr_of(index), betas=(0.9, 0.95), weight_decay=0.01
-        )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
-        losses = []
-        model.train()
-        for step in range(1, cfg.steps + 1):
-            x = torch.from_numpy(chunks[batches[step - 1]]).to(device)
-            loss = training_step(model, opt, sched, x, bf16=bf16)
-            losses.append(loss)
-            if not math.isfinite(losses[-1]):
-                raise QuantaInputError(f"Training {name} diverged at step {step} (loss nan/inf).")
-            if progress is not None:
-                progress(name, step, cfg.steps, losses[-1])
-            if step in saves:
-                path = out / "models" / name / f"step{step}"
-                model.save_pretrained(str(path))
-                tokenizer.save_pretrained(str(path))
-        revisions = [f"step{s}" for s in sorted(saves)]
-        done.append(
-            {
-                "name": name,
-                "path": f"models/{name}",
-                "hidden": hidden,
-                "layers": layers,
-                "revisions": revisions,
-                "final": revisions[-1],
-                "n_params": non_embedding_params(model),
-                "n_params_total": sum(p.numel() for p in model.parameters()),
-                "final_train_loss": float(np.mean(losses[-max(1, cfg.steps // 10) :])),
-                "lr": cfg.lr_of(index),
-                "tokens": cfg.steps * cfg.batch_size * cfg.context,
-                "loss_change_last20": _late_change(losses),
-            }
-        )
+        trainer = _Trainer(cfg, index, len(tokenizer))
+        losses = trainer.train(chunks, batches, out, tokenizer, progress)
+        done.append(trainer.row(losses))
         log.append(
             pd.DataFrame({"model": name, "step": np.arange(1, cfg.steps + 1), "loss": losses})
         )
@@ -365,6 +324,106 @@ def _saved(out: Path, model: dict[str, Any]) -> bool:
         for r in model["revisions"]
         for name in ("model.safetensors", "config.json")
     )
+
+
+def _training_data(cfg: MiniSuiteConfig, out: Path) -> tuple[Any, np.ndarray]:
+    """The suite's tokenizer (trained once, reused on resume) and its training chunks."""
+    from quanta.lm.corpus import load_documents
+
+    docs, _ = load_documents(cfg.corpus, max_docs=cfg.max_docs or None)
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer.json").exists():
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
+    else:
+        tokenizer = train_tokenizer([d.text for d in docs], cfg.vocab_size, tok_dir)
+    return tokenizer, _chunks(docs, tokenizer, cfg.context)
+
+
+class _Trainer:
+    """One size of the suite on the configured engine: model, AdamW, schedule, checkpoints."""
+
+    def __init__(self, cfg: MiniSuiteConfig, index: int, vocab: int) -> None:
+        import torch
+
+        self.cfg, self.index = cfg, index
+        self.hidden, self.layers = cfg.sizes[index]
+        self.name = _name(self.hidden, self.layers)
+        hf_config = _model_config(cfg, self.hidden, self.layers, vocab)
+        init = cfg.seed if cfg.init_seed is None else cfg.init_seed  # the data order is cfg.seed
+        if cfg.engine == "fast":
+            from quanta.lm.neox import NeoX
+
+            generator = torch.Generator().manual_seed(init)
+            self.model: Any = NeoX(hf_config, generator=generator, device=cfg.device)
+        else:
+            from transformers import GPTNeoXForCausalLM
+
+            torch.manual_seed(init)
+            self.model = GPTNeoXForCausalLM(hf_config).to(cfg.device)  # type: ignore[arg-type]
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr_of(index), betas=(0.9, 0.95), weight_decay=0.01
+        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cfg.lr_factor)
+
+    def step(self, x: Any) -> float:
+        """One optimizer step on ``x`` [batch, context]; the loss (nats)."""
+        bf16 = self.cfg.precision == "bf16"
+        if self.cfg.engine == "fast":
+            from quanta.lm.neox import neox_training_step
+
+            return neox_training_step(self.model, self.opt, self.sched, x, bf16=bf16)[0]
+        return training_step(self.model, self.opt, self.sched, x, bf16=bf16)
+
+    def save(self, path: Path, tokenizer: Any) -> None:
+        """A Hugging Face GPT-NeoX folder (either engine) with the tokenizer beside it."""
+        if self.cfg.engine == "fast":
+            self.model.save_replica(0, path)
+        else:
+            self.model.save_pretrained(str(path))
+        tokenizer.save_pretrained(str(path))
+
+    def train(self, chunks: Any, batches: Any, out: Path, tokenizer: Any, progress: Any) -> list:
+        """Every step of this size; checkpoints at the log-spaced steps. Returns the losses."""
+        import torch
+
+        cfg, saves, losses = self.cfg, set(self.cfg.checkpoint_steps()), []
+        self.model.train()
+        for step in range(1, cfg.steps + 1):
+            x = torch.from_numpy(chunks[batches[step - 1]]).to(cfg.device)
+            losses.append(self.step(x))
+            if not math.isfinite(losses[-1]):
+                raise QuantaInputError(
+                    f"Training {self.name} diverged at step {step} (loss nan/inf)."
+                )
+            if progress is not None:
+                progress(self.name, step, cfg.steps, losses[-1])
+            if step in saves:
+                self.save(out / "models" / self.name / f"step{step}", tokenizer)
+        return losses
+
+    def row(self, losses: list[float]) -> dict[str, Any]:
+        """This size's entry of ``suite.json``."""
+        from quanta.lm.suite import non_embedding_params
+
+        cfg, model = self.cfg, self.model
+        fast = cfg.engine == "fast"
+        revisions = [f"step{s}" for s in cfg.checkpoint_steps()]
+        return {
+            "name": self.name,
+            "path": f"models/{self.name}",
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "revisions": revisions,
+            "final": revisions[-1],
+            "n_params": model.non_embedding_params() if fast else non_embedding_params(model),
+            "n_params_total": sum(p[0].numel() if fast else p.numel() for p in model.parameters()),
+            "final_train_loss": float(np.mean(losses[-max(1, cfg.steps // 10) :])),
+            "lr": cfg.lr_of(self.index),
+            "tokens": cfg.steps * cfg.batch_size * cfg.context,
+            "loss_change_last20": _late_change(losses),
+        }
 
 
 def training_step(model: Any, opt: Any, sched: Any, x: Any, *, bf16: bool) -> float:
