@@ -168,7 +168,9 @@ def _other_corpus(run, tmp_path):
     """A copy of ``run`` whose losses directory holds a corpus with one token changed."""
     manifest = json.loads((run / "manifest.json").read_text())
     losses = tmp_path / "losses2"
-    shutil.copytree(manifest["config"]["losses"], losses)
+    from quanta.store import resolve_paths  # stored relative to the run
+
+    shutil.copytree(resolve_paths(manifest["config"], run)["losses"], losses)
     tokens = np.load(losses / "corpus" / "tokens.npy")
     tokens[0] += 1
     np.save(losses / "corpus" / "tokens.npy", tokens)

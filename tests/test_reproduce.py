@@ -4,6 +4,7 @@ input, failing stages, and the report opened in a real (headless) browser."""
 import html
 import json
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -367,3 +368,24 @@ def test_readme_python_api_block_matches_the_signatures():
     assert checked >= 8
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = quanta.nope
+
+
+def test_a_copied_reproduction_resumes_repairs_and_verifies(tiny_run, tmp_path):
+    out, _ = tiny_run
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(out, copy)  # the fixture is shared: change only the copy
+    curves = copy / "toy/params/curves.parquet"
+    curves.write_bytes(curves.read_bytes()[:100])  # truncated
+    (copy / "lm/dynamics/dynamics/analysis.json").unlink()  # its stage reruns every command
+    columns = {p: p.stat().st_mtime_ns for p in (copy / "lm/dynamics/columns").iterdir()}
+    args = ["reproduce", "--preset", "tiny", "--only", "toy-params,lm-dynamics"]
+    res = CliRunner().invoke(app, [*args, "--out", str(copy)])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert f"'{curves}': size 100 bytes" in said and "running stage toy-params again" in said
+    assert "recomputing it" in said and "different config" not in said
+    assert {p: p.stat().st_mtime_ns for p in (copy / "lm/dynamics/columns").iterdir()} == columns
+    assert read_stages(copy)["lm-dynamics"]["status"] == "done"
+    res = CliRunner().invoke(app, ["verify", str(copy)])
+    assert res.exit_code == 0 and "all as recorded" in res.output
+    assert (copy / "report.html").stat().st_mtime_ns > (out / "report.html").stat().st_mtime_ns

@@ -4,6 +4,7 @@ every change. The machinery of :func:`quanta.pipeline.reproduce`, which owns the
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from quanta._validation import QuantaInputError
 from quanta.store import atomic_write
 
 if TYPE_CHECKING:
+    from quanta.integrity import Damage
     from quanta.pipeline import Stage
 
 __all__ = ["StageRunner"]
@@ -35,6 +37,8 @@ class StageRunner:
     on_stage: Callable[[int, int, Stage, str], None] | None
     planned: list[PlannedStage]  # the preset's plan, in order
     state: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → record
+    # Directories found intact in this job: stages sharing an input hash it once.
+    verified: set[Path] = field(default_factory=set)
 
     def save(self) -> None:
         write_stages_file(self.out, plan=self.planned, stages=self.state)
@@ -49,8 +53,12 @@ class StageRunner:
 
         old = self.state.get(stage.name, {})
         if old.get("status") == "done" and (self.out / stage.marker).exists():
-            tell("reused")
-            return
+            damaged = self.damaged(stage)
+            if not damaged:
+                tell("reused")
+                return
+            for d in damaged:  # its commands find the same damage, and recompute the files
+                print(f"{d.line()}; running stage {stage.name} again.", file=sys.stderr)
         missing = {n: self.state.get(n, {}).get("status", "not run") for n in stage.needs}
         missing = {n: st for n, st in missing.items() if st != "done"}
         if missing:
@@ -71,6 +79,25 @@ class StageRunner:
         self.state[stage.name] = record
         self.save()
         tell(record["status"])
+
+    def damaged(self, stage: Stage) -> list[Damage]:
+        """The damaged files (:mod:`quanta.integrity`) of the run directories under those the
+        stage's commands name."""
+        from quanta.integrity import verify_tree
+
+        dirs = {
+            self.out / a.format(out="", corpus="").lstrip("/")
+            for c in stage.commands
+            for a in c
+            if a.startswith("{out}")
+        }
+        found: list[Damage] = []
+        for d in sorted(p for p in dirs - self.verified if p.is_dir()):
+            damaged = verify_tree(d)[2]
+            found += damaged
+            if not damaged:
+                self.verified.add(d)
+        return found
 
     def execute(self, stage: Stage, commands: list[list[str]]) -> dict[str, Any]:
         """Run the stage's commands: its record, status "done" or "failed" (the message, and

@@ -232,7 +232,7 @@ def reproduce(
 
 def _claim(out: Path, preset: str) -> RunDir:
     """The reproduction directory, opened for ``preset``; one of another preset is refused."""
-    run = RunDir(out, KIND, {"preset": preset}, f"preset-{preset}")
+    run = RunDir(out, KIND, {"preset": preset}, f"preset-{preset}", files=("stages.json",))
     manifest = run.read_manifest()
     if manifest is not None and manifest.get("kind") == KIND:
         held = manifest.get("config", {}).get("preset")
@@ -241,5 +241,6 @@ def _claim(out: Path, preset: str) -> RunDir:
                 f"'{out}' holds a reproduction with preset {held!r}, not {preset!r}; use "
                 f"--preset {held} to continue it or choose another --out directory."
             )
-    run.open()
+    if run.open() == "complete":  # running again until every stage is checked or rerun
+        run.write_manifest(status="running", wall_seconds=0.0, extra={})
     return run

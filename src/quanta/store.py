@@ -19,7 +19,9 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,16 +33,23 @@ from typing import IO, Any
 import pandas as pd
 
 from quanta._validation import QuantaInputError
+from quanta.integrity import check_files, record_files
+from quanta.lock import LOCK_FILE, pid_alive
 
 __all__ = [
     "RunDir",
     "atomic_write",
+    "cleanup_temporary",
     "environment",
     "git_revision",
+    "portable_path",
     "read_result",
+    "resolve_paths",
 ]
 
 MANIFEST = "manifest.json"
+TMP_SUFFIX = ".tmp"
+_TMP_PID = re.compile(r"^\..+\.(\d+)-[^.]+\.tmp$")
 # mkstemp creates 0600 files; results should get the usual permissions (0666 minus umask).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -62,7 +71,11 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Named per process (".NAME.PID-RANDOM.tmp"): cleanup_temporary removes only the files of
+    # processes that are gone, never those another live writer is still writing.
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
@@ -78,6 +91,24 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             # "[Errno 28] No space left on device" alone does not say what was not written.
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+def cleanup_temporary(directory: str | Path) -> list[Path]:
+    """Remove the temporary files (anywhere under ``directory``) that :func:`atomic_write`
+    calls of processes no longer running on this machine left behind; return them.
+
+    A file of a live process (another writer, a worker) is kept, and so is a temporary file
+    not named by :func:`atomic_write` (it has no PID to check).
+    """
+    removed = []
+    for tmp in Path(directory).rglob(f".*{TMP_SUFFIX}"):
+        m = _TMP_PID.match(tmp.name)
+        if m is None or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -150,6 +181,13 @@ class RunDir:
     config_hash : str
     runtime_keys : frozenset of str
         Config keys that do not change results (left out of the hash and of diffs).
+    files : tuple of str
+        Glob patterns (relative) of the files the run writes: their sizes and content hashes
+        are recorded in the manifest when it is written complete, and checked when the run is
+        reused (:mod:`quanta.integrity`).
+    aliases : frozenset of str
+        Other hashes of the same config: those it had before its paths were stored relative
+        to the run (:func:`portable_path`), so that runs made then still resume.
     """
 
     path: Path
@@ -157,6 +195,8 @@ class RunDir:
     config: dict[str, Any]
     config_hash: str
     runtime_keys: frozenset[str] = frozenset()
+    files: tuple[str, ...] = ()
+    aliases: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -192,7 +232,7 @@ class RunDir:
             raise QuantaInputError(f"Output path '{self.path}' exists and is not a directory.")
         manifest = self.read_manifest()
         if manifest is None:
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
                 raise QuantaInputError(
                     f"Output directory '{self.path}' is not empty and holds no quanta run; "
                     "choose a new or empty directory."
@@ -205,15 +245,30 @@ class RunDir:
                 f"Output directory '{self.path}' holds a {manifest.get('kind')!r} run, not "
                 f"{self.kind!r}; choose another directory."
             )
-        if manifest.get("config_hash") != self.config_hash:
+        if manifest.get("config_hash") not in {self.config_hash, *self.aliases}:
             diff = _config_diff(manifest.get("config", {}), self.config, self.runtime_keys)
             raise QuantaInputError(
                 f"Output directory '{self.path}' holds a run with a different config "
                 f"({diff}); choose another directory or repeat the original settings."
             )
-        return "complete" if manifest.get("status") == "complete" else "resume"
+        if manifest.get("status") != "complete":
+            return "resume"
+        return "resume" if self._repair(manifest) else "complete"
+
+    def _repair(self, manifest: dict[str, Any]) -> bool:
+        """Remove the damaged files of a complete run (saying so, one line each) and mark it
+        running again, so that its writer recomputes them; whether any was damaged."""
+        damaged = check_files(self.path, manifest)
+        for d in damaged:
+            print(f"{d.line()}; recomputing it.", file=sys.stderr)
+            d.path.unlink(missing_ok=True)
+        if damaged:
+            self.write_manifest(status="running", wall_seconds=0.0, extra={})
+        return bool(damaged)
 
     def write_manifest(self, *, status: str, wall_seconds: float, extra: dict[str, Any]) -> None:
+        """Write the manifest; a complete one records the size and content hash of every file
+        matching :attr:`files`."""
         old = self.read_manifest() or {}
         manifest = {
             "kind": self.kind,
@@ -227,6 +282,8 @@ class RunDir:
             "environment": environment(),
             **extra,
         }
+        if status == "complete":
+            manifest["files"] = record_files(self.path, self.files)
         write_json(self.manifest_path, manifest)
 
 
@@ -239,6 +296,57 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any], skip: frozenset[str])
     shown = ", ".join(f"{k}: {old.get(k)!r} there vs {new.get(k)!r} now" for k in keys[:3])
     more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
     return (shown + more) or "config hash differs"
+
+
+def portable_path(value: str | Path, run_dir: str | Path) -> str:
+    """How a run directory's config records the local path ``value`` (an input of the run).
+
+    A path inside the run's tree (the outermost directory above ``run_dir`` holding a quanta
+    manifest, e.g. a reproduction, else ``run_dir``'s parent) is stored relative to
+    ``run_dir``, starting ``./`` or ``../``, so the tree can be copied or moved as a whole and
+    still hashes to the same config; another local path is stored absolute. A value that is
+    not an existing path (a hub id, ``stdlib:test``) is returned unchanged.
+    :func:`resolve_paths` turns the stored form back into a path.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "suite").mkdir()
+    >>> portable_path(root / "suite", root / "losses"), portable_path("pythia-v0", root)
+    ('../suite', 'pythia-v0')
+    """
+    p = Path(value).expanduser()
+    if not p.exists():
+        return str(value)
+    p, run = p.resolve(), Path(run_dir).resolve()
+    if not p.is_relative_to(_tree_root(run)):
+        return str(p)
+    rel = Path(os.path.relpath(p, run)).as_posix()
+    return rel if rel.startswith("..") else f"./{rel}"
+
+
+def _tree_root(run: Path) -> Path:
+    """The outermost ancestor of ``run`` holding a manifest, else ``run``'s parent."""
+    root = run.parent
+    for parent in run.parents:
+        if (parent / MANIFEST).is_file():
+            root = parent
+    return root
+
+
+def resolve_paths(config: Any, run_dir: str | Path) -> Any:
+    """``config`` (a stored config, any nesting) with every path :func:`portable_path` stored
+    relative (``./…``, ``../…``; also items of a comma-separated list) made a path from here:
+    ``run_dir`` joined with it."""
+    if isinstance(config, dict):
+        return {k: resolve_paths(v, run_dir) for k, v in config.items()}
+    if isinstance(config, list):
+        return [resolve_paths(v, run_dir) for v in config]
+    if isinstance(config, str) and (config.startswith(("./", "../")) or ",." in config):
+        items = config.split(",")
+        return ",".join(
+            os.path.normpath(Path(run_dir) / v) if v.startswith(("./", "../")) else v for v in items
+        )
+    return config
 
 
 def read_result(path: str | Path, kinds: tuple[str, ...], producers: str) -> dict[str, Any]:
@@ -265,6 +373,13 @@ def read_result(path: str | Path, kinds: tuple[str, ...], producers: str) -> dic
         raise QuantaInputError(
             f"'{path}' is not complete (status {manifest.get('status')!r}); run the same "
             "command again to finish it first."
+        )
+    manifest["config"] = resolve_paths(manifest.get("config", {}), path)
+    damaged = check_files(path, manifest)
+    if damaged:
+        more = f" (and {len(damaged) - 1} more damaged files)" if len(damaged) > 1 else ""
+        raise QuantaInputError(
+            f"{damaged[0].line()}{more}; run {producers} into '{path}' again to recompute it."
         )
     return manifest
 

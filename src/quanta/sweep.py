@@ -63,6 +63,7 @@ SWEEP_AXES = tuple(
     if not f.metadata.get("runtime") and name not in _FUSED
 )
 KIND = "parity.sweep"
+_TABLES = ("runs.parquet", "results.parquet")
 
 
 @dataclass(frozen=True)
@@ -322,12 +323,13 @@ def run_sweep(
             check_device(device, "quanta parity sweep")
             check_precision(precision, device, "quanta parity sweep")
     out = Path(out)
-    sweep = RunDir(out, KIND, spec.to_dict(), _spec_hash(spec))
-    status = sweep.open()
+    sweep = RunDir(out, KIND, spec.to_dict(), _spec_hash(spec), files=_TABLES)
+    sweep.open()
     runs_dir = out.absolute() / "runs"  # remote workers may start in another directory
     paths = [str(runs_dir / config_hash(c)) for c in configs]
     total = len(configs)
-    pending = [i for i, p in enumerate(paths) if status != "complete" and not _complete(p)]
+    # Every run checked, also in a complete sweep: a damaged run is trained again.
+    pending = [i for i, p in enumerate(paths) if not _complete(p)]
     done = total - len(pending)
     if on_run_done is not None:
         on_run_done(done, total)
@@ -369,15 +371,19 @@ def _spec_hash(spec: SweepSpec) -> str:
 
 
 def _complete(path: str) -> bool:
+    """Whether the run at ``path`` is complete, its files as recorded (sizes, hashes)."""
+    import json
+
+    from quanta.integrity import check_files
+
     manifest = Path(path) / "manifest.json"
     if not manifest.exists():
         return False
-    import json
-
     try:
-        return bool(json.loads(manifest.read_text()).get("status") == "complete")
+        data = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return False
+    return data.get("status") == "complete" and not check_files(path, data)
 
 
 def _assemble(

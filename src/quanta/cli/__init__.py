@@ -53,10 +53,13 @@ def reproduce(
     extra: dict[str, list[str]] | None = None,
     on_stage: Callable[[int, int, Any, str], None] | None = None,
     report: bool = True,
+    wait: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run every stage of ``preset`` into ``out`` and write ``out/report.html``, as
     ``quanta reproduce`` does: :func:`quanta.pipeline.reproduce` with this CLI's commands run
-    in-process. The parameters are those of :func:`quanta.pipeline.reproduce`.
+    in-process. The parameters are those of :func:`quanta.pipeline.reproduce`; ``out`` is
+    locked meanwhile (:func:`quanta.lock.run_lock`: another writer refused, or waited for
+    with ``wait=True``).
 
     Returns
     -------
@@ -70,15 +73,17 @@ def reproduce(
     >>> state["theory"]["status"]  # doctest: +SKIP
     'done'
     """
+    from quanta.lock import run_lock
     from quanta.pipeline import reproduce as run_stages
 
-    return run_stages(
-        out,
-        preset,
-        run_command=in_process_runner(typer.main.get_command(app)),
-        only=only,
-        corpus=corpus,
-        extra=extra,
-        on_stage=on_stage,
-        report=report,
-    )
+    with run_lock(out, wait=wait):
+        return run_stages(
+            out,
+            preset,
+            run_command=in_process_runner(typer.main.get_command(app)),
+            only=only,
+            corpus=corpus,
+            extra=extra,
+            on_stage=on_stage,
+            report=report,
+        )

@@ -22,6 +22,7 @@ from quanta._validation import QuantaInputError
 __all__ = [
     "EXTRA_ARGS",
     "RAISE_ERRORS",
+    "WAIT_OPT",
     "ConfigKeysCommand",
     "RootCommand",
     "Terminated",
@@ -35,6 +36,7 @@ __all__ = [
     "out",
     "progress_bar",
     "user_errors",
+    "writes",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -133,6 +135,38 @@ def one_line_warnings(*categories: type[Warning]) -> Iterator[None]:
             warnings.simplefilter("always", category)
         warnings.showwarning = show
         yield
+
+
+#: ``--wait`` of the commands that write a run directory (see :func:`writes`).
+WAIT_OPT = typer.Option(
+    False,
+    "--wait",
+    help="If another quanta process is writing the directory, wait for it instead of refusing.",
+)
+
+
+def writes(where: str | Callable[[dict[str, Any]], Any]) -> Callable[[F], F]:
+    """Hold the write lock of the command's output directory while it runs
+    (:func:`quanta.lock.run_lock`): ``where`` names the parameter that holds it, or computes
+    it from the parameters. A ``wait`` parameter (:data:`WAIT_OPT`) waits for another writer
+    instead of refusing. Place it under :func:`user_errors` so a refusal is one line."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from quanta.lock import run_lock
+
+            directory = kwargs[where] if isinstance(where, str) else where(kwargs)
+
+            def on_wait(message: str) -> None:
+                console.print(message, highlight=False, soft_wrap=True)
+
+            with run_lock(directory, wait=bool(kwargs.get("wait", False)), on_wait=on_wait):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def int_list(text: str, option: str) -> tuple[int, ...]:

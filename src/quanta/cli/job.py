@@ -14,7 +14,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from quanta.cli._common import console, in_process_runner, interrupt_exit, out, user_errors
+from quanta._validation import QuantaInputError
+from quanta.cli._common import (
+    WAIT_OPT,
+    console,
+    in_process_runner,
+    interrupt_exit,
+    out,
+    user_errors,
+    writes,
+)
 
 __all__ = ["job_app"]
 
@@ -24,6 +33,7 @@ job_app = typer.Typer(rich_markup_mode=None)
 
 @job_app.command("reproduce")
 @user_errors
+@writes("out_dir")
 def reproduce_cmd(
     ctx: typer.Context,
     preset: str = typer.Option(
@@ -54,6 +64,7 @@ def reproduce_cmd(
         help="Invalid UTF-8 or a lone surrogate in --corpus: strict (refused, naming "
         "FILE:LINE) | replace (each becomes U+FFFD; see 'quanta lm losses').",
     ),
+    wait: bool = WAIT_OPT,
 ) -> None:
     """Run every pipeline of the paper in order (theory, toy sweeps, LM suite → losses →
     analysis, QDG → clusters → validation) and write DIR/report.html.
@@ -131,6 +142,7 @@ def _stage_display(out_dir: Path, failed: list[str]) -> Callable[[int, int, Any,
 
 @job_app.command("report")
 @user_errors
+@writes("source")
 def report_cmd(
     source: Path = typer.Argument(..., help="A 'quanta reproduce' directory."),
 ) -> None:
@@ -138,3 +150,26 @@ def report_cmd(
     from quanta.report import write_report
 
     out.print(str(write_report(source)))
+
+
+@job_app.command("verify")
+@user_errors
+def verify_cmd(
+    directory: Path = typer.Argument(..., help="A run directory (any, or a reproduction)."),
+) -> None:
+    """Check every run directory under DIRECTORY: each finished file's size and content hash
+    against its manifest. One line per damaged or missing file; exit 0 clean, 1 damaged."""
+    from quanta.integrity import verify_tree
+
+    if not directory.is_dir():
+        raise QuantaInputError(f"'{directory}' is not a directory.")
+    runs, checked, damaged = verify_tree(directory)
+    if runs == 0:
+        raise QuantaInputError(f"'{directory}' holds no quanta run directory (no manifest.json).")
+    for d in damaged:
+        out.print(f"damaged: {d.line()}", highlight=False, markup=False)
+    dirs = f"{runs} run director{'y' if runs == 1 else 'ies'}"
+    if damaged:
+        console.print(f"{len(damaged)} of {checked} recorded files damaged ({dirs}).")
+        raise typer.Exit(1)
+    out.print(f"'{directory}': {checked} files in {dirs}, all as recorded.", markup=False)

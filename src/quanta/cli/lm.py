@@ -12,11 +12,13 @@ from rich.table import Table
 
 from quanta._validation import QuantaInputError
 from quanta.cli._common import (
+    WAIT_OPT,
     float_list,
     one_line_warnings,
     out,
     progress_bar,
     user_errors,
+    writes,
 )
 
 __all__ = ["lm_app"]
@@ -43,6 +45,7 @@ def _sizes(text: str) -> tuple[tuple[int, int], ...]:
 
 @suite_app.command("train")
 @user_errors
+@writes("out_dir")
 def suite_train(
     out_dir: Path = typer.Option(Path("runs/suite"), "--out", help="Suite directory."),
     preset: str = typer.Option(
@@ -75,6 +78,7 @@ def suite_train(
         None, help="fast (quanta.lm.neox) | hf (GPTNeoXForCausalLM); same checkpoints [fast]."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    wait: bool = WAIT_OPT,
 ) -> None:
     """Train a Pythia-style GPT-NeoX suite (≥ 4 sizes, same data order, log-spaced
     checkpoints saved as step<N> folders) on a corpus with its own BPE tokenizer."""
@@ -181,6 +185,7 @@ def _show_user_suite(path: str) -> None:
 
 @lm_app.command("losses")
 @user_errors
+@writes("out_dir")
 def lm_losses(
     suite: str = typer.Option(
         ...,
@@ -232,6 +237,7 @@ def lm_losses(
         None, help="At most this many SLURM array jobs at once [no limit]."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    wait: bool = WAIT_OPT,
 ) -> None:
     """Per-token losses (nats) of every model of a suite on a corpus: losses.npy
     [n_tokens, n_models] + the token index table; resumable per model. Remote executors run
@@ -300,6 +306,7 @@ def _token_bars(progress: Any) -> tuple[Callable[[str, int], None], Callable[[in
 
 @lm_app.command("analyze")
 @user_errors
+@writes(lambda kw: kw["out_dir"] or kw["source"] / "analysis")
 def lm_analyze(
     source: Path = typer.Argument(..., help="A 'quanta lm losses' directory."),
     out_dir: Path | None = typer.Option(None, "--out", help="[default: SOURCE/analysis]"),
@@ -367,6 +374,7 @@ def lm_analyze(
 
 @lm_app.command("dynamics")
 @user_errors
+@writes(lambda kw: kw["out_dir"] or kw["source"] / "dynamics")
 def lm_dynamics(
     source: Path = typer.Argument(..., help="A 'quanta lm losses --checkpoints' directory."),
     out_dir: Path | None = typer.Option(None, "--out", help="[default: SOURCE/dynamics]"),

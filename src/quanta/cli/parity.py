@@ -16,6 +16,7 @@ from rich.table import Table
 from quanta._validation import check_choice
 from quanta.cli._common import (
     EXTRA_ARGS,
+    WAIT_OPT,
     Terminated,
     config_keys_command,
     console,
@@ -23,6 +24,7 @@ from quanta.cli._common import (
     out,
     progress_bar,
     user_errors,
+    writes,
 )
 
 __all__ = ["parity_app"]
@@ -60,6 +62,7 @@ PRESET_OPT = typer.Option("cpu", "--preset", help="cpu (minutes on 2 cores) or p
 
 @parity_app.command("train", cls=ParityConfigCommand, context_settings=EXTRA_ARGS)
 @user_errors
+@writes("out_dir")
 def parity_train(
     ctx: typer.Context,
     out_dir: Path = typer.Option(Path("runs/parity"), "--out", help="Run directory."),
@@ -67,6 +70,7 @@ def parity_train(
     preset: str = PRESET_OPT,
     figures: bool = typer.Option(True, help="Write figures/subtask_curves.png."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    wait: bool = WAIT_OPT,
 ) -> None:
     """Train widths × init seeds as one fused network; write curves.parquet and a summary.
 
@@ -124,6 +128,7 @@ def parity_train(
 
 @parity_app.command("sweep", context_settings=EXTRA_ARGS)
 @user_errors
+@writes("out_dir")
 def parity_sweep(
     ctx: typer.Context,
     out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep directory."),
@@ -141,6 +146,7 @@ def parity_sweep(
     executor: str = typer.Option("local", help="local | ray | slurm | submitit-local."),
     ray_address: str | None = typer.Option(None, help="HOST:PORT of a running Ray cluster."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    wait: bool = WAIT_OPT,
 ) -> None:
     """Run a grid of fused training runs; resumable (finished runs are skipped).
 
@@ -175,6 +181,7 @@ def parity_sweep(
 
 @parity_app.command("analyze")
 @user_errors
+@writes(lambda kw: kw["out_dir"] or kw["source"] / "analysis")
 def parity_analyze(
     source: Path = typer.Argument(..., help="A 'parity train' run or 'parity sweep' directory."),
     out_dir: Path | None = typer.Option(

@@ -9,7 +9,15 @@ import typer
 from rich.table import Table
 
 from quanta._validation import QuantaInputError
-from quanta.cli._common import int_list, one_line_warnings, out, progress_bar, user_errors
+from quanta.cli._common import (
+    WAIT_OPT,
+    int_list,
+    one_line_warnings,
+    out,
+    progress_bar,
+    user_errors,
+    writes,
+)
 from quanta.cli.qdg_compare import qdg_compare
 
 __all__ = ["qdg_app"]
@@ -17,11 +25,12 @@ __all__ = ["qdg_app"]
 qdg_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="QDG: quanta discovery from gradients."
 )
-qdg_app.command("compare")(user_errors(qdg_compare))
+qdg_app.command("compare")(user_errors(writes("out_dir")(qdg_compare)))
 
 
 @qdg_app.command("run")
 @user_errors
+@writes("out_dir")
 def qdg_run(
     losses: Path = typer.Argument(..., help="A 'quanta lm losses' directory."),
     out_dir: Path = typer.Option(Path("runs/qdg"), "--out", help="Output directory."),
@@ -104,6 +113,7 @@ def qdg_run(
         "cpu", help="Where the model runs and its gradients are taken: cpu | cuda | cuda:1 | …"
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    wait: bool = WAIT_OPT,
 ) -> None:
     """Select confident tokens, take their gradients, cluster them for every K and fit the
     Zipf law of cluster sizes."""
@@ -292,6 +302,7 @@ def _run_many(
 
 @qdg_app.command("validate")
 @user_errors
+@writes("out_dir")
 def qdg_validate(
     source: str = typer.Option("toy", help="toy (appendix-D vectors) | parity (a trained MLP)."),
     out_dir: Path = typer.Option(Path("runs/qdg-validate"), "--out", help="Output directory."),
@@ -356,6 +367,7 @@ def qdg_validate(
 
 @qdg_app.command("report")
 @user_errors
+@writes("qdg_dir")
 def qdg_report(
     qdg_dir: Path = typer.Argument(..., help="A 'quanta qdg run' directory."),
     k: int | None = typer.Option(None, "--k", help="Which K [the largest clustered]."),
@@ -369,6 +381,7 @@ def qdg_report(
 
 @qdg_app.command("export")
 @user_errors
+@writes(lambda kw: kw["out_dir"] or kw["qdg_dir"] / "export")
 def qdg_export(
     qdg_dir: Path = typer.Argument(..., help="A 'quanta qdg run' directory."),
     format: str = typer.Option(
@@ -398,6 +411,7 @@ def qdg_export(
 
 @qdg_app.command("scale")
 @user_errors
+@writes(lambda kw: kw["out_dir"] or kw["qdg_dir"] / "scale")
 def qdg_scale(
     qdg_dir: Path = typer.Argument(..., help="A 'quanta qdg run' directory."),
     losses: Path = typer.Option(
@@ -463,6 +477,7 @@ def qdg_scale(
 
 @qdg_app.command("parity")
 @user_errors
+@writes("out_dir")
 def qdg_parity(
     run_dir: Path = typer.Argument(..., help="A finished 'quanta parity train' run."),
     out_dir: Path = typer.Option(Path("runs/qdg-parity"), "--out", help="Output directory."),
@@ -519,6 +534,7 @@ def qdg_parity(
 
 @qdg_app.command("envelope")
 @user_errors
+@writes("out_dir")
 def qdg_envelope(
     out_dir: Path = typer.Option(Path("runs/qdg-envelope"), "--out", help="Output directory."),
     samples: int = typer.Option(2000, help="Planted samples."),

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from quanta._validation import QuantaInputError
-from quanta.cli._common import out, user_errors
+from quanta.cli._common import out, user_errors, writes
 
 __all__ = ["theory_app"]
 
@@ -18,6 +18,7 @@ theory_app = typer.Typer(rich_markup_mode=None)
 
 @theory_app.command("theory")
 @user_errors
+@writes("out_dir")
 def theory(
     alpha: str = typer.Option("0.2,0.4,0.8", help="Zipf exponents α > 0, comma-separated."),
     n_quanta: int | None = typer.Option(

@@ -322,8 +322,10 @@ def token_context(
     corpus = load_corpus(directory / "corpus")
     if tokenizer is None:
         from quanta.lm.suite import ModelRef, load_tokenizer
+        from quanta.store import resolve_paths
 
-        first = json.loads((directory / "manifest.json").read_text())["config"]["models"][0]
+        config = json.loads((directory / "manifest.json").read_text())["config"]
+        first = resolve_paths(config, directory)["models"][0]
         tokenizer = load_tokenizer(ModelRef(first["name"], first["source"], first["revision"]))
     index = pd.read_parquet(directory / "corpus" / "index.parquet")
     out = []

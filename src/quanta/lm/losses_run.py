@@ -44,6 +44,9 @@ from quanta.lm.losses import _OWNER, HEADS, resolve_head, token_losses
 __all__ = ["KIND", "column_task", "run_losses"]
 
 KIND = "lm.losses"
+#: The finished files of a losses directory (hashed in its manifest, checked on reuse).
+FILES = ("losses.npy", "models.parquet", "columns/*.npy", "rows/*.json", "corpus/*")
+_CORPUS_FILES = ("corpus.json", "tokens.npy", "offsets.npy", "docs.parquet", "index.parquet")
 
 
 def run_losses(
@@ -134,10 +137,15 @@ def run_losses(
         ray_address=ray_address,
         slurm_array_parallelism=slurm_array_parallelism,
     )
-    run = RunDir(out, KIND, config, config_hash(config))
+    stored = _portable(config, refs, out)
+    # Runs made before paths were stored relative keep their hash (an alias).
+    old = frozenset({config_hash(config)})
+    run = RunDir(out, KIND, stored, config_hash(stored), files=FILES, aliases=old)
     tokens = _open(run, job)
     t0 = time.perf_counter()
     tokens = _saved_corpus(job, tokens)
+    # models.parquet is rewritten also when every column was reused (a damaged table was
+    # removed on reopening).
     rows = _flag_duplicates(out, _columns(job, tokens, on_model, on_tokens))
     _assemble(out, len(refs), tokens.n_predicted, dtype)
     run.write_manifest(
@@ -146,6 +154,21 @@ def run_losses(
         extra={"n_models": len(refs), "n_tokens": tokens.n_predicted, "n_docs": tokens.n_docs},
     )
     return pd.DataFrame([rows[k] for k in sorted(rows)])
+
+
+def _portable(config: dict[str, Any], refs: list[Any], out: Path) -> dict[str, Any]:
+    """``config`` as the directory records it: the suite, local models and corpus as
+    :func:`quanta.store.portable_path` stores them (relative inside the run's tree), so the
+    tree can be moved or copied and still resume."""
+    from quanta.store import portable_path
+
+    models = [
+        {**m, "source": portable_path(m["source"], out) if r.local_path else m["source"]}
+        for m, r in zip(config["models"], refs, strict=True)
+    ]
+    suite = ",".join(portable_path(s, out) for s in str(config["suite"]).split(","))
+    corpus = portable_path(config["corpus"], out)
+    return {**config, "suite": suite, "models": models, "corpus": corpus}
 
 
 @dataclass(frozen=True)
@@ -198,10 +221,13 @@ def _tokenized(job: _Job) -> TokenizedCorpus:
 
 def _open(run: Any, job: _Job) -> TokenizedCorpus | None:
     """Claim (or reopen) the directory; a new run reads its corpus first, so an unreadable one
-    is refused before anything is written. Stale temporary files of an interrupted run go."""
+    is refused before anything is written. Temporary files that processes no longer running
+    left go; those of a live process (a worker still writing) stay."""
+    from quanta.store import cleanup_temporary
+
     tokens = _tokenized(job) if run.read_manifest() is None else None
     if run.open() != "complete":
-        _cleanup_stale(job.out)
+        cleanup_temporary(job.out)
     return tokens
 
 
@@ -209,7 +235,7 @@ def _saved_corpus(job: _Job, tokens: TokenizedCorpus | None) -> TokenizedCorpus:
     """The corpus saved in the directory, saved first where it is not yet."""
     from quanta.lm.corpus import load_corpus, save_corpus
 
-    if (job.out / "corpus" / "corpus.json").exists():
+    if all((job.out / "corpus" / name).exists() for name in _CORPUS_FILES):
         return load_corpus(job.out / "corpus")
     if tokens is None:  # claimed earlier but interrupted before the corpus was saved
         tokens = _tokenized(job)
@@ -511,12 +537,6 @@ def column_task(
 
     tokens = load_corpus(Path(out) / "corpus")
     return _column(Path(out), i, ref, tokens, **settings, device=device)
-
-
-def _cleanup_stale(out: Path) -> None:
-    """Remove temporary files an interrupted write left (never a finished file)."""
-    for tmp in out.rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def _assemble(out: Path, n_models: int, n_tokens: int, dtype: str) -> None:

@@ -55,6 +55,8 @@ __all__ = [
 
 _OWNER = "MiniSuiteConfig"
 KIND = "lm.suite"
+#: The finished files of a suite directory (hashed in its manifest, checked on reuse).
+FILES = ("suite.json", "train_log.parquet", "tokenizer/*", "models/**/*")
 
 
 @dataclass(frozen=True)
@@ -265,13 +267,15 @@ def train_minisuite(
 
     from quanta.config import config_hash
     from quanta.lm.corpus import load_documents
-    from quanta.store import RunDir, write_json, write_parquet
+    from quanta.store import RunDir, portable_path, write_json, write_parquet
 
     check_device(cfg.device, "quanta lm suite train")
     load_documents(cfg.corpus, max_docs=1)  # a bad corpus is refused before out is claimed
     out = Path(out)
     config = cfg.to_dict()
-    run = RunDir(out, KIND, config, config_hash(config))
+    stored = {**config, "corpus": portable_path(config["corpus"], out)}
+    old = frozenset({config_hash(config)})  # the hash before paths were stored relative
+    run = RunDir(out, KIND, stored, config_hash(stored), files=FILES, aliases=old)
     status = run.open()
     models_file = out / "suite.json"
     if status == "complete":
@@ -284,9 +288,11 @@ def train_minisuite(
     need = cfg.steps * cfg.batch_size
     batches = np.resize(order, need).reshape(cfg.steps, cfg.batch_size)  # epochs if needed
     done = json.loads(models_file.read_text())["models"] if models_file.exists() else []
+    done = [m for m in done if _saved(out, m)]  # a model with a damaged file is trained again
     log: list[pd.DataFrame] = []
-    if (out / "train_log.parquet").exists():
-        log.append(pd.read_parquet(out / "train_log.parquet"))
+    if (out / "train_log.parquet").exists():  # of the finished models (a damaged one retrains)
+        old_log = pd.read_parquet(out / "train_log.parquet")
+        log.append(old_log[old_log["model"].isin([m["name"] for m in done])])
     for index, (hidden, layers) in enumerate(cfg.sizes):
         name = _name(hidden, layers)
         if any(m["name"] == name for m in done):
@@ -298,6 +304,9 @@ def train_minisuite(
             pd.DataFrame({"model": name, "step": np.arange(1, cfg.steps + 1), "loss": losses})
         )
         write_parquet(out / "train_log.parquet", pd.concat(log, ignore_index=True))
+        # In the order of the sizes, also when a damaged model was trained again after others.
+        names = [_name(*size) for size in cfg.sizes]
+        done.sort(key=lambda m: names.index(m["name"]))
         write_json(models_file, {"models": done, "tokenizer": "tokenizer"})
     run.write_manifest(
         status="complete",
@@ -305,6 +314,16 @@ def train_minisuite(
         extra={"n_models": len(done), "n_chunks": len(chunks)},
     )
     return pd.DataFrame(done)
+
+
+def _saved(out: Path, model: dict[str, Any]) -> bool:
+    """Whether every checkpoint of a finished model of ``suite.json`` is on disk (weights and
+    config; a damaged file is removed when the suite is reopened)."""
+    return all(
+        (out / model["path"] / r / name).is_file()
+        for r in model["revisions"]
+        for name in ("model.safetensors", "config.json")
+    )
 
 
 def _training_data(cfg: MiniSuiteConfig, out: Path) -> tuple[Any, np.ndarray]:

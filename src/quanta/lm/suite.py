@@ -263,11 +263,30 @@ def _user_refs(spec: str, checkpoints: str | None) -> list[ModelRef]:
     return [ModelRef(**fields) for fields in read_user_suite(spec)]
 
 
+def _check_suite_files(directory: Path, spec: str) -> None:
+    """Refuse a mini-suite whose manifest records a file that is now damaged or missing."""
+    from quanta.integrity import check_files
+
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return  # a suite without a readable manifest (copied models): nothing recorded
+    damaged = check_files(directory, manifest) if isinstance(manifest, dict) else []
+    if damaged:
+        more = f" (and {len(damaged) - 1} more damaged files)" if len(damaged) > 1 else ""
+        raise QuantaInputError(
+            f"{damaged[0].line()}{more}; run 'quanta lm suite train' into '{spec}' again to "
+            "recompute it."
+        )
+
+
 def _minisuite_refs(
     directory: Path, spec: str, checkpoints: str | None, wanted: list[str] | None
 ) -> list[ModelRef]:
     """The models of the mini-suite in ``directory`` (its ``suite.json``); every checkpoint
-    asked for must be on disk."""
+    asked for must be on disk, and every file as the suite's manifest recorded it (sizes and
+    content hashes, :mod:`quanta.integrity`): damaged weights are refused, never loaded."""
+    _check_suite_files(directory, spec)
     info = json.loads((directory / "suite.json").read_text())
     models = info["models"]
     if checkpoints is None:

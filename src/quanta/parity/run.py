@@ -48,7 +48,7 @@ class RunOutcome:
 def open_parity_run(cfg: ParityConfig, out: str | Path) -> RunDir:
     """The :class:`RunDir` of ``cfg`` at ``out`` (not yet claimed)."""
     runtime = frozenset(f.name for f in dataclasses.fields(cfg) if f.metadata.get("runtime"))
-    return RunDir(Path(out), KIND, config_to_dict(cfg), config_hash(cfg), runtime)
+    return RunDir(Path(out), KIND, config_to_dict(cfg), config_hash(cfg), runtime, (CURVES, MODEL))
 
 
 def run_parity(
@@ -110,7 +110,6 @@ def run_parity(
     extra: dict[str, Any] = {
         "steps_done": cfg.steps,
         "n_rows": len(result.curves),
-        "files": [CURVES, MODEL],
     }
     run.write_manifest(status="complete", wall_seconds=result.wall_seconds, extra=extra)
     run.file(CHECKPOINT).unlink(missing_ok=True)

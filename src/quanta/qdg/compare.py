@@ -193,7 +193,7 @@ def compare_runs(
     happens before anything is written.
     """
     from quanta.config import config_hash
-    from quanta.store import RunDir
+    from quanta.store import RunDir, portable_path
 
     if len(runs) < 2:
         raise QuantaInputError(f"Compare at least two QDG runs; got {len(runs)}.")
@@ -209,7 +209,17 @@ def compare_runs(
     )
     config = {"runs": [str(Path(r).resolve()) for r in runs], "intersect": intersect}
     config.update(vars(opts))
-    run = RunDir(Path(out), KIND, config, config_hash(config))
+    # The runs as stored relative to the output (inside its tree: relocatable); the hash of
+    # the absolute form is kept as an alias, so earlier outputs are reused.
+    stored = {**config, "runs": [portable_path(Path(r).resolve(), out) for r in runs]}
+    run = RunDir(
+        Path(out),
+        KIND,
+        stored,
+        config_hash(stored),
+        files=("matched_clusters.parquet", "universality.json"),
+        aliases=frozenset({config_hash(config)}),
+    )
     if run.open() == "complete":
         import json
 

@@ -105,8 +105,10 @@ def _corpus_and_tokenizer(qdg_dir: Path) -> tuple[Any, Any]:
     from quanta.lm.corpus import load_corpus
     from quanta.lm.suite import ModelRef, load_tokenizer
     from quanta.qdg.run import pick_model
+    from quanta.store import resolve_paths
 
-    config = json.loads((qdg_dir / "manifest.json").read_text())["config"]
+    # Stored paths are relative to their run directory (quanta.store.portable_path).
+    config = resolve_paths(json.loads((qdg_dir / "manifest.json").read_text())["config"], qdg_dir)
     losses_dir = Path(config["losses"])
     if not (losses_dir / "corpus" / "corpus.json").exists():
         raise QuantaInputError(
@@ -114,7 +116,8 @@ def _corpus_and_tokenizer(qdg_dir: Path) -> tuple[Any, Any]:
         )
     models = pd.read_parquet(losses_dir / "models.parquet")
     column = int(pick_model(models, config["model"])["model"])
-    spec = json.loads((losses_dir / "manifest.json").read_text())["config"]["models"][column]
+    losses_config = json.loads((losses_dir / "manifest.json").read_text())["config"]
+    spec = resolve_paths(losses_config, losses_dir)["models"][column]
     ref = ModelRef(spec["name"], spec["source"], spec.get("revision"))
     return load_corpus(losses_dir / "corpus"), load_tokenizer(ref)
 

@@ -39,6 +39,9 @@ from quanta._validation import QuantaInputError, check_choice, check_device, che
 __all__ = ["pick_model", "run_qdg"]
 
 KIND = "qdg.run"
+#: The finished files of a QDG run (hashed in its manifest, checked on reuse); ``qdg report``
+#: and ``qdg scale`` write theirs later, beside them.
+FILES = ("*.parquet", "*.npy", "grads.json", "zipf.json", "rank_frequency.png")
 _OWNER = "quanta qdg run"
 
 
@@ -193,10 +196,14 @@ def _claim(out: Path, prep: _Prepared, device: str) -> Any:
     """The run directory of ``prep`` on ``device`` (a :class:`quanta.store.RunDir`, not opened:
     the device is recorded, not hashed)."""
     from quanta.config import config_hash
-    from quanta.store import RunDir
+    from quanta.store import RunDir, portable_path
 
-    config = {**prep.config, "device": device}
-    return RunDir(out, KIND, config, config_hash(prep.config), frozenset({"device"}))
+    # The losses directory as stored relative to the run (inside its tree), so that a moved
+    # tree resumes; runs made before that keep their hash (an alias).
+    stored = {**prep.config, "losses": portable_path(prep.config["losses"], out)}
+    old = frozenset({config_hash(prep.config)})
+    config = {**stored, "device": device}
+    return RunDir(out, KIND, config, config_hash(stored), frozenset({"device"}), FILES, aliases=old)
 
 
 def _write_samples(out: Path, prep: _Prepared) -> pd.DataFrame:
