@@ -86,7 +86,7 @@ def test_universality_stage_compares_sizes_and_toy_seeds(tiny_run):
     sizes = json.loads((out / "qdg/universality/universality.json").read_text())
     (pair,) = sizes["pairs"]
     assert pair["a"].endswith("qdg/clusters") and sizes["intersect"] and sizes["n_tokens"] >= 10
-    toy = json.loads((out / "qdg/universality/toy/universality.json").read_text())
+    toy = json.loads((out / "qdg/universality-toy/universality.json").read_text())
     assert [p["b"] for p in toy["pairs"]][1:] == ["truth", "truth"]
     assert "init seed 0" in toy["pairs"][0]["a"] and "init seed 1" in toy["pairs"][0]["b"]
     seeds = json.loads((out / "qdg/universality/seeds/universality.json").read_text())

@@ -20,8 +20,9 @@ Directory layout (``quanta reproduce --out DIR``)::
     DIR/qdg/clusters|validate/   QDG run + cluster browser, planted-truth validation
     DIR/qdg/clusters/scale/      quanta across scale (per-cluster curves, learned scale vs rank)
     DIR/qdg/parity|envelope/     appendix D.1 (QDG on a parity net), D.2 (envelope bias)
-    DIR/qdg/universality[-runs]/ qdg compare: sizes, toy/ (parity seeds, truth), seeds/ (a
-                                 suite size vs its init-seed-1 replica); -runs: what it compares
+    DIR/qdg/universality[-runs]/ qdg compare: sizes, seeds/ (a suite size vs its init-seed-1
+                                 replica); -runs: what it compares
+    DIR/qdg/universality-toy/    qdg compare --parity: two parity seeds and the true subtasks
     DIR/report.html          the report (``quanta report DIR`` re-renders it)
     DIR/logs/<stage>.log     the traceback of a failed stage
 """

@@ -113,20 +113,34 @@ def _appendix_d(parity: str, envelope: str) -> tuple[Stage, ...]:
 
 def _universality(
     second: str, compare: str, parity_train: str, parity: str, replica: str | None = None
-) -> Stage:
-    """Universality of quanta (issue 20): a second model's QDG (``second``) vs qdg-clusters'
-    on the tokens both selected; a parity net of init seed 1 vs toy-params' member (same task
-    and data order), both vs the true subtasks; with ``replica`` (``lm suite train`` options
-    | the suite's model of that size | ``lm losses`` options | ``qdg run`` options), that
-    size retrained with init seed 1 and the same data order vs the suite's own."""
+) -> tuple[Stage, ...]:
+    """Universality of quanta (issue 20), two stages. ``qdg-universality``: a second model's
+    QDG (``second``) vs qdg-clusters' on the tokens both selected; with ``replica`` (``lm
+    suite train`` options | the suite's model of that size | ``lm losses`` options | ``qdg
+    run`` options), that size retrained with init seed 1 and the same data order vs the
+    suite's own. ``qdg-universality-toy`` (group toy, as appendix D.1: it reads toy-params, so
+    ``--only lm,qdg`` does not need it): a parity net of init seed 1 vs toy-params' member
+    (same task and data order), both vs the true subtasks, into its own ``qdg/universality-toy``
+    (``qdg compare`` claims ``qdg/universality`` whole)."""
     u, v = "{out}/qdg/universality", "{out}/qdg/universality-runs"
+    toy = Stage(
+        "qdg-universality-toy",
+        "toy",
+        "universality in the toy world: two init seeds of the parity net and the true subtasks",
+        (
+            _cmd(f"parity train --out {v}/parity-seed1 {parity_train}"),
+            _cmd(
+                f"qdg compare --parity {{out}}/toy/params {v}/parity-seed1 --out {u}-toy " + parity
+            ),
+        ),
+        f"{u[6:]}-toy/universality.json",
+        needs=("toy-params",),
+    )
     lines = [
         f"qdg run {{out}}/lm/losses --out {v}/second {second}",
         f"qdg compare {{out}}/qdg/clusters {v}/second --intersect --out {u} {compare}",
-        f"parity train --out {v}/parity-seed1 {parity_train}",
-        f"qdg compare --parity {{out}}/toy/params {v}/parity-seed1 --out {u}/toy {parity}",
     ]
-    needs: tuple[str, ...] = ("qdg-clusters", "toy-params")
+    needs: tuple[str, ...] = ("qdg-clusters",)
     if replica is not None:
         suite, model, losses, qdg = (part.strip() for part in replica.split("|"))
         lines += [
@@ -139,7 +153,8 @@ def _universality(
         needs = (*needs, "lm-suite")
     title = "universality: do two models find the same quanta? (sizes, seeds; null, ceiling)"
     commands = tuple(_cmd(line) for line in lines)
-    return Stage("qdg-universality", "qdg", title, commands, f"{u[6:]}/universality.json", needs)
+    lm = Stage("qdg-universality", "qdg", title, commands, f"{u[6:]}/universality.json", needs)
+    return (toy, lm)
 
 
 def _lm(
@@ -286,7 +301,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             _CPU_VALIDATE,
         ),
         *_CPU_APPENDIX_D,
-        _universality(*_CPU_UNIVERSALITY[:4], _CPU_UNIVERSALITY[4] % ("cpu", 100)),
+        *_universality(*_CPU_UNIVERSALITY[:4], _CPU_UNIVERSALITY[4] % ("cpu", 100)),
     ),
     # About 45 minutes on 2 CPU cores: the cpu toy stages; a 7-model suite on 5× the tokens
     # (the lm-suite stage is under an hour), losses on 3× the documents, QDG on >= 3000 tokens
@@ -301,7 +316,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             _CPU_VALIDATE,
         ),
         *_CPU_APPENDIX_D,
-        _universality(*_CPU_UNIVERSALITY[:4], _CPU_UNIVERSALITY[4] % ("cpu-long", 300)),
+        *_universality(*_CPU_UNIVERSALITY[:4], _CPU_UNIVERSALITY[4] % ("cpu-long", 300)),
     ),
     # PAPER.md's configurations: GPUs (the toy presets set device cuda), the original Pythia
     # release (`--suite pythia-v0`, EleutherAI/pythia-*-v0 at step143000: the paper's α_N = 0.083
@@ -331,7 +346,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--samples 10000 --subtasks 1000 --ks " + _PAPER_KS + " --n-init 30 --ranks 101,1000",
         ),
         # Pythia-160m-v0 (model 1) vs qdg-clusters' 70m; the width-500 net vs another init's.
-        _universality(
+        *_universality(
             "--model 1 --threshold 0.1 --every 50 --n 10000 --similarity exact "
             "--block-params 1000000 --assign kmeans --n-init 30 --device cuda "
             "--ks 10,20,50,100,200,500,1000",
@@ -361,7 +376,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--width 64 --n 200 --ks 3,6 --n-init 1",
             "--samples 200 --subtasks 10 --d 50 --ks 3,6,10 --n-init 1 --ranks 2,10",
         ),
-        _universality(
+        *_universality(
             "--model -2 --threshold auto --n 60 --ks 3,6",
             "--permutations 20 --replicas 2",
             f"{_TINY} --widths 64 --init-seeds 1 --steps 1500 --eval-points 5 --no-figures",
