@@ -9,34 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli_args import TINY_PARITY_TRAIN
 from quanta.cli import app
 from quanta.integrity import HASH, file_digest, verify_tree
 
-# A parity run of a fraction of a second.
-TRAIN = [
-    "parity",
-    "train",
-    "--n-tasks",
-    "4",
-    "--n-bits",
-    "8",
-    "--k",
-    "2",
-    "--widths",
-    "4",
-    "--steps",
-    "30",
-    "--batch-size",
-    "32",
-    "--test-per-task",
-    "8",
-    "--eval-points",
-    "3",
-    "--threads",
-    "1",
-    "--quiet",
-    "--no-figures",
-]
+TRAIN = TINY_PARITY_TRAIN
 
 
 def _train(out):

@@ -12,34 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli_args import TINY_PARITY_TRAIN
 from quanta.cli import app
 from quanta.lock import LOCK_FILE, holder, run_lock
 from quanta.store import atomic_write, cleanup_temporary
 
-TRAIN = [
-    "parity",
-    "train",
-    "--n-tasks",
-    "4",
-    "--n-bits",
-    "8",
-    "--k",
-    "2",
-    "--widths",
-    "4",
-    "--steps",
-    "30",
-    "--batch-size",
-    "32",
-    "--test-per-task",
-    "8",
-    "--eval-points",
-    "3",
-    "--threads",
-    "1",
-    "--quiet",
-    "--no-figures",
-]
+TRAIN = TINY_PARITY_TRAIN
 
 
 def _holder(directory: Path, release: Path, *, die: bool = False) -> subprocess.Popen:
