@@ -22,6 +22,7 @@ from quanta._validation import (
     check_int_sequence,
     check_real,
 )
+from quanta.parity.polytask import PolygenicMix
 from quanta.parity.task import SparseParityTask
 
 __all__ = ["PRESETS", "ParityConfig", "paper_widths"]
@@ -63,6 +64,33 @@ class ParityConfig:
     )
     offset: float = field(default=0.0, metadata={"help": "Zipf rank offset"})
     uniform: bool = field(default=False, metadata={"help": "uniform subtask frequencies"})
+    # --- polygenic samples (quanta.parity.polytask); 0 = the paper's monogenic task ---
+    polygenic: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of training samples with two control bits on (a polygenic sample "
+            "draws on two subtasks a != b, each from the Zipf marginals); 0 = none",
+            # The polygenic keys change the numbers, so they are hashed — but only when set,
+            # so runs made before they existed keep their hashes.
+            "omit_default": True,
+        },
+    )
+    polygenic_and: float = field(
+        default=0.5,
+        metadata={
+            "help": "share of polygenic samples of the AND kind (label parity(S_a) XOR "
+            "parity(S_b)); the rest are OR (parity(S_a) = parity(S_b) = label)",
+            "omit_default": True,
+        },
+    )
+    polygenic_top: int = field(
+        default=4,
+        metadata={
+            "help": "evaluate every pair of this many most frequent subtasks, both kinds "
+            "(test_per_task samples each)",
+            "omit_default": True,
+        },
+    )
     # --- members: every width × every init seed, trained as one fused net ---
     widths: tuple[int, ...] = field(
         default=(8, 16, 32, 64, 128, 256, 512), metadata={"help": "hidden widths, comma-separated"}
@@ -180,7 +208,14 @@ class ParityConfig:
         if self.n_train > 0 and self.val_per_task == 0:
             # Early stopping in fixed-D runs needs a held-out set that is not the test set.
             set_(self, "val_per_task", self.test_per_task)
-        self.make_task()  # surfaces task errors (e.g. C(n_bits, k) < n_tasks) at construction
+        set_(self, "polygenic", check_real(self.polygenic, "polygenic", _OWNER, low=0.0, high=1.0))
+        set_(
+            self,
+            "polygenic_and",
+            check_real(self.polygenic_and, "polygenic_and", _OWNER, low=0.0, high=1.0),
+        )
+        set_(self, "polygenic_top", check_int(self.polygenic_top, "polygenic_top", _OWNER, low=2))
+        self.make_polygenic()  # surfaces task errors (e.g. C(n_bits, k) < n_tasks) too
 
     @property
     def online(self) -> bool:
@@ -208,6 +243,18 @@ class ParityConfig:
             )
         except ValueError as exc:
             raise QuantaInputError(str(exc).replace("SparseParityTask", _OWNER)) from None
+
+    def make_polygenic(self) -> PolygenicMix | None:
+        """The :class:`PolygenicMix` of the polygenic keys, or None when ``polygenic == 0``."""
+        task = self.make_task()
+        if self.polygenic == 0:
+            return None
+        try:
+            return PolygenicMix(
+                task, fraction=self.polygenic, and_share=self.polygenic_and, top=self.polygenic_top
+            )
+        except ValueError as exc:
+            raise QuantaInputError(str(exc)) from None
 
     def members(self) -> list[tuple[int, int]]:
         """``(width, init_seed)`` of every member, seed-major."""

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from quanta.parity.model import FusedParityMLP, member_losses
+from quanta.parity.polytask import AnyBatch, second_task
 from quanta.parity.task import ParityBatch
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "evaluate_groups"]
 
 
 @dataclass(frozen=True)
@@ -77,19 +78,42 @@ def evaluate(
     >>> tuple(ev.loss.shape), tuple(ev.mixture_loss.shape)
     ((3, 2), (2,))
     """
-    n_tasks, n_members = probs.numel(), model.n_members
+    loss, accuracy = evaluate_groups(
+        model, data, data.task, probs.numel(), chunk_size=chunk_size, compute_dtype=compute_dtype
+    )
+    p = probs.to(device=loss.device, dtype=torch.float64)
+    return Evaluation(loss, accuracy, p @ loss, p @ accuracy)
+
+
+@torch.inference_mode()
+def evaluate_groups(
+    model: FusedParityMLP,
+    data: AnyBatch,
+    group: torch.Tensor,
+    n_groups: int,
+    *,
+    chunk_size: int | None = None,
+    compute_dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss (nats) and accuracy of every member on every group of rows: float64
+    ``[n_groups, M]`` each. ``group`` (int64 ``[B]``) names each row's group: the subtask for
+    :func:`evaluate`, the (kind, pair) of :meth:`PolygenicMix.eval_set`. Rows with a second
+    control bit (``data.task2``) are evaluated with it."""
+    n_members = model.n_members
     device = data.bits.device  # accumulate where the logits are (a CUDA run must not mix)
-    loss_sum = torch.zeros(n_tasks, n_members, dtype=torch.float64, device=device)
-    correct = torch.zeros(n_tasks, n_members, dtype=torch.float64, device=device)
+    loss_sum = torch.zeros(n_groups, n_members, dtype=torch.float64, device=device)
+    correct = torch.zeros(n_groups, n_members, dtype=torch.float64, device=device)
     for rows, logits in model.iter_logits(
-        data.bits, data.task, chunk_rows=chunk_size, compute_dtype=compute_dtype
+        data.bits,
+        data.task,
+        chunk_rows=chunk_size,
+        compute_dtype=compute_dtype,
+        task2=second_task(data),
     ):
-        task, y = data.task[rows], data.y[rows]  # logits: (r, M, C)
-        loss_sum.index_add_(0, task, member_losses(logits, y).to(torch.float64))
-        correct.index_add_(0, task, (logits.argmax(dim=-1) == y[:, None]).to(torch.float64))
-    counts = torch.bincount(data.task, minlength=n_tasks).to(torch.float64)[:, None]
+        g, y = group[rows], data.y[rows]  # logits: (r, M, C)
+        loss_sum.index_add_(0, g, member_losses(logits, y).to(torch.float64))
+        correct.index_add_(0, g, (logits.argmax(dim=-1) == y[:, None]).to(torch.float64))
+    counts = torch.bincount(group, minlength=n_groups).to(torch.float64)[:, None]
     if bool((counts == 0).any()):
         raise ValueError("evaluate() needs every subtask at least once in the evaluation set.")
-    loss, accuracy = loss_sum / counts, correct / counts
-    p = probs.to(device=device, dtype=torch.float64)
-    return Evaluation(loss, accuracy, p @ loss, p @ accuracy)
+    return loss_sum / counts, correct / counts

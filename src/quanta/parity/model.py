@@ -200,8 +200,11 @@ class FusedParityMLP(nn.Module):
         )  # (B, M·C)
         return logits.view(-1, self.n_members, self.n_classes)  # (B, M, C)
 
-    def forward_compact(self, bits: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, M, C]`` from task bits ``[B, n_bits]`` (any dtype) and task ids ``[B]``.
+    def forward_compact(
+        self, bits: torch.Tensor, task: torch.Tensor, task2: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``[B, M, C]`` from task bits ``[B, n_bits]`` (any dtype) and task ids ``[B]``
+        (and, for polygenic samples, second control bits ``task2 [B]``, ``n_tasks`` = none).
 
         Equal to :meth:`forward` on the dense input, with the one-hot product replaced by a
         row gather.
@@ -210,6 +213,8 @@ class FusedParityMLP(nn.Module):
         # [n_tasks, H] table before gathering rather than to the [B, H] result: the same sums,
         # one full pass over the batch activations fewer (forward and backward).
         pre = F.embedding(task, self.w_ctrl + self.b1)  # (B, H)
+        if task2 is not None:
+            pre = pre + F.embedding(task2, self._ctrl2(self.w_ctrl))
         pre = pre.addmm(bits.to(self.w_bits.dtype), self.w_bits)
         return self._head(pre)
 
@@ -233,13 +238,26 @@ class FusedParityMLP(nn.Module):
             table, w_bits, block_diag, bias = (t.to(dtype) for t in parts)
             return table, w_bits, block_diag, bias
 
+    def _ctrl2(self, w_ctrl: torch.Tensor) -> torch.Tensor:
+        """``W1_ctrl`` with a zero row appended: the gather table of second control bits, whose
+        index ``n_tasks`` (monogenic rows) adds nothing."""
+        return torch.cat([w_ctrl, w_ctrl.new_zeros(1, w_ctrl.shape[1])])
+
     def _block_forward(
-        self, xb: torch.Tensor, t: torch.Tensor, weights: _Weights
+        self,
+        xb: torch.Tensor,
+        t: torch.Tensor,
+        weights: _Weights,
+        t2: torch.Tensor | None = None,
+        ctrl2: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden activations ``[r, H]`` and logits ``[r, M·C]`` of one row block, in place,
-        both in the weights' dtype."""
+        both in the weights' dtype (``t2``, ``ctrl2``: second control bits and their table)."""
         table, w_bits, block_diag, bias = weights
-        hidden = table.index_select(0, t).addmm_(xb, w_bits).relu_()  # (r, H)
+        pre = table.index_select(0, t)
+        if t2 is not None and ctrl2 is not None:
+            pre.add_(ctrl2.index_select(0, t2))
+        hidden = pre.addmm_(xb, w_bits).relu_()  # (r, H)
         logits = torch.cat(
             [torch.addmm(bias[cs], hidden[:, us], block_diag[us, cs]) for us, cs in self._blocks],
             dim=1,
@@ -254,6 +272,7 @@ class FusedParityMLP(nn.Module):
         *,
         chunk_rows: int | None = None,
         compute_dtype: torch.dtype = torch.float32,
+        task2: torch.Tensor | None = None,
     ) -> Iterator[tuple[slice, torch.Tensor]]:
         """Float32 logits ``[r, M, C]`` of consecutive row blocks (no autograd), for evaluation.
 
@@ -262,10 +281,12 @@ class FusedParityMLP(nn.Module):
         """
         rows = chunk_rows or self.chunk_rows()
         weights = self._frozen_weights(compute_dtype)
+        ctrl2 = None if task2 is None else self._ctrl2(self.w_ctrl).to(compute_dtype)
         for start in range(0, task.numel(), rows):
             rows_here = slice(start, start + rows)
             xb = bits[rows_here].to(compute_dtype)
-            _, logits = self._block_forward(xb, task[rows_here], weights)
+            t2 = None if task2 is None else task2[rows_here]
+            _, logits = self._block_forward(xb, task[rows_here], weights, t2, ctrl2)
             yield rows_here, logits.float().view(-1, self.n_members, self.n_classes)
 
     def loss_and_grad(
@@ -276,6 +297,7 @@ class FusedParityMLP(nn.Module):
         *,
         chunk_rows: int | None = None,
         compute_dtype: torch.dtype = torch.float32,
+        task2: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member mean loss and accuracy on a batch; sets every parameter's ``.grad`` to
         the gradient of the summed member losses (so member m gets its own loss's gradient).
@@ -289,6 +311,9 @@ class FusedParityMLP(nn.Module):
         once); log-softmax, the loss and ``softmax − one_hot`` are float32, and each row block's
         gradient is added into float32 sums, so rounding does not grow with the batch.
 
+        ``task2`` (polygenic samples, :mod:`quanta.parity.polytask`): a second control bit per
+        row, ``n_tasks`` where there is none; its rows of ``W1_ctrl`` get their gradient too.
+
         Returns
         -------
         loss : float32 ``[M]`` mean cross-entropy per member, nats (detached)
@@ -299,6 +324,8 @@ class FusedParityMLP(nn.Module):
         weights = self._frozen_weights(compute_dtype)
         table, w_bits, block_diag, _ = weights
         with torch.no_grad():
+            ctrl2 = None if task2 is None else self._ctrl2(self.w_ctrl).to(compute_dtype)
+            g_ctrl2 = None if ctrl2 is None else torch.zeros_like(ctrl2, dtype=torch.float32)
             g_table = torch.zeros_like(table, dtype=torch.float32)
             g_bits = torch.zeros_like(w_bits, dtype=torch.float32)
             g_block = torch.zeros_like(block_diag, dtype=torch.float32)
@@ -307,7 +334,8 @@ class FusedParityMLP(nn.Module):
             for start in range(0, n_rows, rows):
                 t, yb = task[start : start + rows], y[start : start + rows]
                 xb = bits[start : start + rows].to(compute_dtype)  # (r, n)
-                hidden, flat_logits = self._block_forward(xb, t, weights)
+                t2 = None if task2 is None else task2[start : start + rows]
+                hidden, flat_logits = self._block_forward(xb, t, weights, t2, ctrl2)
                 dlogits = self._loss_head(flat_logits, yb, n_rows, sums)  # (r, M·C) f32
                 g_bias += dlogits.sum(dim=0)
                 dl = dlogits.to(compute_dtype)
@@ -320,7 +348,10 @@ class FusedParityMLP(nn.Module):
                 # index_add_ wants one dtype: the float32 sum of the gradient accumulation
                 # (a bf16 sum added little error at 8k rows, measured, but it is not needed).
                 g_table.index_add_(0, t, dpre.float())
-            self.w_ctrl.grad = g_table
+                if g_ctrl2 is not None and t2 is not None:
+                    g_ctrl2.index_add_(0, t2, dpre.float())
+            # b1 enters once per row (through the table), the second control bit without it.
+            self.w_ctrl.grad = g_table if g_ctrl2 is None else g_table + g_ctrl2[:-1]
             self.b1.grad = g_table.sum(dim=0)
             self.w_bits.grad = g_bits
             self.w2.grad = g_block.gather(1, self._cols)

@@ -186,10 +186,19 @@ class SparseParityTask:
         return (chosen.sum(dim=1, dtype=torch.int64) % 2).to(torch.int64)
 
     def _with_tasks(self, task: torch.Tensor, generator: torch.Generator | None) -> ParityBatch:
-        n_rows, n_words = task.numel(), self._masks.shape[1]
-        words = torch.randint(
+        words = self.draw_words(task.numel(), generator)
+        return ParityBatch(self.expand_bits(words), task, self.parity_of(words, task))
+
+    def draw_words(self, n_rows: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Uniform task bits of ``n_rows`` rows packed in int64 words: ``[n_rows, ⌈n/64⌉]``."""
+        n_words = self._masks.shape[1]
+        return torch.randint(
             _WORD_LOW, _WORD_HIGH, (n_rows, n_words), generator=generator, device=self.device
         )
+
+    def expand_bits(self, words: torch.Tensor) -> torch.Tensor:
+        """The uint8 bits ``[B, n_bits]`` packed in ``words`` (see :meth:`draw_words`)."""
+        n_rows, n_words = words.shape
         # Bit j of a row is bit j % 64 of word j // 64. On a little-endian machine the bytes of
         # the words are in that order already; elsewhere reverse each word's bytes first.
         raw = words.view(torch.uint8)
@@ -200,26 +209,34 @@ class SparseParityTask:
         bits = expanded.view(torch.uint8).view(n_rows, -1)[:, : self.n_bits]
         if bits.shape[1] != n_words * _BITS_PER_WORD:
             bits = bits.contiguous()
+        return bits
+
+    def parity_of(self, words: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """int64 ``[B]``: parity of the bits of ``S_task[b]`` in row ``b`` of ``words``."""
         # Labels straight from the words: parity of popcount(word & mask), by XOR folding.
         masked = words & self._masks.index_select(0, task)  # (B, W)
+        n_words = masked.shape[1]
         acc = masked[:, 0]
         for w in range(1, n_words):  # a handful of words, never a loop over tasks or samples
             acc = acc ^ masked[:, w]
         for shift in (32, 16, 8, 4, 2, 1):  # afterwards bit 0 is the XOR of all 64 bits
             acc = acc ^ (acc >> shift)
-        return ParityBatch(bits, task, acc & 1)
+        return acc & 1
 
     def sample_compact(
         self, batch_size: int, *, generator: torch.Generator | None = None
     ) -> ParityBatch:
         """Draw ``batch_size`` i.i.d. samples (tasks from ``probs``) in compact form."""
         batch_size = check_int(batch_size, "batch_size", _OWNER, low=1)
+        return self._with_tasks(self.draw_tasks(batch_size, generator), generator)
+
+    def draw_tasks(self, n_rows: int, generator: torch.Generator | None) -> torch.Tensor:
+        """int64 ``[n_rows]`` i.i.d. subtask ids drawn from ``probs``."""
         # i.i.d. categorical draws by inverse CDF (float64), so the per-task counts are
         # Multinomial(batch_size, probs) as in the paper's online training. searchsorted was
         # measured 1.7x faster than torch.multinomial here.
-        u = torch.rand(batch_size, dtype=torch.float64, generator=generator, device=self.device)
-        task = torch.searchsorted(self._cdf, u, right=True).clamp_(max=self.n_tasks - 1)
-        return self._with_tasks(task, generator)
+        u = torch.rand(n_rows, dtype=torch.float64, generator=generator, device=self.device)
+        return torch.searchsorted(self._cdf, u, right=True).clamp_(max=self.n_tasks - 1)
 
     def sample(
         self, batch_size: int, *, generator: torch.Generator | None = None

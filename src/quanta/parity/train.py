@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 
 from quanta.parity.config import ParityConfig
-from quanta.parity.eval import Evaluation, evaluate
+from quanta.parity.eval import Evaluation, evaluate, evaluate_groups
 from quanta.parity.model import PRECISIONS, FusedParityMLP, n_params_mlp
-from quanta.parity.task import ParityBatch, SparseParityTask
+from quanta.parity.polytask import KINDS, AnyBatch, PolygenicBatch, second_task
+from quanta.parity.task import SparseParityTask
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -36,7 +37,9 @@ __all__ = [
 #: Columns of ``curves.parquet``: one row per member × evaluated step × split × task.
 #: ``task == -1`` is the mixture over subtasks (weighted by their frequencies); ``split`` is
 #: ``test`` (fixed per-task test set), ``val`` (validation set, mixture only) or ``train`` (mean
-#: training-batch loss since the previous evaluation, mixture only).
+#: training-batch loss since the previous evaluation, mixture only). Runs with polygenic samples
+#: (``ParityConfig.polygenic > 0``) add ``poly-or`` and ``poly-and`` rows, ``task`` = the pair's
+#: index in :meth:`PolygenicMix.eval_pairs`.
 CURVE_COLUMNS = [
     "member",
     "width",
@@ -121,15 +124,23 @@ class _Stream:
         self, task: SparseParityTask, cfg: ParityConfig, seeds: list[np.random.SeedSequence]
     ) -> None:
         self.task, self.cfg = task, cfg
+        self.mix = cfg.make_polygenic()  # None: the paper's monogenic task, drawn as before
         self.gen = _generator(seeds[0])
-        self.data: ParityBatch | None = None
+        self.data: AnyBatch | None = None
         self.order: torch.Tensor | None = None
         self.cursor = 0
         if not cfg.online:
-            self.data = task.dataset(cfg.n_train, generator=_generator(seeds[1]))
+            gen = _generator(seeds[1])
+            self.data = (
+                task.dataset(cfg.n_train, generator=gen)
+                if self.mix is None
+                else self.mix.sample(cfg.n_train, generator=gen)
+            )
 
-    def next(self) -> ParityBatch:
+    def next(self) -> AnyBatch:
         if self.data is None:
+            if self.mix is not None:
+                return self.mix.sample(self.cfg.batch_size, generator=self.gen)
             return self.task.sample_compact(self.cfg.batch_size, generator=self.gen)
         n = self.cfg.n_train
         if self.order is None or self.cursor >= n:
@@ -235,6 +246,12 @@ class _Training:
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.stream = _Stream(task, cfg, seeds)
+        self.poly_set: tuple[PolygenicBatch, torch.Tensor] | None = None
+        if self.stream.mix is not None:  # its own seed, after the four of the monogenic run
+            poly_seed = np.random.SeedSequence([cfg.seed, 1])
+            self.poly_set = self.stream.mix.eval_set(
+                cfg.test_per_task, generator=_generator(poly_seed)
+            )
         self.n_members = len(members)
         # (3, M): training loss sum, accuracy sum and batch count since the last evaluation,
         # summed where the losses are (one transfer per evaluation, not per step).
@@ -246,6 +263,8 @@ class _Training:
         self.model.to(self.device)
         self.to_dev = _mover(self.device)
         self.test_set = self.to_dev(test_set)
+        if self.poly_set is not None:
+            self.poly_set = (self.to_dev(self.poly_set[0]), self.poly_set[1].to(self.device))
         self.val_set = self.to_dev(val_set) if val_set else None
         self.probs = task.probs.to(self.device)
         self.eval_chunk = cfg.eval_chunk or None  # None: cache-sized blocks
@@ -281,6 +300,8 @@ class _Training:
         model.eval()
         test = evaluate(model, self.test_set, probs, chunk_size=chunk)
         parts = [_eval_columns(_on_cpu(test), "test", step, per_task=True)]
+        if self.poly_set is not None:
+            parts += _poly_columns(model, self.poly_set, step, chunk)
         if self.val_set is not None:
             ev_val = evaluate(model, self.val_set, probs, chunk_size=chunk)
             parts.append(_eval_columns(_on_cpu(ev_val), "val", step, per_task=False))
@@ -329,7 +350,11 @@ class _Training:
         batch = self.to_dev(self.stream.next())
         # Gradient of the *sum* of member losses: member m gets exactly its own gradient.
         per_member, hits = self.model.loss_and_grad(
-            batch.bits, batch.task, batch.y, compute_dtype=self.compute_dtype
+            batch.bits,
+            batch.task,
+            batch.y,
+            compute_dtype=self.compute_dtype,
+            task2=second_task(batch),
         )  # (M,) ×2
         self.optimizer.step()
         self.train_sums[0] += per_member
@@ -346,10 +371,39 @@ class _Training:
         return TrainResult(curves=curves, members=table, model=self.model.cpu(), wall_seconds=wall)
 
 
-def _mover(device: torch.device) -> Callable[[ParityBatch], ParityBatch]:
+def _mover(device: torch.device) -> Callable[[Any], Any]:
     if device.type == "cpu":
         return lambda b: b
-    return lambda b: ParityBatch(*(t.to(device, non_blocking=True) for t in b))
+    return lambda b: type(b)(*(t.to(device, non_blocking=True) for t in b))
+
+
+def _poly_columns(
+    model: FusedParityMLP,
+    poly_set: tuple[PolygenicBatch, torch.Tensor],
+    step: int,
+    chunk: int | None,
+) -> list[dict[str, np.ndarray]]:
+    """Rows of the polygenic evaluation: split ``poly-or`` / ``poly-and``, ``task`` = the index
+    of the pair in :meth:`PolygenicMix.eval_pairs`, member-major."""
+    data, group = poly_set
+    n_groups = int(group.max()) + 1
+    loss, acc = (
+        t.cpu().numpy() for t in evaluate_groups(model, data, group, n_groups, chunk_size=chunk)
+    )
+    n_pairs, n_members = n_groups // len(KINDS), loss.shape[1]
+    members, pairs = (
+        np.repeat(np.arange(n_members), n_pairs),
+        np.tile(np.arange(n_pairs), n_members),
+    )
+    parts = []
+    for k, kind in enumerate(KINDS):
+        rows = slice(k * n_pairs, (k + 1) * n_pairs)
+        parts.append(
+            _columns(
+                members, step, f"poly-{kind}", pairs, loss[rows].T.ravel(), acc[rows].T.ravel()
+            )
+        )
+    return parts
 
 
 def _on_cpu(ev: Evaluation) -> Evaluation:
