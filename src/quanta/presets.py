@@ -89,6 +89,28 @@ def _alpha_data(args: str) -> Stage:
     )
 
 
+def _polygenic(train: str, analyze: str = "") -> Stage:
+    """Polygenic samples (issue 20, part 2): a fused run whose samples are partly OR/AND pairs
+    of subtasks, then the combination rules scored on them (quanta.parity.combine)."""
+    return Stage(
+        "toy-polygenic",
+        "toy",
+        "polygenic samples: which combination rule two quanta follow",
+        (
+            _cmd(f"parity train --out {{out}}/toy/polygenic --no-figures {train}"),
+            _cmd(f"parity polygenic {{out}}/toy/polygenic {analyze}"),
+        ),
+        "toy/polygenic/polygenic/polygenic.json",
+    )
+
+
+# cpu: 12 subtasks, widths 8…256, 4000 steps, 30% polygenic samples (measured in the README).
+_CPU_POLYGENIC = (
+    "--n-tasks 12 --n-bits 12 --k 3 --lr 3e-3 --widths 8,16,32,64,128,256 --steps 4000 "
+    "--batch-size 1000 --test-per-task 200 --eval-points 30 --polygenic 0.3"
+)
+
+
 def _appendix_d(parity: str, envelope: str) -> tuple[Stage, ...]:
     """Appendix D.1 (QDG on the toy-params run's width-500 member, or the nearest width) and
     D.2 (the envelope slope's bias on planted Zipf clusters)."""
@@ -272,6 +294,7 @@ _CPU_TOY = (
         "--preset cpu --widths 8,16,32,64,128 --steps 4000 --grid seed=0",
     ),
     _alpha_data("--preset cpu"),
+    _polygenic(_CPU_POLYGENIC),
 )
 _CPU_APPENDIX_D = _appendix_d(
     "--width 500 --n 1000 --ks 10,20,40,60 --n-init 3",
@@ -327,6 +350,7 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
         _THEORY,
         *_toy("--preset paper", "--preset paper", "--preset paper"),
         _alpha_data("--preset paper"),
+        _polygenic("--preset paper --polygenic 0.3 --polygenic-top 10"),
         *_lm(None, "--max-docs 20000 --device cuda", "--fit-models 0,1,2,3,4,5"),
         # PAPER.md §4: exact cosines (the Gram matrix over blocks of 1M parameters: 40 GB of
         # float32 rows for 10,000 tokens, 19 gradient passes for Pythia-70m's 18.9M dims),
@@ -366,6 +390,11 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
         _alpha_data(
             f"{_TINY} --widths 32 --steps 600 --eval-points 10 --grid alpha=0.3,0.8 "
             "--grid n_train=300,1000,3000"
+        ),
+        _polygenic(
+            f"{_TINY} --widths 8,16,32 --steps 600 --eval-points 10 --polygenic 0.3 "
+            "--polygenic-top 3",
+            "--bootstrap 100",
         ),
         *_lm("--preset tiny", "--max-docs 8", dynamics="--max-docs 8"),
         *_qdg(

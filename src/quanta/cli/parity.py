@@ -243,6 +243,45 @@ def parity_analyze(
     out.print(f"{written[0].parent}/  ({', '.join(p.name for p in written)})")
 
 
+@parity_app.command("polygenic")
+@user_errors
+@writes(lambda kw: kw["out_dir"] or kw["source"] / "polygenic")
+def parity_polygenic(
+    source: Path = typer.Argument(..., help="A 'parity train --polygenic P' run directory."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Where to write tables and the figure [default: SOURCE/polygenic]."
+    ),
+    bootstrap: int = typer.Option(1000, help="Bootstrap replicates over pairs."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+) -> None:
+    """Score the combination rules (additive, one-at-a-time, independent, bottleneck) on the
+    polygenic samples over every width and step; write polygenic.json, Parquet and a PNG."""
+    from quanta.parity.polygenic import analyze_polygenic, write_polygenic
+
+    analysis = analyze_polygenic(source, bootstrap=bootstrap, seed=seed)
+    written = write_polygenic(analysis, out_dir)
+    table = Table(title="combination rules on polygenic samples (RMSE, nats; ΔAIC)")
+    for name in ("kind", "rule", "RMSE", "RMSE informative", "ΔAIC", "points"):
+        table.add_column(name, justify="right")
+    for r in analysis.fit.scores.to_dict("records"):
+        table.add_row(
+            r["kind"],
+            r["rule"],
+            f"{r['rmse_nats']:.4f}",
+            f"{r['rmse_informative_nats']:.4f}",
+            f"{r['delta_aic']:.1f}",
+            str(r["n_points"]),
+        )
+    out.print(table)
+    for v in analysis.fit.verdicts.to_dict("records"):
+        out.print(
+            f"{v['kind']}: best {v['best']}, runner-up {v['runner_up']} with "
+            f"{v['rmse_ratio']:.3f}x its RMSE (95% CI [{v['ratio_ci_low']:.3f}, "
+            f"{v['ratio_ci_high']:.3f}] over {v['n_pairs']} pairs)"
+        )
+    out.print(f"{written[0].parent}/  ({', '.join(p.name for p in written)})")
+
+
 def _print_summary(summary: Any, threshold: float, n_tasks: int) -> None:
     table = Table(title=f"members (learned = test loss < {threshold:g} nats, of {n_tasks})")
     cols = [
