@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError
@@ -85,8 +84,8 @@ def polygenic_points(curves: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     ``curves`` is a run's curves table; ``pairs`` has ``pair, a, b``. One row per kind × pair ×
     member × step, columns :data:`quanta.parity.combine.POINT_COLUMNS` and ``width``.
     """
-    mono = curves[(curves["split"] == "test") & (curves["task"] >= 0)]
-    mono = mono.set_index(["member", "step", "task"])["loss_nats"]
+    test = curves[(curves["split"] == "test") & (curves["task"] >= 0)]
+    mono = test.set_index(["member", "step", "task"])["loss_nats"]
     parts = []
     for kind in KINDS:
         poly = curves[curves["split"] == f"poly-{kind}"].rename(columns={"task": "pair"})
@@ -189,7 +188,3 @@ def write_polygenic(analysis: PolygenicAnalysis, out: str | Path | None = None) 
         written.append(out / f"{name}.parquet")
     written.append(plots.save_figure(polygenic_figure(analysis), out / "polygenic.png"))
     return written
-
-
-def _finite(x: float) -> bool:
-    return bool(np.isfinite(x))

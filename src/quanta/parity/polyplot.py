@@ -33,6 +33,9 @@ def plot_scaling_by_rule(scaling: pd.DataFrame, kind: str, *, ax: Axes | None = 
         else:
             ax.plot(group["n_params"], group["loss_nats"], ls=_STYLE[str(series)], label=series)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # the minor labels overlap at 6 widths
     ax.set_xlabel("parameters N")
     ax.set_ylabel("mean loss (nats)")
     ax.set_title(f"L(N) of {kind} samples")

@@ -29,6 +29,7 @@ from quanta.report.dynamics import dynamics
 from quanta.report.emergence import emergence
 from quanta.report.header import header
 from quanta.report.lm import language_models
+from quanta.report.polygenic import polygenic
 from quanta.report.prior import load_prior_exponents
 from quanta.report.prior import prior as prior_section
 from quanta.report.qdg import qdg
@@ -50,6 +51,7 @@ SECTIONS: tuple[Callable[[RunContext], tk.Section], ...] = (
     qdg,
     appendix_d,
     quanta_scale,
+    polygenic,
     prior_section,
     comparison,
 )
