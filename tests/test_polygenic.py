@@ -188,3 +188,54 @@ def test_polygenic_refuses_a_monogenic_run_and_writes_nothing(tmp_path):
     assert res.exit_code == 2 and "without polygenic samples" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (out / "polygenic").exists()
+
+
+@pytest.mark.parametrize("n_train", [0, 200])  # online and fixed D
+def test_interrupted_polygenic_run_resumes_to_identical_result(tmp_path, n_train):
+    from quanta.parity.run import CHECKPOINT, run_parity
+    from quanta.parity.train import train_parity
+
+    cfg = ParityConfig(
+        n_tasks=5,
+        n_bits=8,
+        k=2,
+        widths=(4, 8),
+        steps=24,
+        batch_size=64,
+        n_train=n_train,
+        test_per_task=16,
+        eval_points=6,
+        threads=1,
+        polygenic=0.4,
+        polygenic_top=3,
+        checkpoint_seconds=0.0,
+    )
+    calls = {"n": 0}
+
+    def stop_at_11() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 11
+
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 11"):
+        run_parity(cfg, tmp_path / "run", stop=stop_at_11)
+    assert (tmp_path / "run" / CHECKPOINT).exists()
+    resumed = run_parity(cfg, tmp_path / "run")
+    assert resumed.status == "resumed" and resumed.resumed_from == 11
+    fresh = train_parity(cfg)
+    pd.testing.assert_frame_equal(resumed.curves, fresh.curves, check_exact=True)
+    assert {"poly-or", "poly-and"} <= set(fresh.curves["split"])
+
+
+def test_bf16_step_takes_the_second_control_bit_too():
+    task = SparseParityTask(6, 10, 3, alpha=0.4)
+    batch = PolygenicMix(task, fraction=0.5, and_share=0.5, top=4).sample(
+        256, generator=torch.Generator().manual_seed(1)
+    )
+    net = FusedParityMLP(6, 10, [8, 16])
+    args = (batch.bits, batch.task, batch.y)
+    net.loss_and_grad(*args, task2=batch.task2)
+    f32 = net.w_ctrl.grad.clone()
+    net.loss_and_grad(*args, task2=batch.task2, compute_dtype=torch.bfloat16)
+    torch.testing.assert_close(net.w_ctrl.grad, f32, rtol=0.05, atol=2e-3)
+    net.loss_and_grad(*args)  # without task2: another gradient (the check can fail)
+    assert not torch.allclose(net.w_ctrl.grad, f32, rtol=0.05, atol=2e-3)
