@@ -239,3 +239,26 @@ def test_bf16_step_takes_the_second_control_bit_too():
     torch.testing.assert_close(net.w_ctrl.grad, f32, rtol=0.05, atol=2e-3)
     net.loss_and_grad(*args)  # without task2: another gradient (the check can fail)
     assert not torch.allclose(net.w_ctrl.grad, f32, rtol=0.05, atol=2e-3)
+
+
+def test_polygenic_bad_bootstrap_is_one_line(tmp_path):
+    runner, out = CliRunner(), tmp_path / "run"
+    assert (
+        runner.invoke(
+            app, ["parity", "train", "--out", str(out), *TINY, "--polygenic", "0.4"]
+        ).exit_code
+        == 0
+    )
+    res = runner.invoke(app, ["parity", "polygenic", str(out), "--bootstrap", "0"])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "'bootstrap' parameter of quanta parity polygenic must be an int" in res.stderr
+    assert not (out / "polygenic").exists()
+
+
+def test_pair_weights_are_the_pairs_training_frequencies():
+    task = SparseParityTask(6, 10, 3, alpha=0.4)
+    mix = PolygenicMix(task, fraction=1.0, and_share=0.5, top=4)
+    b = mix.sample(200_000, generator=torch.Generator().manual_seed(5))
+    lo, hi = torch.minimum(b.task, b.task2), torch.maximum(b.task, b.task2)
+    counts = np.array([int(((lo == a) & (hi == c)).sum()) for a, c in mix.eval_pairs()])
+    np.testing.assert_allclose(counts / counts.sum(), mix.pair_weights().numpy(), atol=0.005)

@@ -23,6 +23,7 @@ SECTIONS = [
     "dynamics",
     "qdg",
     "scale",
+    "polygenic",
     "prior",
     "compare",
 ]
@@ -62,6 +63,11 @@ def test_tiny_preset_runs_every_stage_and_writes_the_report(tiny_run):
     scale = json.loads((out / "qdg/clusters/scale/scale.json").read_text())
     assert "Quanta across scale" in page and "<b>Reading:</b>" in page
     assert f"{scale['n_clusters']} clusters (K = {scale['K']})" in page
+    # polygenic samples: the verdicts are polygenic.json's
+    poly = json.loads((out / "toy/polygenic/polygenic/polygenic.json").read_text())
+    assert "Testing the hypothesis: polygenic samples" in page
+    for v in poly["verdicts"]:
+        assert f"<td>{v['kind']}</td><td><b>{v['best']}</b></td>" in page
     # every stage's command is shown, and the configs that produced the numbers
     assert "quanta parity train --out" in page and "config of <code>toy/params</code>" in page
     # the cluster browser is linked (relative path, beside the report)

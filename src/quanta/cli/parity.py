@@ -344,3 +344,14 @@ def parity_describe(
     for row in members_table(cfg).itertuples(index=False):
         members.add_row(*(f"{v:,}" for v in row))
     out.print(members)
+    mix = cfg.make_polygenic()
+    if mix is not None:
+        pairs = Table(
+            title=f"evaluated polygenic pairs ({cfg.polygenic:g} of samples polygenic, "
+            f"{cfg.polygenic_and:g} of them AND; weight: share among these pairs)"
+        )
+        for name in ("pair", "a", "b", "weight"):
+            pairs.add_column(name, justify="right")
+        for i, ((a, b), w) in enumerate(zip(mix.eval_pairs(), mix.pair_weights(), strict=True)):
+            pairs.add_row(str(i), str(a), str(b), f"{float(w):.4f}")
+        out.print(pairs)

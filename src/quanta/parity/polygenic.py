@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from quanta._validation import QuantaInputError
+from quanta._validation import QuantaInputError, check_int
 from quanta.parity.combine import RULES, CombinationFit, fit_rules, predict
 from quanta.parity.polytask import KINDS
 
@@ -148,6 +148,7 @@ def analyze_polygenic(
     """
     from quanta.config import config_to_dict
 
+    bootstrap = check_int(bootstrap, "bootstrap", "quanta parity polygenic", low=1)
     source = Path(source)
     cfg, curves = _load(source)
     mix = cfg.make_polygenic()
