@@ -72,14 +72,16 @@ def test_power_law_costs_give_alpha_over_one_plus_gamma(alpha, gamma):
 @pytest.mark.parametrize("alpha", [0.4, 0.8])
 def test_random_costs_keep_alpha_and_move_the_prefactor(alpha):
     rng = np.random.default_rng(0)
-    costs = rng.choice([2.0, 3.0, 4.0], 400_000)
-    budgets = np.geomspace(1e3, 3e4, 8)
+    # A wide cost law, so that the greedy choice (c_eff) and a rank-order fill (mean cost)
+    # differ by well over the tolerance.
+    costs = rng.choice([1.0, 10.0], 400_000)
+    budgets = np.geomspace(1e4, 1e5, 6)
     loss = _tail_loss(alpha, costs, budgets)
     assert fit_power_law(budgets, loss, offset=False).alpha == pytest.approx(alpha, abs=0.02)
-    pred = random_cost_prefactor(alpha, [2.0, 3.0, 4.0])
-    np.testing.assert_allclose(loss, pred["loss_coefficient"] * budgets**-alpha, rtol=0.05)
+    pred = random_cost_prefactor(alpha, [1.0, 10.0])
+    np.testing.assert_allclose(loss, pred["loss_coefficient"] * budgets**-alpha, rtol=0.04)
     # cheaper than the mean cost: cheap quanta are taken first
-    assert 2.0 < pred["c_eff"] < pred["mean_cost"] == 3.0
+    assert 1.0 < pred["c_eff"] < 0.8 * pred["mean_cost"]
 
 
 def test_bad_costs_refused():
