@@ -213,10 +213,11 @@ def run_capacity(
     }
     files = ("capacity.json", "capacity.parquet", "capacity.png")
     run = RunDir(out, KIND, config, config_hash(config), files=files)
-    if run.open() == "complete":
-        return dict(json.loads((out / "capacity.json").read_text()))
+    # Computed before the directory is claimed: a refused input leaves nothing behind.
     t0 = time.perf_counter()
     result = analyze_capacity(source, threshold=threshold)
+    if run.open() == "complete":
+        return dict(json.loads((out / "capacity.json").read_text()))
     write_json(out / "capacity.json", result)
     write_parquet(out / "capacity.parquet", pd.DataFrame(result["per_width"]))
     save_figure(capacity_figure(result), out / "capacity.png")
