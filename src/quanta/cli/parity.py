@@ -261,15 +261,18 @@ def parity_capacity(
 
     result = run_capacity(source, out_dir, threshold=threshold)
     o, pred = result["order"], result["prediction"]
+    n = {k: _num(v) for k, v in o.items() if not isinstance(v, str)}
     out.print(
         f"order at width {o['width']} ({o['n_learned']} learned, {o['n_censored']} never): "
-        f"Spearman vs frequency {o['spearman_p']:.2f}, vs cost {o['spearman_cost']:.2f}; "
-        f"log t = {o['a']:.2f} log p + {o['b']:.2f} log c (R² {o['r2_joint']:.2f}; p alone "
-        f"{o['r2_p']:.2f}, c alone {o['r2_cost']:.2f}): {o['verdict']}"
+        f"Spearman vs frequency {n['spearman_p']}, vs cost {n['spearman_cost']}; "
+        f"log t = {n['a']} log p + {n['b']} log c (R² {n['r2_joint']}; p alone "
+        f"{n['r2_p']}, c alone {n['r2_cost']}): {o['verdict']}"
     )
     for name in ("unequal", "equal"):
         r = pred[name]
-        out.print(f"knapsack, {name} costs: C = {r['C']:.3g}, rmse of unlearned mass {r['rmse']:.4f}")
+        out.print(
+            f"knapsack, {name} costs: C = {r['C']:.3g}, rmse of unlearned mass {_num(r['rmse'])}"
+        )
     out.print(f"{(out_dir or source / 'capacity')}/  (capacity.json, capacity.parquet, capacity.png)")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_real
-from quanta.parity.orders import explain_order, learned_steps, set_agreement
+from quanta.parity.orders import json_ready, explain_order, learned_steps, set_agreement
 from quanta.parity.train import MIXTURE
 from quanta.theory import capacity_learned, random_cost_prefactor
 
@@ -177,7 +177,9 @@ def capacity_figure(result: dict[str, Any]) -> Figure:
     for c, part in tasks.groupby("cost"):
         shown = part.dropna(subset=["learned_step"])
         left.scatter(shown["p"], shown["learned_step"], s=16, label=f"k = {c:g}")
-    left.set(xscale="log", yscale="log", xlabel="frequency p_i", ylabel="learned step")
+    left.set(xlabel="frequency p_i", ylabel="learned step")
+    if (tasks["learned_step"].fillna(0) > 0).any():  # log axes only over data
+        left.set(xscale="log", yscale="log")
     left.set_title(f"width {result['order']['width']}: learned step vs p_i", fontsize=9)
     left.legend(fontsize=7)
     widths = [r["width"] for r in result["per_width"]]
@@ -218,6 +220,7 @@ def run_capacity(
     result = analyze_capacity(source, threshold=threshold)
     if run.open() == "complete":
         return dict(json.loads((out / "capacity.json").read_text()))
+    result = json_ready(result)
     write_json(out / "capacity.json", result)
     write_parquet(out / "capacity.parquet", pd.DataFrame(result["per_width"]))
     save_figure(capacity_figure(result), out / "capacity.png")

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_real
-from quanta.parity.orders import learned_steps, out_of_order
+from quanta.parity.orders import json_ready, learned_steps, out_of_order
 from quanta.parity.task import zipf_probs
 
 if TYPE_CHECKING:
@@ -201,7 +201,10 @@ def domino_figure(result: dict[str, Any]) -> Figure:
         med = part.groupby("width")["t_vs_p_slope"].median()
         left.plot(med.index, med.to_numpy(), "o-", ms=3, label=f"{Path(source).name}, α={alpha:g}")
     left.axhline(-1.0, color="k", lw=0.8, ls="--", label="t ∝ 1/p (optimization only)")
-    left.set(xscale="log", xlabel="width", ylabel="slope of log t_i vs log p_i")
+    # Log axes only over data: a run that learned too little has no slope to draw.
+    left.set(xlabel="width", ylabel="slope of log t_i vs log p_i")
+    if rows["t_vs_p_slope"].notna().any():
+        left.set_xscale("log")
     left.set_title("does a subtask wait for the more frequent ones?", fontsize=9)
     left.legend(fontsize=6)
     first = rows[rows["run"] == rows["run"].iloc[0]]
@@ -242,6 +245,7 @@ def run_domino(
     result = analyze_domino(sources, threshold=threshold)
     if run.open() == "complete":
         return dict(json.loads((out / "domino.json").read_text()))
+    result = json_ready(result)
     write_json(out / "domino.json", result)
     write_parquet(out / "domino.parquet", pd.DataFrame(result["per_width"]))
     save_figure(domino_figure(result), out / "domino.png")

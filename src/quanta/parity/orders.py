@@ -19,7 +19,7 @@ import pandas as pd
 
 from quanta.parity.train import MIXTURE
 
-__all__ = ["explain_order", "learned_steps", "out_of_order", "set_agreement"]
+__all__ = ["explain_order", "json_ready", "learned_steps", "out_of_order", "set_agreement"]
 
 
 def learned_steps(curves: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -85,14 +85,12 @@ def explain_order(steps: np.ndarray, p: np.ndarray, cost: np.ndarray) -> dict[st
     >>> explain_order(10 * c**3 * (1 + 0.01 * np.arange(8)), p, c)["verdict"]
     'cost'
     """
-    from scipy.stats import spearmanr
-
     steps, p, cost = (np.asarray(a, dtype=np.float64) for a in (steps, p, cost))
     ranks = _ranks_censored(steps)
     out: dict[str, Any] = {
-        "spearman_p": _rho(spearmanr(ranks, -p)),
-        "spearman_cost": _rho(spearmanr(ranks, cost)),
-        "spearman_ratio": _rho(spearmanr(ranks, -p / cost)),
+        "spearman_p": _rho(ranks, -p),
+        "spearman_cost": _rho(ranks, cost),
+        "spearman_ratio": _rho(ranks, -p / cost),
     }
     ok = ~np.isnan(steps) & (steps > 0)
     out |= {"n_learned": int(ok.sum()), "n_censored": int(np.isnan(steps).sum())}
@@ -122,9 +120,13 @@ def explain_order(steps: np.ndarray, p: np.ndarray, cost: np.ndarray) -> dict[st
     }
 
 
-def _rho(result: Any) -> float:
-    value = float(result[0])
-    return value if np.isfinite(value) else np.nan
+def _rho(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman ρ; NaN when either side is constant (equal costs, nothing learned)."""
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return np.nan
+    return float(spearmanr(a, b)[0])
 
 
 def _r2(y: np.ndarray, x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -174,3 +176,20 @@ def set_agreement(learned: np.ndarray, keys: dict[str, np.ndarray]) -> dict[str,
         top[np.argsort(-np.asarray(key, dtype=np.float64), kind="stable")[:n]] = True
         out[name] = float((top & learned).sum() / (top | learned).sum())
     return out
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with NaN / inf floats as None and numpy scalars as Python ones (strict JSON).
+
+    >>> json_ready({"a": [np.float64("nan"), np.int64(2)]})
+    {'a': [None, 2]}
+    """
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
