@@ -85,7 +85,7 @@ def test_random_costs_keep_alpha_and_move_the_prefactor(alpha):
 
 
 def test_bad_costs_refused():
-    with pytest.raises(ValueError, match="'costs' parameter of quanta.theory must be positive"):
+    with pytest.raises(ValueError, match=r"'costs' parameter of quanta\.theory must be positive"):
         capacity_learned([0.5, 0.5], [1.0, 0.0], 1.0)
     with pytest.raises(ValueError, match="must be integers for method='exact'"):
         capacity_learned([0.5, 0.5], [1.5, 1.0], 2.0, method="exact")

@@ -273,7 +273,9 @@ def parity_capacity(
         out.print(
             f"knapsack, {name} costs: C = {r['C']:.3g}, rmse of unlearned mass {_num(r['rmse'])}"
         )
-    out.print(f"{(out_dir or source / 'capacity')}/  (capacity.json, capacity.parquet, capacity.png)")
+    out.print(
+        f"{(out_dir or source / 'capacity')}/  (capacity.json, capacity.parquet, capacity.png)"
+    )
 
 
 @parity_app.command("domino")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_real
-from quanta.parity.orders import json_ready, explain_order, learned_steps, set_agreement
+from quanta.parity.orders import explain_order, json_ready, learned_steps, set_agreement
 from quanta.parity.train import MIXTURE
 from quanta.theory import capacity_learned, random_cost_prefactor
 
@@ -73,7 +73,7 @@ def analyze_capacity(source: str | Path, *, threshold: float = 0.1) -> dict[str,
     from quanta.parity.analyze import load_source
 
     threshold = check_real(threshold, "threshold", _OWNER, low=0.0, low_open=True)
-    experiment, runs, curves = load_source(source)
+    experiment, _, curves = load_source(source)
     if experiment != "run":
         raise QuantaInputError(
             f"'{source}' is a sweep; {_OWNER} reads one 'quanta parity train' run."
@@ -88,7 +88,7 @@ def analyze_capacity(source: str | Path, *, threshold: float = 0.1) -> dict[str,
         )
     steps = learned_steps(curves[curves["seed"] == min(cfg.init_seeds)], threshold)
     per_width = [
-        _width_record(int(w), part.sort_values("task"), p, cost, curves)
+        _width_record(int(str(w)), part.sort_values("task"), p, cost, curves)
         for w, part in steps.groupby("width")
     ]
     widest = steps[steps["width"] == max(cfg.widths)].sort_values("task")
@@ -132,7 +132,7 @@ def _width_record(
         "width": width,
         "n_learned": int(learned.sum()),
         "unlearned_mass": float(p[~learned].sum()),
-        "final_loss": float(mix.loc[mix["step"].idxmax(), "loss_nats"]),
+        "final_loss": float(mix.sort_values("step")["loss_nats"].to_numpy()[-1]),
         "spearman_p": order["spearman_p"],
         "spearman_cost": order["spearman_cost"],
         "verdict": order["verdict"],
@@ -157,9 +157,7 @@ def _prediction(
             "C": float(_C_GRID[best]),
             "rmse": float(np.sqrt(err[best])),
             "predicted_mass": curves[best].tolist(),
-            "n_learned": [
-                int(capacity_learned(p, costs, w / _C_GRID[best]).sum()) for w in widths
-            ],
+            "n_learned": [int(capacity_learned(p, costs, w / _C_GRID[best]).sum()) for w in widths],
         }
     out["closed_form"] = random_cost_prefactor(alpha, cost) if alpha > 0 else {}
     out["better"] = "unequal" if out["unequal"]["rmse"] < out["equal"]["rmse"] else "equal"
@@ -187,7 +185,10 @@ def capacity_figure(result: dict[str, Any]) -> Figure:
     right.plot(widths, pred["observed_mass"], "ko-", label="observed")
     for name, style in (("unequal", "C0s--"), ("equal", "C1^:")):
         right.plot(
-            widths, pred[name]["predicted_mass"], style, label=f"{name} costs, C = {pred[name]['C']:.2g}"
+            widths,
+            pred[name]["predicted_mass"],
+            style,
+            label=f"{name} costs, C = {pred[name]['C']:.2g}",
         )
     right.set(xscale="log", xlabel="width (hidden units)", ylabel="unlearned mass Σ p_i")
     right.set_title("knapsack prediction vs observed", fontsize=9)

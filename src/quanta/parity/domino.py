@@ -104,7 +104,8 @@ def _source_rows(
 
     _, runs, curves = load_source(source)
     width_rows, run_rows = [], []
-    for run in runs.to_dict("records"):
+    for record in runs.to_dict("records"):
+        run = {str(k): v for k, v in record.items()}
         part = curves[(curves["run"] == run["run"])]
         part = part[part["seed"] == part["seed"].min()]
         steps = learned_steps(part, threshold)
@@ -115,7 +116,7 @@ def _source_rows(
         for w, table in steps.groupby("width"):
             table = table.sort_values("task")
             t = table["learned_step"].to_numpy()
-            row = {**key, "width": int(w), "n_learned": int(table["learned"].sum())}
+            row = {**key, "width": int(str(w)), "n_learned": int(table["learned"].sum())}
             for f in MATCHED:
                 at = evals[np.argmin(np.abs(evals - f * evals.max()))]
                 row[f"learned_at_{f:g}"] = int((t <= at).sum())
@@ -172,7 +173,9 @@ def analyze_domino(sources: Sequence[str | Path], *, threshold: float = 0.1) -> 
             out_of_order=("out_of_order", "median"),
             widths=("width", "nunique"),
         )
-        .join(per_run.groupby(["source", "alpha"])[["width_slope", "width_slope_negative"]].median())
+        .join(
+            per_run.groupby(["source", "alpha"])[["width_slope", "width_slope_negative"]].median()
+        )
         .reset_index()
     )
     return {
@@ -199,7 +202,9 @@ def domino_figure(result: dict[str, Any]) -> Figure:
     rows = pd.DataFrame(result["per_width"])
     for (source, alpha), part in rows.groupby(["source", "alpha"]):
         med = part.groupby("width")["t_vs_p_slope"].median()
-        left.plot(med.index, med.to_numpy(), "o-", ms=3, label=f"{Path(source).name}, α={alpha:g}")
+        left.plot(
+            med.index, med.to_numpy(), "o-", ms=3, label=f"{Path(str(source)).name}, α={alpha:g}"
+        )
     left.axhline(-1.0, color="k", lw=0.8, ls="--", label="t ∝ 1/p (optimization only)")
     # Log axes only over data: a run that learned too little has no slope to draw.
     left.set(xlabel="width", ylabel="slope of log t_i vs log p_i")
@@ -210,9 +215,11 @@ def domino_figure(result: dict[str, Any]) -> Figure:
     first = rows[rows["run"] == rows["run"].iloc[0]]
     first = first[first["source"] == first["source"].iloc[0]]
     for f in result["matched_fractions"]:
-        right.plot(first["width"], first[f"learned_at_{f:g}"], "o-", ms=3, label=f"{f:.0%} of steps")
+        right.plot(
+            first["width"], first[f"learned_at_{f:g}"], "o-", ms=3, label=f"{f:.0%} of steps"
+        )
     right.set(xscale="log", xlabel="width", ylabel="subtasks learned")
-    right.set_title(f"matched steps: {Path(first['source'].iloc[0]).name}", fontsize=9)
+    right.set_title(f"matched steps: {Path(str(first['source'].iloc[0])).name}", fontsize=9)
     right.legend(fontsize=7)
     return fig
 

@@ -95,9 +95,11 @@ def explain_order(steps: np.ndarray, p: np.ndarray, cost: np.ndarray) -> dict[st
     ok = ~np.isnan(steps) & (steps > 0)
     out |= {"n_learned": int(ok.sum()), "n_censored": int(np.isnan(steps).sum())}
     if ok.sum() < 4:
-        return out | dict.fromkeys(("a", "b", "r2_joint", "r2_p", "r2_cost"), np.nan) | {
-            "verdict": "undetermined"
-        }
+        return (
+            out
+            | dict.fromkeys(("a", "b", "r2_joint", "r2_p", "r2_cost"), np.nan)
+            | {"verdict": "undetermined"}
+        )
     y, lp, lc = np.log(steps[ok]), np.log(p[ok]), np.log(cost[ok])
     joint, coef = _r2(y, np.column_stack([lp, lc]))
     r2_p, _ = _r2(y, lp[:, None])
@@ -109,7 +111,9 @@ def explain_order(steps: np.ndarray, p: np.ndarray, cost: np.ndarray) -> dict[st
     elif adds_p < 0.05 <= adds_c:
         verdict = "cost"
     else:
-        verdict = "both" if min(adds_p, adds_c) >= 0.05 else ("frequency" if r2_p >= r2_c else "cost")
+        verdict = (
+            "both" if min(adds_p, adds_c) >= 0.05 else ("frequency" if r2_p >= r2_c else "cost")
+        )
     return out | {
         "a": coef[0],
         "b": coef[1],

@@ -2,7 +2,8 @@
 
 An input is ``n_tasks`` control bits (the one-hot code of subtask ``i``) followed by ``n_bits``
 task bits, each Bernoulli(1/2). The label is the parity of the task bits in the subset ``S_i``
-(``|S_i| = k``, or ``k_i`` per subtask: quanta of unequal cost, issue 20). Subtask ``i`` is drawn with probability ``p_i ∝ (i + 1 + offset)^-(α+1)``.
+(``|S_i| = k``, or ``k_i`` per subtask: quanta of unequal cost, issue 20). Subtask ``i`` is
+drawn with probability ``p_i ∝ (i + 1 + offset)^-(α+1)``.
 
 Everything here is tensor ops: no Python loop runs over tasks or samples.
 """
@@ -268,8 +269,10 @@ class SparseParityTask:
     def __repr__(self) -> str:
         dist = "uniform" if self.uniform else f"alpha={self.alpha:g}, offset={self.offset:g}"
         sizes = self.ks.unique()
-        k = f"k={self.k}" if len(sizes) == 1 and int(sizes[0]) == self.k else "k_i=" + ",".join(
-            str(int(v)) for v in sizes
+        k = (
+            f"k={self.k}"
+            if len(sizes) == 1 and int(sizes[0]) == self.k
+            else "k_i=" + ",".join(str(int(v)) for v in sizes)
         )
         return (
             f"SparseParityTask(n_tasks={self.n_tasks}, n_bits={self.n_bits}, {k}, "
