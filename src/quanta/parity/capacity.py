@@ -131,6 +131,7 @@ def _width_record(
     return {
         "width": width,
         "n_learned": int(learned.sum()),
+        "learned_tasks": np.flatnonzero(learned).tolist(),
         "unlearned_mass": float(p[~learned].sum()),
         "final_loss": float(mix.sort_values("step")["loss_nats"].to_numpy()[-1]),
         "spearman_p": order["spearman_p"],
@@ -153,11 +154,16 @@ def _prediction(
         )  # (grid, widths)
         err = ((curves - observed) ** 2).mean(axis=1)
         best = int(np.argmin(err))
+        sets = [capacity_learned(p, costs, w / _C_GRID[best]) for w in widths]
+        seen = [np.isin(np.arange(len(p)), r["learned_tasks"]) for r in per_width]
         out[name] = {
             "C": float(_C_GRID[best]),
             "rmse": float(np.sqrt(err[best])),
             "predicted_mass": curves[best].tolist(),
-            "n_learned": [int(capacity_learned(p, costs, w / _C_GRID[best]).sum()) for w in widths],
+            "n_learned": [int(m.sum()) for m in sets],
+            # Subtasks the fitted knapsack holds but training did not learn (and the reverse).
+            "missed": [int((m & ~o).sum()) for m, o in zip(sets, seen, strict=True)],
+            "extra": [int((~m & o).sum()) for m, o in zip(sets, seen, strict=True)],
         }
     out["closed_form"] = random_cost_prefactor(alpha, cost) if alpha > 0 else {}
     out["better"] = "unequal" if out["unequal"]["rmse"] < out["equal"]["rmse"] else "equal"
