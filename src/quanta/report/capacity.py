@@ -84,6 +84,25 @@ def _blocks(ctx: RunContext) -> list[str]:
         f"{tk.num(data['prediction']['closed_form'].get('mean_cost'), 2)}).",
     )
     pred = data["prediction"]
+    rows, header = _table(data)
+    fits = tk.meta_line(
+        f"fitted C: {tk.num(pred['unequal']['C'], 3)} (c_i = k_i, rmse "
+        f"{tk.num(pred['unequal']['rmse'])}), {tk.num(pred['equal']['C'], 3)} (equal costs, "
+        f"rmse {tk.num(pred['equal']['rmse'])}) hidden units per unit of cost"
+    )
+    return [
+        intro,
+        ctx.figure(f"{_DIR}/capacity.png", "learned step vs p_i by cost; unlearned mass vs width"),
+        tk.table(header, rows, {1, 2, 3, 4, 5, 6}),
+        fits,
+        tk.para(tk.bold("Reading:"), " ", tk.esc(capacity_reading(data))),
+        ctx.provenance(["toy-capacity"], ["toy/capacity"]),
+    ]
+
+
+def _table(data: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """One row per width: learned, unlearned mass observed and predicted, order statistics."""
+    pred = data["prediction"]
     rows = [
         [
             str(r["width"]),
@@ -113,16 +132,4 @@ def _blocks(ctx: RunContext) -> list[str]:
         "ρ(order, c)",
         "Jaccard vs top by p / 1/c / p/c",
     ]
-    fits = tk.meta_line(
-        f"fitted C: {tk.num(pred['unequal']['C'], 3)} (c_i = k_i, rmse "
-        f"{tk.num(pred['unequal']['rmse'])}), {tk.num(pred['equal']['C'], 3)} (equal costs, "
-        f"rmse {tk.num(pred['equal']['rmse'])}) hidden units per unit of cost"
-    )
-    return [
-        intro,
-        ctx.figure(f"{_DIR}/capacity.png", "learned step vs p_i by cost; unlearned mass vs width"),
-        tk.table(header, rows, {1, 2, 3, 4, 5, 6}),
-        fits,
-        tk.para(tk.bold("Reading:"), " ", tk.esc(capacity_reading(data))),
-        ctx.provenance(["toy-capacity"], ["toy/capacity"]),
-    ]
+    return rows, header

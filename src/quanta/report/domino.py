@@ -109,6 +109,19 @@ def _blocks(ctx: RunContext) -> list[str]:
         "share < 0",
         "α_N",
     ]
+    matched_header, matched = _matched(data)
+    return [
+        intro,
+        ctx.figure(f"{_DIR}/domino.png", "slope of t_i vs p_i per width; learned at matched steps"),
+        tk.table(header, rows, {2, 3, 4, 5, 6}),
+        tk.para(tk.bold("Reading:"), " ", tk.esc(domino_reading(data))),
+        tk.table(matched_header, matched, set(range(3, 5 + len(data["matched_fractions"])))),
+        ctx.provenance(["toy-domino"], [_DIR]),
+    ]
+
+
+def _matched(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Learned counts per width at matched fractions of training, and at the end."""
     fr = data["matched_fractions"]
     matched = [
         [
@@ -129,11 +142,4 @@ def _blocks(ctx: RunContext) -> list[str]:
         *(f"learned by {f:.0%}" for f in fr),
         "at the end",
     ]
-    return [
-        intro,
-        ctx.figure(f"{_DIR}/domino.png", "slope of t_i vs p_i per width; learned at matched steps"),
-        tk.table(header, rows, {2, 3, 4, 5, 6}),
-        tk.para(tk.bold("Reading:"), " ", tk.esc(domino_reading(data))),
-        tk.table(matched_header, matched, set(range(3, 5 + len(fr)))),
-        ctx.provenance(["toy-domino"], [_DIR]),
-    ]
+    return matched_header, matched
