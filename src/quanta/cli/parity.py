@@ -366,7 +366,7 @@ def parity_describe(
         if i is None:
             table.add_row("…", "…", "…", "…")
             continue
-        subset = ",".join(map(str, task.subsets[i].tolist()))
+        subset = ",".join(str(j) for j in task.subsets[i].tolist() if j >= 0)  # -1 pads k_i
         table.add_row(str(i), subset, f"{probs[i]:.4g}", f"{probs[i] * cfg.batch_size:.4g}")
     out.print(table)
     members = Table(title="members")
