@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from quanta.report import toolkit as tk
 from quanta.report.context import RunContext
 
@@ -32,20 +34,23 @@ def domino_reading(data: dict[str, Any]) -> str:
     if not rows:
         return "Too few subtasks were learned at any width to measure an order."
     slopes = [float(r["t_vs_p_slope"]) for r in rows]
-    lo, hi = min(slopes), max(slopes)
-    if hi < -1.1:
+    lo, hi, mid = min(slopes), max(slopes), float(np.median(slopes))
+    if mid < -1.1:
         order = (
-            f"The learned step falls faster than 1/p_i (slopes {lo:.2f} to {hi:.2f} vs −1): "
-            "rarer subtasks wait beyond their own frequency — a domino."
+            f"The learned step falls faster than 1/p_i (median slope {mid:.2f}, {lo:.2f} to "
+            f"{hi:.2f}, vs −1): rarer subtasks wait beyond their own frequency — a domino."
         )
-    elif lo > -0.9:
+    elif mid > -0.9:
         order = (
-            f"The learned step falls more slowly than 1/p_i (slopes {lo:.2f} to {hi:.2f} vs "
-            "−1): rare subtasks are learned sooner than their frequency alone predicts, so "
-            "there is no sign that they wait for the frequent ones (no domino)."
+            f"The learned step falls more slowly than 1/p_i (median slope {mid:.2f}, {lo:.2f} "
+            f"to {hi:.2f}, vs −1): rare subtasks are learned sooner than their frequency alone "
+            "predicts, so there is no sign that they wait for the frequent ones (no domino)."
         )
     else:
-        order = f"The learned step follows t ∝ 1/p_i within ±0.1 (slopes {lo:.2f} to {hi:.2f})."
+        order = (
+            f"The learned step follows t ∝ 1/p_i (median slope {mid:.2f} over sources and α, "
+            f"{lo:.2f} to {hi:.2f}): no domino."
+        )
     widths = [float(r["width_slope"]) for r in data["summary"] if r["width_slope"] is not None]
     if not widths:
         size = "No subtask was learned at two widths, so width at fixed frequency is not measured."
