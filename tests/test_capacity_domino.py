@@ -180,3 +180,45 @@ def test_analyses_refuse_bad_sources_and_write_nothing(tmp_path):
         res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
         assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- readings
+
+
+def _domino_data(slope, width_slope):
+    row = {"source": "s", "alpha": 0.4, "t_vs_p_slope": slope, "out_of_order": 0.0}
+    row |= {"width_slope": width_slope, "width_slope_negative": 1.0}
+    return {"summary": [row], "alpha": [{"alpha": 0.4, "alpha_N": 0.38, "deviation": -0.02}]}
+
+
+@pytest.mark.parametrize(
+    ("slope", "width_slope", "says"),
+    [
+        (-1.7, 0.0, "a domino"),
+        (-1.0, 0.0, "no domino"),
+        (-0.5, 0.0, "no sign that they wait"),
+        (-1.0, -0.5, "size acts beyond capacity"),
+        (-1.0, 0.02, "width barely moves"),
+    ],
+)
+def test_domino_reading_follows_the_numbers(slope, width_slope, says):
+    from quanta.report.domino import domino_reading
+
+    text = domino_reading(_domino_data(slope, width_slope))
+    assert says in text and "α_N = 0.38 (-0.02)" in text
+
+
+def test_capacity_reading_follows_the_numbers():
+    from quanta.report.capacity import capacity_reading
+
+    steps, p, cost = _planted("cost")
+    order = {"width": 64, **explain_order(steps, p, cost)}
+    pred = {
+        "unequal": {"rmse": 0.02, "missed": [0, 3]},
+        "equal": {"rmse": 0.08, "missed": [0, 0]},
+    }
+    text = capacity_reading({"order": order, "prediction": pred})
+    assert "follows cost" in text and "unequal costs fits the unlearned mass better" in text
+    assert "misses 3 subtasks" in text
+    pred["equal"]["rmse"] = 0.021
+    assert "about equally" in capacity_reading({"order": order, "prediction": pred})
