@@ -234,7 +234,7 @@ class ParityConfig:
         [2, 4, 2, 4, 2]
         >>> cfg = ParityConfig(n_tasks=5, n_bits=8, k_per_task=(4, 2), k_order="increasing")
         >>> cfg.subtask_ks().tolist()
-        [2, 2, 2, 4, 4]
+        [2, 2, 4, 4, 4]
         """
         if not self.k_per_task:
             return np.full(self.n_tasks, self.k, dtype=np.int64)
