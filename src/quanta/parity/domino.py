@@ -219,6 +219,10 @@ def domino_figure(result: dict[str, Any]) -> Figure:
             first["width"], first[f"learned_at_{f:g}"], "o-", ms=3, label=f"{f:.0%} of steps"
         )
     right.set(xscale="log", xlabel="width", ylabel="subtasks learned")
+    from matplotlib.ticker import NullFormatter
+
+    for ax in (left, right):  # minor labels of a log axis overlap across 8…512
+        ax.xaxis.set_minor_formatter(NullFormatter())
     right.set_title(f"matched steps: {Path(str(first['source'].iloc[0])).name}", fontsize=9)
     right.legend(fontsize=7)
     return fig
