@@ -180,6 +180,8 @@ NOT_RUN = {
     "appendix_d": "stage <b>qdg-envelope</b> was not run",
     "quanta_scale": "stage <b>qdg-scale</b> was not run",
     "polygenic": "stage <b>toy-polygenic</b> was not run",
+    "capacity": "stage <b>toy-capacity</b> was not run",
+    "domino": "stage <b>toy-domino</b> was not run",
     "prior": "Ardalani",
     "comparison": "<td>toy α_N (parameters)</td><td>≈ α</td><td>0.400</td><td>—</td>",
 }

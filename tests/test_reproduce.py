@@ -5,6 +5,7 @@ import html
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,6 +25,8 @@ SECTIONS = [
     "qdg",
     "scale",
     "polygenic",
+    "capacity",
+    "domino",
     "prior",
     "compare",
 ]
@@ -85,6 +88,18 @@ def test_tiny_preset_runs_every_stage_and_writes_the_report(tiny_run):
     at = 0
     for d in shown["description"]:  # every one, in rank order (index raises if absent)
         at = page.index(f"<code style='white-space:pre'>{html.escape(d)}</code>", at) + 1
+
+
+def test_hypothesis_stages_write_capacity_and_domino(tiny_run):
+    out, _ = tiny_run
+    cap = json.loads((out / "toy/capacity/capacity/capacity.json").read_text())
+    assert cap["settings"]["k_per_task"] == [2, 3] and len(cap["per_width"]) == 3
+    dom = json.loads((out / "toy/domino/domino.json").read_text())
+    assert {Path(s).name for s in dom["settings"]["sources"]} == {"params", "alpha"}
+    assert {r["alpha"] for r in dom["alpha"]} == {0.3, 0.8}  # the α-sweep's α_N beside it
+    page = (out / "report.html").read_text()
+    assert f"fitted C: {cap['prediction']['unequal']['C']:.3f}" in page
+    assert "Testing the hypothesis: size beyond capacity" in page
 
 
 def test_universality_stage_compares_sizes_and_toy_seeds(tiny_run):

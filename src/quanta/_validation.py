@@ -104,10 +104,16 @@ def check_int_sequence(
     owner: str,
     *,
     low: int | None = None,
+    high: int | None = None,
     unique: bool = False,
 ) -> tuple[int, ...]:
-    """Return a non-empty tuple of ints, each ``>= low``; duplicates refused if ``unique``."""
-    allowed = "a non-empty list of ints" + (f" >= {low}" if low is not None else "")
+    """Return a non-empty tuple of ints, each in ``[low, high]``; duplicates refused if
+    ``unique``."""
+    if low is not None and high is not None:
+        allowed = f"a non-empty list of ints in the range [{low}, {high}]"
+    else:
+        allowed = "a non-empty list of ints" + (f" >= {low}" if low is not None else "")
+        allowed += f" <= {high}" if high is not None else ""
     if unique:
         allowed += " without repeats"
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
@@ -116,7 +122,8 @@ def check_int_sequence(
     if not items:
         raise param_error(name, owner, allowed, items)
     for v in items:
-        if isinstance(v, bool) or not isinstance(v, Integral) or (low is not None and v < low):
+        bad_type = isinstance(v, bool) or not isinstance(v, Integral)
+        if bad_type or (low is not None and v < low) or (high is not None and v > high):
             raise param_error(name, owner, allowed, items)
     if unique and len(set(items)) != len(items):
         raise param_error(name, owner, allowed, items)

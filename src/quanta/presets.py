@@ -111,6 +111,33 @@ _CPU_POLYGENIC = (
 )
 
 
+def _hypothesis(capacity: str) -> tuple[Stage, ...]:
+    """Issue 20, parts 3 and 4. ``toy-capacity``: a run whose subtasks differ in cost (parity
+    size k_i) as well as frequency, then the order and knapsack-L(N) analysis.
+    ``toy-domino``: analysis only, of toy-params and the α-sweep: is a subtask's learning
+    delayed by the more frequent ones, does width move it at fixed frequency?"""
+    return (
+        Stage(
+            "toy-capacity",
+            "toy",
+            "quanta of unequal capacity: learning order vs frequency and cost, L(N) vs knapsack",
+            (
+                _cmd(f"parity train --out {{out}}/toy/capacity --no-figures {capacity}"),
+                _cmd("parity capacity {out}/toy/capacity"),
+            ),
+            "toy/capacity/capacity/capacity.json",
+        ),
+        Stage(
+            "toy-domino",
+            "toy",
+            "size beyond capacity: learned step vs frequency per width (the domino measure)",
+            (_cmd("parity domino {out}/toy/params {out}/toy/alpha --out {out}/toy/domino"),),
+            "toy/domino/domino.json",
+            needs=("toy-params", "toy-alpha"),
+        ),
+    )
+
+
 def _appendix_d(parity: str, envelope: str) -> tuple[Stage, ...]:
     """Appendix D.1 (QDG on the toy-params run's width-500 member, or the nearest width) and
     D.2 (the envelope slope's bias on planted Zipf clusters)."""
@@ -295,6 +322,12 @@ _CPU_TOY = (
     ),
     _alpha_data("--preset cpu"),
     _polygenic(_CPU_POLYGENIC),
+    # 24 subtasks of cost k_i = 2, 3 or 4 (shuffled: cost independent of frequency rank) on
+    # 10 bits, so that every k can be learned within the stage's budget.
+    *_hypothesis(
+        "--n-tasks 24 --n-bits 10 --k-per-task 2,3,4 --k-order shuffle --lr 3e-3 "
+        "--widths 8,16,32,64,128,256 --steps 5000 --batch-size 1000 --eval-points 40"
+    ),
 )
 _CPU_APPENDIX_D = _appendix_d(
     "--width 500 --n 1000 --ks 10,20,40,60 --n-init 3",
@@ -351,6 +384,8 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
         *_toy("--preset paper", "--preset paper", "--preset paper"),
         _alpha_data("--preset paper"),
         _polygenic("--preset paper --polygenic 0.3 --polygenic-top 10"),
+        # k_i = 2, 3, 4 on 50 bits (k = 4 on the paper's 100 bits would need ~n^3 samples).
+        *_hypothesis("--preset paper --n-bits 50 --k-per-task 2,3,4 --k-order shuffle"),
         *_lm(None, "--max-docs 20000 --device cuda", "--fit-models 0,1,2,3,4,5"),
         # PAPER.md §4: exact cosines (the Gram matrix over blocks of 1M parameters: 40 GB of
         # float32 rows for 10,000 tokens, 19 gradient passes for Pythia-70m's 18.9M dims),
@@ -395,6 +430,10 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             f"{_TINY} --widths 8,16,32 --steps 600 --eval-points 10 --polygenic 0.3 "
             "--polygenic-top 3",
             "--bootstrap 100",
+        ),
+        *_hypothesis(
+            f"{_TINY} --k-per-task 2,3 --k-order shuffle --widths 8,16,32 --steps 600 "
+            "--eval-points 10"
         ),
         *_lm("--preset tiny", "--max-docs 8", dynamics="--max-docs 8"),
         *_qdg(

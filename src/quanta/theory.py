@@ -10,6 +10,13 @@ unlearned quantum costs ``δ`` more). Then
 
 :func:`simulate` draws the data-limited cases by Monte Carlo (multinomial counts), so users can
 see the theory's curves — and their finite-size deviations — for any α, τ and number of quanta.
+
+Quanta of unequal capacity (issue 20; the derivation is docs/HYPOTHESIS.md): quantum ``i`` costs
+``c_i`` capacity units and a model of capacity ``B ∝ N`` learns the set that maximizes
+``Σ p_i`` subject to ``Σ c_i <= B`` (a 0/1 knapsack; :func:`capacity_learned`, greedy by
+``p_i / c_i`` or exact). With ``c_i ∝ i^γ`` the exponent is ``α_N = α / (1 + γ)``
+(:func:`capacity_exponent`); with costs drawn independently of rank it stays ``α`` and only the
+prefactor moves (:func:`random_cost_prefactor`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,17 @@ from scipy.special import zeta
 
 from quanta._validation import check_choice, check_int, check_real
 
-__all__ = ["loss_curve", "predicted_exponents", "simulate", "theory_table", "zipf_pk"]
+__all__ = [
+    "capacity_exponent",
+    "capacity_learned",
+    "capacity_loss",
+    "loss_curve",
+    "predicted_exponents",
+    "random_cost_prefactor",
+    "simulate",
+    "theory_table",
+    "zipf_pk",
+]
 
 _OWNER = "quanta.theory"
 
@@ -248,3 +265,158 @@ def theory_table(
                 }
             )
     return pd.concat(curves, ignore_index=True), pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- unequal capacity
+
+
+def capacity_learned(
+    p: np.ndarray | Sequence[float],
+    costs: np.ndarray | Sequence[float],
+    budget: float,
+    *,
+    method: str = "greedy",
+) -> np.ndarray:
+    """Which quanta a model of capacity ``budget`` learns when quantum ``i`` costs ``costs[i]``.
+
+    The learned set maximizes the covered frequency ``Σ p_i`` subject to ``Σ c_i <= budget``.
+
+    Parameters
+    ----------
+    p, costs : array ``[n]``
+        Frequencies and costs (> 0) of the quanta.
+    budget : float
+        Capacity, in the units of ``costs``.
+    method : {"greedy", "exact"}
+        ``greedy``: quanta by decreasing ``p_i / c_i``, stopped at the first that does not fit
+        (the continuum model the closed forms describe; ties keep the rank order). ``exact``:
+        the 0/1 knapsack by dynamic programming; needs integer costs.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``[n]``: learned.
+
+    Examples
+    --------
+    >>> capacity_learned([0.5, 0.3, 0.2], [3, 1, 1], 2).tolist()
+    [False, True, True]
+    >>> capacity_learned([0.5, 0.3, 0.2], [2, 2, 1], 3, method="exact").tolist()
+    [True, False, True]
+    """
+    method = check_choice(method, "method", _OWNER, ["greedy", "exact"])
+    p_arr, c_arr = _quanta_arrays(p, costs)
+    budget = check_real(budget, "budget", _OWNER, low=0.0)
+    if method == "greedy":
+        order = np.argsort(-p_arr / c_arr, kind="stable")
+        fits = np.cumsum(c_arr[order]) <= budget * (1 + 1e-12)
+        learned = np.zeros(len(p_arr), dtype=bool)
+        learned[order[: int(np.argmin(fits)) if not fits.all() else len(fits)]] = True
+        return learned
+    if not np.all(c_arr == np.round(c_arr)):
+        raise ValueError(
+            f"The 'costs' parameter of {_OWNER} must be integers for method='exact'. "
+            f"Got {c_arr.tolist()!r} instead."
+        )
+    return _knapsack(p_arr, c_arr.astype(np.int64), int(budget))
+
+
+def _quanta_arrays(p: object, costs: object) -> tuple[np.ndarray, np.ndarray]:
+    p_arr = np.asarray(p, dtype=np.float64)
+    c_arr = np.asarray(costs, dtype=np.float64)
+    if p_arr.ndim != 1 or p_arr.shape != c_arr.shape or not np.all(c_arr > 0):
+        raise ValueError(
+            f"The 'costs' parameter of {_OWNER} must be positive numbers, one per quantum "
+            f"({p_arr.size}). Got {np.ravel(c_arr).tolist()!r} instead."
+        )
+    return p_arr, c_arr
+
+
+def _knapsack(p: np.ndarray, c: np.ndarray, budget: int) -> np.ndarray:
+    """Exact 0/1 knapsack (values ``p``, integer weights ``c``) by DP over the budget."""
+    n = len(p)
+    best = np.zeros(budget + 1)
+    take = np.zeros((n, budget + 1), dtype=bool)
+    for i in range(n):  # items one by one; the budget axis is vectorized
+        if c[i] > budget:
+            continue
+        with_i = best[: budget + 1 - c[i]] + p[i]
+        better = with_i > best[c[i] :]
+        take[i, c[i] :] = better
+        best[c[i] :] = np.where(better, with_i, best[c[i] :])
+    learned = np.zeros(n, dtype=bool)
+    room = budget
+    for i in range(n - 1, -1, -1):  # walk back through the choices
+        if take[i, room]:
+            learned[i] = True
+            room -= int(c[i])
+    return learned
+
+
+def capacity_loss(
+    p: np.ndarray | Sequence[float],
+    costs: np.ndarray | Sequence[float],
+    budgets: np.ndarray | Sequence[float],
+    *,
+    method: str = "greedy",
+    delta: float = 1.0,
+) -> np.ndarray:
+    """``L(B) = δ Σ_{unlearned} p_i`` at every capacity in ``budgets``: float64 ``[len(budgets)]``.
+
+    >>> capacity_loss([0.5, 0.3, 0.2], [1, 1, 1], [0, 1, 3]).round(2).tolist()
+    [1.0, 0.5, 0.0]
+    """
+    p_arr, c_arr = _quanta_arrays(p, costs)
+    return np.array(
+        [
+            delta * float(p_arr[~capacity_learned(p_arr, c_arr, b, method=method)].sum())
+            for b in np.asarray(budgets, dtype=np.float64)
+        ]
+    )
+
+
+def capacity_exponent(alpha: float, gamma: float) -> float:
+    """``α_N`` when quantum ``i`` (1-based rank) costs ``c_i ∝ i^γ``: ``α / (1 + γ)``.
+
+    The first ``n`` quanta cost ``Σ_{i<=n} i^γ ≈ n^{1+γ} / (1+γ)``, so a capacity ``B ∝ N``
+    holds ``n ∝ N^{1/(1+γ)}`` of them and ``L - L_∞ ∝ n^{-α} ∝ N^{-α/(1+γ)}`` (γ > -1; the
+    greedy order stays the rank order while ``α + 1 + γ > 0``). ``γ = 0``: the paper's ``α``.
+
+    >>> capacity_exponent(0.4, 1.0)
+    0.2
+    """
+    alpha = check_real(alpha, "alpha", _OWNER, low=0.0, low_open=True)
+    gamma = check_real(gamma, "gamma", _OWNER, low=-1.0, low_open=True)
+    return alpha / (1.0 + gamma)
+
+
+def random_cost_prefactor(alpha: float, costs: np.ndarray | Sequence[float]) -> dict[str, float]:
+    """Many quanta, costs i.i.d. (independent of rank) from the empirical law ``costs``.
+
+    The greedy set at multiplier λ is ``{i: c_i < p_i/λ}``; in the continuum limit
+    ``B = λ^{-1/(α+1)} m`` and ``L = m^{α+1} B^{-α} / (α ζ(α+1))`` with
+    ``m = E[c^{α/(α+1)}]`` (docs/HYPOTHESIS.md). So ``α_N = α`` and the model behaves as if
+    every quantum cost ``c_eff = m^{(α+1)/α}``, a power mean below the mean cost: cheap quanta
+    are learned early.
+
+    Returns ``{"alpha_N", "c_eff", "mean_cost", "loss_coefficient"}`` (``L = coefficient ·
+    B^-α``, δ = 1).
+
+    >>> r = random_cost_prefactor(1.0, [1.0, 1.0])
+    >>> r["alpha_N"], r["c_eff"]
+    (1.0, 1.0)
+    """
+    alpha = check_real(alpha, "alpha", _OWNER, low=0.0, low_open=True)
+    c = np.asarray(costs, dtype=np.float64)
+    if c.size == 0 or not np.all(c > 0):
+        raise ValueError(
+            f"The 'costs' parameter of {_OWNER} must be a non-empty list of positive numbers. "
+            f"Got {c.tolist()!r} instead."
+        )
+    m = float(np.mean(c ** (alpha / (alpha + 1.0))))
+    return {
+        "alpha_N": alpha,
+        "c_eff": m ** ((alpha + 1.0) / alpha),
+        "mean_cost": float(c.mean()),
+        "loss_coefficient": m ** (alpha + 1.0) / (alpha * float(zeta(alpha + 1.0))),
+    }

@@ -1,4 +1,5 @@
-"""``quanta parity …``: the toy world — train, sweep, analyze, describe (parse → call → write).
+"""``quanta parity …``: the toy world — train, sweep, analyze, capacity, domino, describe (parse →
+call → write).
 
 Config fields are accepted as ``--key value`` options after the subcommand; ``--help`` lists
 each key with its type and default.
@@ -282,6 +283,75 @@ def parity_polygenic(
     out.print(f"{written[0].parent}/  ({', '.join(p.name for p in written)})")
 
 
+@parity_app.command("capacity")
+@user_errors
+@writes(lambda kw: kw["out_dir"] or kw["source"] / "capacity")
+def parity_capacity(
+    source: Path = typer.Argument(..., help="A 'parity train' run (e.g. with --k-per-task)."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Where to write capacity.json [default: SOURCE/capacity]."
+    ),
+    threshold: float = typer.Option(0.1, help="Learned = subtask test loss below this, nats."),
+    wait: bool = WAIT_OPT,
+) -> None:
+    """Quanta of unequal capacity: learning order vs frequency and cost, and the unlearned mass
+    per width vs the knapsack prediction (unequal vs equal costs)."""
+    from quanta.parity.capacity import run_capacity
+
+    result = run_capacity(source, out_dir, threshold=threshold)
+    o, pred = result["order"], result["prediction"]
+    n = {k: _num(v) for k, v in o.items() if not isinstance(v, str)}
+    out.print(
+        f"order at width {o['width']} ({o['n_learned']} learned, {o['n_censored']} never): "
+        f"Spearman vs frequency {n['spearman_p']}, vs cost {n['spearman_cost']}; "
+        f"log t = {n['a']} log p + {n['b']} log c (R² {n['r2_joint']}; p alone "
+        f"{n['r2_p']}, c alone {n['r2_cost']}): {o['verdict']}"
+    )
+    for name in ("unequal", "equal"):
+        r = pred[name]
+        out.print(
+            f"knapsack, {name} costs: C = {r['C']:.3g}, rmse of unlearned mass {_num(r['rmse'])}"
+        )
+    out.print(
+        f"{(out_dir or source / 'capacity')}/  (capacity.json, capacity.parquet, capacity.png)"
+    )
+
+
+@parity_app.command("domino")
+@user_errors
+@writes("out_dir")
+def parity_domino(
+    sources: list[Path] = typer.Argument(..., help="'parity train' runs and 'parity sweep' dirs."),
+    out_dir: Path = typer.Option(Path("runs/domino"), "--out", help="Output directory."),
+    threshold: float = typer.Option(0.1, help="Learned = subtask test loss below this, nats."),
+    wait: bool = WAIT_OPT,
+) -> None:
+    """Size beyond capacity: per width, when each subtask is learned against its frequency
+    (slope vs p_i, out-of-order pairs, width slope at fixed p_i), at matched steps and at the
+    end, next to α_N vs α of α-sweeps."""
+    from quanta.parity.domino import run_domino
+
+    result = run_domino(sources, out_dir, threshold=threshold)
+    table = Table(title="domino: learned step t_i vs p_i (optimization only: slope -1, width 0)")
+    for name in ("source", "α", "slope t vs p", "out of order", "width slope", "α_N"):
+        table.add_column(name, justify="right")
+    alpha_n = {(r["source"], r["alpha"]): r["alpha_N"] for r in result["alpha"]}
+    for r in result["summary"]:
+        an = alpha_n.get((r["source"], r["alpha"]))
+        table.add_row(
+            Path(r["source"]).name,
+            f"{r['alpha']:g}",
+            *(_num(r[k]) for k in ("t_vs_p_slope", "out_of_order", "width_slope")),
+            _num(an),
+        )
+    out.print(table)
+    out.print(f"{out_dir}/  (domino.json, domino.parquet, domino.png)")
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"
+
+
 def _print_summary(summary: Any, threshold: float, n_tasks: int) -> None:
     table = Table(title=f"members (learned = test loss < {threshold:g} nats, of {n_tasks})")
     cols = [
@@ -335,7 +405,7 @@ def parity_describe(
         if i is None:
             table.add_row("…", "…", "…", "…")
             continue
-        subset = ",".join(map(str, task.subsets[i].tolist()))
+        subset = ",".join(str(j) for j in task.subsets[i].tolist() if j >= 0)  # -1 pads k_i
         table.add_row(str(i), subset, f"{probs[i]:.4g}", f"{probs[i] * cfg.batch_size:.4g}")
     out.print(table)
     members = Table(title="members")

@@ -25,9 +25,11 @@ from quanta._validation import (
 from quanta.parity.polytask import PolygenicMix
 from quanta.parity.task import SparseParityTask
 
-__all__ = ["PRESETS", "ParityConfig", "paper_widths"]
+__all__ = ["K_ORDERS", "PRESETS", "ParityConfig", "paper_widths"]
 
 _OWNER = "ParityConfig"
+#: Orders of the per-subtask parity sizes (``k_order``); see ``ParityConfig.subtask_ks``.
+K_ORDERS = ("cycle", "shuffle", "increasing", "decreasing")
 
 
 def paper_widths(n: int = 30, low: float = 10, high: float = 500) -> tuple[int, ...]:
@@ -88,6 +90,25 @@ class ParityConfig:
         metadata={
             "help": "evaluate every pair of this many most frequent subtasks, both kinds "
             "(test_per_task samples each)",
+            "omit_default": True,
+        },
+    )
+    # Quanta of unequal cost (issue 20): both keys are hashed only when set, so configs made
+    # before they existed keep their hashes.
+    k_per_task: tuple[int, ...] = field(
+        default=(),
+        metadata={
+            "help": "per-subtask parity sizes k_i, comma-separated, cycled over the subtasks "
+            "(then ordered by k_order); empty = every subtask has k",
+            "omit_default": True,
+        },
+    )
+    k_order: str = field(
+        default="cycle",
+        metadata={
+            "help": "cycle | shuffle | increasing | decreasing: k_i in the order given, cycled; "
+            "a seeded permutation of that (cost independent of frequency); sorted so cost "
+            "grows (or falls) with frequency rank",
             "omit_default": True,
         },
     )
@@ -174,6 +195,10 @@ class ParityConfig:
         set_(self, "k", check_int(self.k, "k", _OWNER, low=1, high=self.n_bits))
         set_(self, "alpha", check_real(self.alpha, "alpha", _OWNER, low=0.0))
         set_(self, "offset", check_real(self.offset, "offset", _OWNER, low=-1.0, low_open=True))
+        if self.k_per_task != ():
+            ks = check_int_sequence(self.k_per_task, "k_per_task", _OWNER, low=1, high=self.n_bits)
+            set_(self, "k_per_task", ks)
+        check_choice(self.k_order, "k_order", _OWNER, list(K_ORDERS))
         set_(self, "widths", check_int_sequence(self.widths, "widths", _OWNER, low=1))
         set_(
             self,
@@ -208,6 +233,12 @@ class ParityConfig:
         if self.n_train > 0 and self.val_per_task == 0:
             # Early stopping in fixed-D runs needs a held-out set that is not the test set.
             set_(self, "val_per_task", self.test_per_task)
+        self._check_variants()
+
+    def _check_variants(self) -> None:
+        """The task variants of issue 20 (polygenic samples, per-subtask costs), then the task
+        itself: the errors of both surface at construction."""
+        set_ = object.__setattr__
         set_(self, "polygenic", check_real(self.polygenic, "polygenic", _OWNER, low=0.0, high=1.0))
         set_(
             self,
@@ -215,6 +246,19 @@ class ParityConfig:
             check_real(self.polygenic_and, "polygenic_and", _OWNER, low=0.0, high=1.0),
         )
         set_(self, "polygenic_top", check_int(self.polygenic_top, "polygenic_top", _OWNER, low=2))
+        if self.k_per_task and min(self.k_per_task) > max(self.widths):
+            # A k-sparse parity is built from k hidden ReLU units (one per kink of the parity
+            # of the bit sum); a net narrower than every k_i can learn none of them.
+            raise QuantaInputError(
+                f"The 'k_per_task' parameter of {_OWNER} leaves no subtask learnable: every "
+                f"k_i >= {min(self.k_per_task)} exceeds the largest width {max(self.widths)} "
+                "(a k-parity needs about k hidden units). Use smaller k_i or wider widths."
+            )
+        if self.k_per_task and self.polygenic > 0:
+            raise QuantaInputError(
+                f"{_OWNER} cannot mix 'k_per_task' with 'polygenic' samples (a polygenic pair is "
+                "built for one parity size k). Use one of the two per run."
+            )
         self.make_polygenic()  # surfaces task errors (e.g. C(n_bits, k) < n_tasks) too
 
     @property
@@ -229,6 +273,25 @@ class ParityConfig:
         activations = self.batch_size * sum(self.widths) * len(self.init_seeds)
         return (os.cpu_count() or 1) if activations >= 1_000_000 else 1
 
+    def subtask_ks(self) -> np.ndarray:
+        """Every subtask's parity size ``k_i`` (int64 ``[n_tasks]``; its cost, in hidden units).
+
+        >>> ParityConfig(n_tasks=5, n_bits=8, k_per_task=(2, 4)).subtask_ks().tolist()
+        [2, 4, 2, 4, 2]
+        >>> cfg = ParityConfig(n_tasks=5, n_bits=8, k_per_task=(4, 2), k_order="increasing")
+        >>> cfg.subtask_ks().tolist()
+        [2, 2, 4, 4, 4]
+        """
+        if not self.k_per_task:
+            return np.full(self.n_tasks, self.k, dtype=np.int64)
+        ks = np.resize(np.asarray(self.k_per_task, dtype=np.int64), self.n_tasks)
+        if self.k_order == "shuffle":
+            # Its own stream (seed, 20): the subsets and the data draw from other streams.
+            ks = np.random.default_rng([self.seed, 20]).permutation(ks)
+        elif self.k_order in ("increasing", "decreasing"):
+            ks = np.sort(ks) if self.k_order == "increasing" else np.sort(ks)[::-1].copy()
+        return ks
+
     def make_task(self) -> SparseParityTask:
         """The :class:`SparseParityTask` this config trains on."""
         try:
@@ -240,6 +303,7 @@ class ParityConfig:
                 offset=self.offset,
                 uniform=self.uniform,
                 seed=self.seed,
+                ks=self.subtask_ks().tolist() if self.k_per_task else None,
             )
         except ValueError as exc:
             raise QuantaInputError(str(exc).replace("SparseParityTask", _OWNER)) from None

@@ -2,7 +2,8 @@
 
 An input is ``n_tasks`` control bits (the one-hot code of subtask ``i``) followed by ``n_bits``
 task bits, each Bernoulli(1/2). The label is the parity of the task bits in the subset ``S_i``
-(``|S_i| = k``). Subtask ``i`` is drawn with probability ``p_i ∝ (i + 1 + offset)^-(α+1)``.
+(``|S_i| = k``, or ``k_i`` per subtask: quanta of unequal cost, issue 20). Subtask ``i`` is
+drawn with probability ``p_i ∝ (i + 1 + offset)^-(α+1)``.
 
 Everything here is tensor ops: no Python loop runs over tasks or samples.
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from quanta._validation import check_int, check_real
+from quanta._validation import check_int, check_int_sequence, check_real
 
 __all__ = ["ParityBatch", "SparseParityTask", "zipf_probs"]
 
@@ -105,11 +107,18 @@ class SparseParityTask:
         Draw every subtask with probability ``1 / n_tasks`` instead (the paper's control).
     seed : int, default 0
         Seed of the subsets ``S_i``.
+    ks : sequence of int, optional
+        Per-subtask subset sizes ``k_i`` (length ``n_tasks``, each in ``[1, n_bits]``) instead
+        of one ``k``: subtasks that differ in cost as well as frequency. Needs
+        ``C(n_bits, k') >=`` the number of subtasks of size ``k'`` for every ``k'``.
 
     Attributes
     ----------
     subsets : torch.Tensor
-        int64 ``[n_tasks, k]``, distinct sorted subsets of ``{0 … n_bits-1}``.
+        int64 ``[n_tasks, max k_i]``, distinct sorted subsets of ``{0 … n_bits-1}``; rows of
+        subtasks with ``k_i`` below the maximum are padded with -1 at the end.
+    ks : torch.Tensor
+        int64 ``[n_tasks]``, every subtask's ``k_i`` (all ``k`` unless ``ks`` was given).
     probs : torch.Tensor
         float64 ``[n_tasks]``, subtask frequencies summing to 1.
 
@@ -134,6 +143,7 @@ class SparseParityTask:
         offset: float = 0.0,
         uniform: bool = False,
         seed: int = 0,
+        ks: Sequence[int] | None = None,
     ) -> None:
         self.n_tasks = check_int(n_tasks, "n_tasks", _OWNER, low=1)
         self.n_bits = check_int(n_bits, "n_bits", _OWNER, low=1)
@@ -142,14 +152,21 @@ class SparseParityTask:
         self.offset = check_real(offset, "offset", _OWNER, low=-1.0, low_open=True)
         self.uniform = bool(uniform)
         self.seed = check_int(seed, "seed", _OWNER, low=0)
-        n_subsets = math.comb(self.n_bits, self.k)
-        if n_subsets < self.n_tasks:
-            raise ValueError(
-                f"The 'n_tasks' parameter of {_OWNER} must be at most C(n_bits, k) = "
-                f"C({self.n_bits}, {self.k}) = {n_subsets} (distinct subsets). "
-                f"Got {self.n_tasks} instead."
-            )
-        self.subsets = torch.from_numpy(_draw_subsets(self.n_tasks, self.n_bits, self.k, self.seed))
+        if ks is None:
+            n_subsets = math.comb(self.n_bits, self.k)
+            if n_subsets < self.n_tasks:
+                raise ValueError(
+                    f"The 'n_tasks' parameter of {_OWNER} must be at most C(n_bits, k) = "
+                    f"C({self.n_bits}, {self.k}) = {n_subsets} (distinct subsets). "
+                    f"Got {self.n_tasks} instead."
+                )
+            subsets = _draw_subsets(self.n_tasks, self.n_bits, self.k, self.seed)
+            self.ks = torch.full((self.n_tasks,), self.k, dtype=torch.int64)
+        else:
+            sizes = np.asarray(check_int_sequence(ks, "ks", _OWNER, low=1, high=self.n_bits))
+            subsets = _draw_mixed_subsets(sizes, self.n_tasks, self.n_bits, self.seed)
+            self.ks = torch.from_numpy(sizes.astype(np.int64))
+        self.subsets = torch.from_numpy(subsets)
         if self.uniform:
             probs = np.full(self.n_tasks, 1.0 / self.n_tasks)
         else:
@@ -159,9 +176,8 @@ class SparseParityTask:
         # Parity masks over the packed word layout: bit j lives in word j // 64, position j % 64.
         n_words = -(-self.n_bits // _BITS_PER_WORD)
         masks = np.zeros((self.n_tasks, n_words), dtype=np.int64)
-        subsets = self.subsets.numpy()
-        rows = np.repeat(np.arange(self.n_tasks), self.k)
-        flat = subsets.ravel()
+        rows = np.repeat(np.arange(self.n_tasks), self.ks.numpy())
+        flat = subsets[subsets >= 0]  # row-major: the bits of task 0, then task 1, …
         np.bitwise_or.at(
             masks,
             (rows, flat // _BITS_PER_WORD),
@@ -182,7 +198,8 @@ class SparseParityTask:
 
     def labels(self, bits: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """Parity of ``bits[b, S_task[b]]`` for every row: int64 ``[B]``."""
-        chosen = bits.gather(1, self.subsets[task])  # (B, k)
+        index = self.subsets[task]  # (B, max k_i); -1 pads subtasks of smaller k_i
+        chosen = bits.gather(1, index.clamp(min=0)) * (index >= 0)
         return (chosen.sum(dim=1, dtype=torch.int64) % 2).to(torch.int64)
 
     def _with_tasks(self, task: torch.Tensor, generator: torch.Generator | None) -> ParityBatch:
@@ -268,8 +285,14 @@ class SparseParityTask:
 
     def __repr__(self) -> str:
         dist = "uniform" if self.uniform else f"alpha={self.alpha:g}, offset={self.offset:g}"
+        sizes = self.ks.unique()
+        k = (
+            f"k={self.k}"
+            if len(sizes) == 1 and int(sizes[0]) == self.k
+            else "k_i=" + ",".join(str(int(v)) for v in sizes)
+        )
         return (
-            f"SparseParityTask(n_tasks={self.n_tasks}, n_bits={self.n_bits}, k={self.k}, "
+            f"SparseParityTask(n_tasks={self.n_tasks}, n_bits={self.n_bits}, {k}, "
             f"{dist}, seed={self.seed})"
         )
 
@@ -301,3 +324,27 @@ def _draw_subsets(n_tasks: int, n_bits: int, k: int, seed: int) -> np.ndarray:
                 if len(chosen) == n_tasks:
                     break
     return np.stack(chosen).astype(np.int64)
+
+
+def _draw_mixed_subsets(sizes: np.ndarray, n_tasks: int, n_bits: int, seed: int) -> np.ndarray:
+    """Subsets of per-task sizes ``sizes`` (``[n_tasks]``), padded with -1 to the largest size.
+
+    Subtasks of one size get :func:`_draw_subsets` of that size (distinct among themselves;
+    subsets of different sizes differ anyway), in task order.
+    """
+    if len(sizes) != n_tasks:
+        raise ValueError(
+            f"The 'ks' parameter of {_OWNER} must have one size per subtask ({n_tasks}). "
+            f"Got {len(sizes)} instead."
+        )
+    out = np.full((n_tasks, int(sizes.max())), -1, dtype=np.int64)
+    for k in np.unique(sizes):
+        rows = np.flatnonzero(sizes == k)
+        total = math.comb(n_bits, int(k))
+        if total < len(rows):
+            raise ValueError(
+                f"The 'ks' parameter of {_OWNER} gives {len(rows)} subtasks size k = {k}, more "
+                f"than C(n_bits, k) = C({n_bits}, {k}) = {total} distinct subsets."
+            )
+        out[rows, :k] = _draw_subsets(len(rows), n_bits, int(k), seed)
+    return out

@@ -23,8 +23,10 @@ from pathlib import Path
 from quanta.report import toolkit as tk
 from quanta.report.alpha import alpha_data, alpha_sweep
 from quanta.report.appendix_d import appendix_d
+from quanta.report.capacity import capacity
 from quanta.report.comparison import comparison
 from quanta.report.context import RunContext
+from quanta.report.domino import domino
 from quanta.report.dynamics import dynamics
 from quanta.report.emergence import emergence
 from quanta.report.header import header
@@ -52,6 +54,8 @@ SECTIONS: tuple[Callable[[RunContext], tk.Section], ...] = (
     appendix_d,
     quanta_scale,
     polygenic,
+    capacity,
+    domino,
     prior_section,
     comparison,
 )
