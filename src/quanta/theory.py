@@ -15,14 +15,24 @@ see the theory's curves — and their finite-size deviations — for any α, τ 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.special import zeta
 
 from quanta._validation import check_choice, check_int, check_real
+from quanta.store import writes_outputs
 
-__all__ = ["loss_curve", "predicted_exponents", "simulate", "theory_table", "zipf_pk"]
+__all__ = [
+    "loss_curve",
+    "predicted_exponents",
+    "simulate",
+    "theory_table",
+    "write_theory",
+    "zipf_pk",
+]
 
 _OWNER = "quanta.theory"
 
@@ -248,3 +258,20 @@ def theory_table(
                 }
             )
     return pd.concat(curves, ignore_index=True), pd.DataFrame(rows)
+
+
+@writes_outputs("out")
+def write_theory(
+    curves: pd.DataFrame, exponents: pd.DataFrame, settings: dict[str, Any], out: str | Path
+) -> list[Path]:
+    """Write ``theory.parquet`` (``curves``), ``theory.json`` (``settings`` and ``exponents``)
+    and ``theory.png`` into ``out``, recorded in its ``outputs.json``; returns the paths."""
+    from quanta import plots
+    from quanta.store import write_json, write_parquet
+
+    out = Path(out)
+    written = [out / "theory.parquet", out / "theory.json"]
+    write_parquet(written[0], curves)
+    write_json(written[1], {"settings": settings, "exponents": exponents.to_dict("records")})
+    written.append(plots.save_figure(plots.theory_figure(curves, exponents), out / "theory.png"))
+    return written
