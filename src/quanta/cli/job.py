@@ -150,10 +150,11 @@ def report_cmd(
     A damaged finished file (see 'quanta verify') is named in one warning line each."""
     from rich.markup import escape
 
+    from quanta._stages import STAGES_FILE
     from quanta.integrity import verify_tree
     from quanta.report import write_report
 
-    if source.is_dir():
+    if (source / STAGES_FILE).is_file():  # a reproduction (else write_report says why not)
         for d in verify_tree(source)[2]:
             if d.path.name != "report.html":  # rewritten now
                 console.print(
