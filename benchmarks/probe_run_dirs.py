@@ -298,8 +298,9 @@ def probe_text(p: Probe, base: Path) -> None:
     import textwrap as source
 
     text = Path(source.__file__).read_text()
-    evil = "\x1b[31m red \x7f del \u202e reversed "
-    docs = [text[i : i + 600] + evil for i in range(0, 600 * 12, 600)]
+    evil = " \x1b[31m red \x7f del \u202e reversed "
+    # The three characters every ~60 characters, so the sampled tokens' contexts hold them.
+    docs = [evil.join(text[j : j + 60] for j in range(i, i + 600, 60)) for i in range(0, 7200, 600)]
     corpus = p.work / "evil.jsonl"
     corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     losses, clusters = p.work / "evil-losses", p.work / "evil-clusters"
@@ -324,12 +325,16 @@ def probe_text(p: Probe, base: Path) -> None:
         ["qdg", "report", clusters],
     ]
     steps[1] += ["--n", "60", "--ks", "3,6"]
+    codes = []
     for args in steps:
         res = p.run(args)
+        codes.append(res[0])
     pages = sorted(clusters.glob("*.html"))
-    raw = {c: sum(q.read_text().count(c) for q in pages) for c in ("\x1b", "\x7f", "\u202e")}
-    counts = ", ".join(f"{repr(c)[1:-1]} x{n}" for c, n in raw.items())
-    p.row("ESC/DEL/U+202E in corpus text → browser", steps[-1], res, f"raw in pages: {counts}")
+    found = "".join(q.read_text() for q in pages)
+    raw = ", ".join(f"{repr(c)[1:-1]} x{found.count(c)}" for c in ("\x1b", "\x7f", "\u202e"))
+    shown = sum(found.count(rf">{c}</span>") for c in (r"\x1b", r"\x7f", r"\u202e"))
+    after = f"steps rc {codes}; raw in pages: {raw}; shown as visible escapes: {shown}"
+    p.row("ESC/DEL/U+202E in corpus text → browser", steps[-1], res, after)
 
 
 def probe_sigterm(p: Probe) -> None:
