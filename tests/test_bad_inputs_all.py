@@ -38,6 +38,11 @@ CASES = [
         lambda c: [*TINY_PARITY_TRAIN, "--device", "tpu", "--out", c["out"]],
         "tpu",
     ),
+    (  # a torch device this machine does not have (the config allows cuda[:i])
+        "parity-train/device-unavailable",
+        lambda c: [*TINY_PARITY_TRAIN, "--device", "cuda:7", "--out", c["out"]],
+        "cuda:7",
+    ),
     ("parity-train/out", lambda c: [*TINY_PARITY_TRAIN, "--out", c["under_file"]], "afile"),
     ("parity-sweep/executor", lambda c: [*SWEEP, "--executor", "nope", "--out", c["out"]], "nope"),
     ("parity-sweep/device", lambda c: [*SWEEP, "--device", "tpu", "--out", c["out"]], "tpu"),
