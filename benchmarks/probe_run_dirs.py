@@ -19,6 +19,9 @@ Usage (the lead runs it on the code after and on the commit before the issue-21 
 
     nice -n 10 python benchmarks/probe_run_dirs.py --tree . --work /tmp/probes-after
     nice -n 10 python benchmarks/probe_run_dirs.py --tree /work/wt/i21-before --work /tmp/pb
+    # one probe again, on the base directory of an earlier run:
+    python benchmarks/probe_run_dirs.py --tree . --work /tmp/p2 --base /tmp/pa/base \
+        --skip concurrent,damage,pickles,inputs,moved,sigterm
 
 About 15-25 minutes on two loaded CPU cores (three full tiny reproductions, ~20 reruns).
 """
@@ -368,6 +371,9 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=Path("."), help="the quanta source tree")
     parser.add_argument("--work", type=Path, required=True, help="a new scratch directory")
     parser.add_argument("--skip", default="", help="probes to skip, comma-separated")
+    parser.add_argument(
+        "--base", type=Path, help="a finished tiny reproduction to use as the base (not rebuilt)"
+    )
     args = parser.parse_args()
     if args.work.exists() and any(args.work.iterdir()):
         sys.exit(f"error: --work '{args.work}' is not empty; choose a new directory.")
@@ -377,9 +383,10 @@ def main() -> None:
         ["git", "-C", str(p.tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     print(f"# probe_run_dirs: tree {p.tree} at {rev}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-    base = p.work / "base"
-    res = p.run(reproduce(base))
-    p.row("a tiny reproduction (the base of the damage probes)", reproduce(base), res, "")
+    base = args.base.resolve() if args.base else p.work / "base"
+    if args.base is None:
+        res = p.run(reproduce(base))
+        p.row("a tiny reproduction (the base of the damage probes)", reproduce(base), res, "")
     snap = snapshot(base)
     skip = set(args.skip.split(","))
     # The final weights of the suite's first model (what lm losses reads).
