@@ -71,7 +71,7 @@ def test_verify_names_each_damaged_file(tmp_path):
     for name in ("a", "b"):
         _train(root / name)
     res = CliRunner().invoke(app, ["verify", str(root)])
-    assert res.exit_code == 0 and "4 files in 2 run directories, all as recorded" in res.output
+    assert res.exit_code == 0 and "4 files in 2 directories, all as recorded" in res.output
     (root / "a" / "curves.parquet").unlink()
     _garble(root / "b" / "model.safetensors", truncate=True)
     res = CliRunner().invoke(app, ["verify", str(root)])

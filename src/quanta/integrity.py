@@ -7,6 +7,13 @@ pattern). A file whose size or hash differs from the record, or that is missing,
 *damaged*: a run that would reuse it recomputes it instead (:meth:`quanta.store.RunDir.open`),
 and a command that reads it as input refuses it in one line (:func:`quanta.store.read_result`).
 
+Files a command writes outside such a run — the ``analysis/`` of ``parity analyze`` and ``lm
+analyze``, ``theory/``, the outputs of ``qdg validate|parity|envelope|compare|scale|export|
+report``, figures, ``report.html`` — are recorded the same way, at write time, in their
+directory's ``outputs.json`` (:data:`OUTPUTS`, ``{"kind": "outputs", "files": {...}}``,
+written by :func:`quanta.store.record_outputs`). :func:`verify_tree` checks both kinds of
+record; ``quanta reproduce`` runs a stage again whose directories hold a damaged file.
+
 The hash is xxHash's XXH3-128 (the ``xxhash`` package): not cryptographic — it detects
 truncation, garbling and bit rot, not a forger — and fast enough to hash every file once at
 completion and again on each reuse (``benchmarks/bench_hash.py`` compares it with
@@ -23,10 +30,21 @@ from typing import Any
 
 import xxhash
 
-__all__ = ["HASH", "Damage", "check_files", "file_digest", "record_files", "verify_tree"]
+__all__ = [
+    "HASH",
+    "OUTPUTS",
+    "Damage",
+    "check_files",
+    "file_digest",
+    "record_files",
+    "records_under",
+    "verify_tree",
+]
 
 HASH = "xxh3_128"
 MANIFEST = "manifest.json"
+#: The record of a directory's finished outputs outside any run's manifest.
+OUTPUTS = "outputs.json"
 _CHUNK = 1 << 20  # 1 MiB reads: streaming, memory O(1) in the file's size
 
 
@@ -69,7 +87,7 @@ def record_files(directory: str | Path, patterns: Iterable[str]) -> dict[str, di
     record = {}
     for p in sorted(found):
         rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or rel.name == MANIFEST:
+        if any(part.startswith(".") for part in rel.parts) or rel.name in (MANIFEST, OUTPUTS):
             continue
         record[rel.as_posix()] = {"size": p.stat().st_size, HASH: file_digest(p)}
     return record
@@ -99,26 +117,30 @@ def check_files(directory: str | Path, manifest: dict[str, Any]) -> list[Damage]
     return damaged
 
 
-def manifests_under(root: str | Path) -> Iterator[Path]:
-    """Every ``manifest.json`` under ``root`` (itself included), in path order."""
-    yield from sorted(Path(root).rglob(MANIFEST))
+def records_under(root: str | Path) -> Iterator[Path]:
+    """Every ``manifest.json`` and ``outputs.json`` under ``root`` (itself included), in path
+    order."""
+    root = Path(root)
+    yield from sorted([*root.rglob(MANIFEST), *root.rglob(OUTPUTS)])
 
 
 def verify_tree(root: str | Path) -> tuple[int, int, list[Damage]]:
-    """Check every run directory under ``root``: ``(runs, files checked, damaged files)``.
+    """Check every directory under ``root`` that records its files (a run's manifest, an
+    :data:`OUTPUTS` record): ``(directories, files checked, damaged files)``.
 
-    An unreadable manifest is itself reported as damaged."""
-    runs = checked = 0
+    An unreadable record is itself reported as damaged."""
+    checked = 0
+    dirs: set[Path] = set()
     damaged: list[Damage] = []
-    for manifest_path in manifests_under(root):
-        runs += 1
+    for record_path in records_under(root):
+        dirs.add(record_path.parent)
         try:
-            manifest = json.loads(manifest_path.read_text())
-            if not isinstance(manifest, dict):
+            record = json.loads(record_path.read_text())
+            if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
-            damaged.append(Damage(manifest_path, f"unreadable ({exc})", manifest_path.parent))
+            damaged.append(Damage(record_path, f"unreadable ({exc})", record_path.parent))
             continue
-        checked += len(manifest.get("files") or {})
-        damaged += check_files(manifest_path.parent, manifest)
-    return runs, checked, damaged
+        checked += len(record.get("files") or {})
+        damaged += check_files(record_path.parent, record)
+    return len(dirs), checked, damaged

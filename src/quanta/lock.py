@@ -10,6 +10,10 @@ the dead one's in the file. The holder removes the file when it is done.
 Nested writers in one process (``quanta reproduce`` runs each stage's commands in-process)
 do not deadlock: the lock is re-entrant per process and directory.
 
+The Python API takes the lock too: every public function that writes a run directory is
+decorated with :func:`locked` (the CLI's ``writes`` is the same decorator, with ``--wait``), so
+a script calling ``quanta.run_parity`` is refused like a second ``quanta parity train``.
+
 ``flock`` works on local file systems; on NFS it depends on the mount (``local_lock``).
 """
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
+import inspect
 import json
 import os
 import shlex
@@ -26,11 +32,24 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from quanta._validation import QuantaInputError
 
-__all__ = ["LOCK_FILE", "RunLocked", "holder", "pid_alive", "run_lock"]
+__all__ = [
+    "LOCK_FILE",
+    "RunLocked",
+    "directory_of",
+    "holder",
+    "locked",
+    "pid_alive",
+    "run_lock",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: Where a decorated function writes: the name of its parameter holding the directory, or a
+#: function of its bound arguments (name → value, defaults applied) returning it.
+Where = str | Callable[[dict[str, Any]], Any]
 
 LOCK_FILE = ".quanta.lock"
 
@@ -210,3 +229,53 @@ def _remove_empty(dirs: list[Path]) -> None:
             d.rmdir()
         except OSError:  # not empty: something was written; keep it
             break
+
+
+def directory_of(fn: Callable[..., Any], where: Where) -> Callable[..., Path]:
+    """``directory(*args, **kwargs)``: the directory a call of ``fn`` writes (see
+    :data:`Where`)."""
+    signature = inspect.signature(fn)
+
+    def directory(*args: Any, **kwargs: Any) -> Path:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        found = bound.arguments[where] if isinstance(where, str) else where(bound.arguments)
+        return Path(found)
+
+    return directory
+
+
+def locked(
+    where: Where,
+    *,
+    wait: str | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Callable[[F], F]:
+    """Decorate a function that writes the directory ``where`` names: every call holds that
+    directory's lock (:func:`run_lock`). ``wait`` names a boolean parameter that makes the call
+    wait for another writer instead of refusing it.
+
+    >>> import tempfile
+    >>> @locked("out")
+    ... def write(out):
+    ...     return holder(out)["pid"] == os.getpid()
+    >>> write(Path(tempfile.mkdtemp()) / "run")
+    True
+    """
+
+    def decorate(fn: F) -> F:
+        directory = directory_of(fn, where)
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            waits = False
+            if wait is not None:
+                bound = signature.bind(*args, **kwargs)
+                waits = bool(bound.arguments.get(wait, False))
+            with run_lock(directory(*args, **kwargs), wait=waits, on_wait=on_wait):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -37,6 +37,7 @@ from typing import Any
 from quanta._stage_runner import StageRunner
 from quanta._stages import PlannedStage, read_stages_file
 from quanta._validation import QuantaInputError, check_choice, check_device
+from quanta.lock import locked
 from quanta.presets import DEFAULT_CORPUS, GROUPS, PRESETS, Stage
 from quanta.store import RunDir
 
@@ -158,6 +159,7 @@ def resolve_corpus(
     return corpus
 
 
+@locked("out")
 def reproduce(
     out: str | Path,
     preset: str = "cpu",

@@ -16,6 +16,7 @@ crash or a full disk never leaves a half-written file under a real name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -24,28 +25,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pandas as pd
 
 from quanta._validation import QuantaInputError
-from quanta.integrity import check_files, record_files
-from quanta.lock import LOCK_FILE, pid_alive
+from quanta.integrity import HASH, OUTPUTS, Damage, check_files, file_digest, record_files
+from quanta.lock import LOCK_FILE, Where, directory_of, pid_alive, run_lock
 
 __all__ = [
     "RunDir",
     "atomic_write",
+    "check_outputs",
     "cleanup_temporary",
     "environment",
     "git_revision",
     "portable_path",
+    "read_outputs",
     "read_result",
+    "record_outputs",
     "resolve_paths",
+    "writes_outputs",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 MANIFEST = "manifest.json"
 TMP_SUFFIX = ".tmp"
@@ -391,3 +398,80 @@ def with_checkpoints(run: RunDir, name: str = "checkpoint.pt") -> Callable[[Any]
         save_torch(run.file(name), state)
 
     return save
+
+
+def record_outputs(directory: str | Path, paths: Iterable[str | Path]) -> dict[str, Any]:
+    """Record the size and content hash of the finished files ``paths`` (under ``directory``)
+    in ``directory/outputs.json`` (:data:`quanta.integrity.OUTPUTS`), beside what it already
+    records; return the record. For the outputs of commands that write no run manifest
+    (analyses, figures, reports); call it holding the directory's lock, right after writing.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.json").write_text("{}")
+    >>> record_outputs(d, [d / "a.json"])["files"]["a.json"]["size"]
+    2
+    """
+    root = Path(directory)
+    old = _read_outputs(root)
+    files = dict(old.get("files") or {}) if isinstance(old, dict) else {}
+    for path in map(Path, paths):
+        rel = Path(os.path.relpath(path.absolute(), root.absolute())).as_posix()
+        if rel.startswith("../"):
+            raise ValueError(f"'{path}' is not under '{root}': record it in its own directory.")
+        files[rel] = {"size": path.stat().st_size, HASH: file_digest(path)}
+    record = {"kind": "outputs", "updated": _now(), "files": dict(sorted(files.items()))}
+    write_json(root / OUTPUTS, record)
+    return record
+
+
+def _read_outputs(root: Path) -> Any:
+    try:
+        return json.loads((root / OUTPUTS).read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: this write starts a new record
+        return {}
+
+
+def check_outputs(directory: str | Path) -> list[Damage]:
+    """The damaged files :func:`record_outputs` recorded in ``directory`` (none if it records
+    nothing); an unreadable record is itself damaged."""
+    root = Path(directory)
+    if not (root / OUTPUTS).is_file():
+        return []
+    record = _read_outputs(root)
+    if not isinstance(record, dict) or not record:
+        return [Damage(root / OUTPUTS, "unreadable", root)]
+    return check_files(root, record)
+
+
+def read_outputs(directory: str | Path, producers: str) -> None:
+    """Refuse, in one line, the outputs directory ``directory`` as an input if a recorded file
+    in it is damaged; ``producers`` names the command that writes it, for the message."""
+    damaged = check_outputs(directory)
+    if damaged:
+        more = f" (and {len(damaged) - 1} more damaged files)" if len(damaged) > 1 else ""
+        raise QuantaInputError(f"{damaged[0].line()}{more}; run {producers} again to recompute it.")
+
+
+def writes_outputs(where: Where) -> Callable[[F], F]:
+    """Decorate a function that writes finished files into the directory ``where`` names (see
+    :func:`quanta.lock.locked`) and returns their paths (a list, or one path): each call holds
+    that directory's lock and records what it returned in the directory's ``outputs.json``
+    (:func:`record_outputs`). The one way every writer outside a run manifest records its
+    files."""
+
+    def decorate(fn: F) -> F:
+        directory = directory_of(fn, where)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            target = directory(*args, **kwargs)
+            with run_lock(target):
+                written = fn(*args, **kwargs)
+                paths = [written] if isinstance(written, str | Path) else list(written)
+                record_outputs(target, paths)
+            return written
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -40,6 +40,7 @@ from quanta._validation import (
 )
 from quanta.config import build_config, config_fields, config_hash, config_to_dict, normalize
 from quanta.executors import EXECUTORS, Task, check_executor, gpus_for, remote_device, run_tasks
+from quanta.lock import locked
 from quanta.parity.config import PRESETS, ParityConfig, paper_widths
 from quanta.store import RunDir, write_parquet
 
@@ -295,6 +296,7 @@ def _tasks(jobs: list[tuple[dict[str, Any], str]], configs: list[ParityConfig]) 
     return tasks
 
 
+@locked("out")
 def run_sweep(
     spec: SweepSpec,
     out: str | Path,

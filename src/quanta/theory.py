@@ -22,12 +22,15 @@ prefactor moves (:func:`random_cost_prefactor`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.special import zeta
 
 from quanta._validation import check_choice, check_int, check_real
+from quanta.store import writes_outputs
 
 __all__ = [
     "capacity_exponent",
@@ -38,6 +41,7 @@ __all__ = [
     "random_cost_prefactor",
     "simulate",
     "theory_table",
+    "write_theory",
     "zipf_pk",
 ]
 
@@ -420,3 +424,20 @@ def random_cost_prefactor(alpha: float, costs: np.ndarray | Sequence[float]) -> 
         "mean_cost": float(c.mean()),
         "loss_coefficient": m ** (alpha + 1.0) / (alpha * float(zeta(alpha + 1.0))),
     }
+
+
+@writes_outputs("out")
+def write_theory(
+    curves: pd.DataFrame, exponents: pd.DataFrame, settings: dict[str, Any], out: str | Path
+) -> list[Path]:
+    """Write ``theory.parquet`` (``curves``), ``theory.json`` (``settings`` and ``exponents``)
+    and ``theory.png`` into ``out``, recorded in its ``outputs.json``; returns the paths."""
+    from quanta import plots
+    from quanta.store import write_json, write_parquet
+
+    out = Path(out)
+    written = [out / "theory.parquet", out / "theory.json"]
+    write_parquet(written[0], curves)
+    write_json(written[1], {"settings": settings, "exponents": exponents.to_dict("records")})
+    written.append(plots.save_figure(plots.theory_figure(curves, exponents), out / "theory.png"))
+    return written

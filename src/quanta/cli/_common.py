@@ -147,26 +147,16 @@ WAIT_OPT = typer.Option(
 
 def writes(where: str | Callable[[dict[str, Any]], Any]) -> Callable[[F], F]:
     """Hold the write lock of the command's output directory while it runs
-    (:func:`quanta.lock.run_lock`): ``where`` names the parameter that holds it, or computes
-    it from the parameters. A ``wait`` parameter (:data:`WAIT_OPT`) waits for another writer
-    instead of refusing. Place it under :func:`user_errors` so a refusal is one line."""
+    (:func:`quanta.lock.locked`, the decorator of the Python API's writers): ``where`` names the
+    parameter that holds it, or computes it from the parameters. A ``wait`` parameter
+    (:data:`WAIT_OPT`) waits for another writer instead of refusing. Place it under
+    :func:`user_errors` so a refusal is one line."""
+    from quanta.lock import locked
 
-    def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from quanta.lock import run_lock
+    def on_wait(message: str) -> None:
+        console.print(message, highlight=False, soft_wrap=True)
 
-            directory = kwargs[where] if isinstance(where, str) else where(kwargs)
-
-            def on_wait(message: str) -> None:
-                console.print(message, highlight=False, soft_wrap=True)
-
-            with run_lock(directory, wait=bool(kwargs.get("wait", False)), on_wait=on_wait):
-                return fn(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+    return locked(where, wait="wait", on_wait=on_wait)
 
 
 def int_list(text: str, option: str) -> tuple[int, ...]:

@@ -146,9 +146,23 @@ def _stage_display(out_dir: Path, failed: list[str]) -> Callable[[int, int, Any,
 def report_cmd(
     source: Path = typer.Argument(..., help="A 'quanta reproduce' directory."),
 ) -> None:
-    """Re-render SOURCE/report.html from what the directory holds (one self-contained page)."""
+    """Re-render SOURCE/report.html from what the directory holds (one self-contained page).
+    A damaged finished file (see 'quanta verify') is named in one warning line each."""
+    from rich.markup import escape
+
+    from quanta._stages import STAGES_FILE
+    from quanta.integrity import verify_tree
     from quanta.report import write_report
 
+    if (source / STAGES_FILE).is_file():  # a reproduction (else write_report says why not)
+        for d in verify_tree(source)[2]:
+            if d.path.name != "report.html":  # rewritten now
+                console.print(
+                    f"[bold yellow]warning:[/] {escape(d.line())}; the report shows what is "
+                    "there. Rerun the 'quanta reproduce' that made the directory to recompute it.",
+                    highlight=False,
+                    soft_wrap=True,
+                )
     out.print(str(write_report(source)))
 
 
@@ -157,18 +171,21 @@ def report_cmd(
 def verify_cmd(
     directory: Path = typer.Argument(..., help="A run directory (any, or a reproduction)."),
 ) -> None:
-    """Check every run directory under DIRECTORY: each finished file's size and content hash
-    against its manifest. One line per damaged or missing file; exit 0 clean, 1 damaged."""
+    """Check every directory under DIRECTORY that records its files (a run's manifest.json, the
+    outputs.json of analyses, figures and reports): each finished file's size and content hash
+    against the record. One line per damaged or missing file; exit 0 clean, 1 damaged."""
     from quanta.integrity import verify_tree
 
     if not directory.is_dir():
         raise QuantaInputError(f"'{directory}' is not a directory.")
     runs, checked, damaged = verify_tree(directory)
     if runs == 0:
-        raise QuantaInputError(f"'{directory}' holds no quanta run directory (no manifest.json).")
+        raise QuantaInputError(
+            f"'{directory}' holds no quanta run directory (no manifest.json or outputs.json)."
+        )
     for d in damaged:
         out.print(f"damaged: {d.line()}", highlight=False, markup=False)
-    dirs = f"{runs} run director{'y' if runs == 1 else 'ies'}"
+    dirs = f"{runs} director{'y' if runs == 1 else 'ies'}"
     if damaged:
         console.print(f"{len(damaged)} of {checked} recorded files damaged ({dirs}).")
         raise typer.Exit(1)

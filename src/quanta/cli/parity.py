@@ -118,8 +118,10 @@ def parity_train(
         console.print(f"resumed from step {outcome.resumed_from}.")
     if figures:
         from quanta.plots import save_figure, subtask_figure
+        from quanta.store import record_outputs
 
-        save_figure(subtask_figure(outcome.curves), out_dir / "figures" / "subtask_curves.png")
+        figure = out_dir / "figures" / "subtask_curves.png"
+        record_outputs(out_dir, [save_figure(subtask_figure(outcome.curves), figure)])
     _print_summary(outcome.summary, cfg.learned_threshold, cfg.n_tasks)
     out.print(
         f"{out_dir / CURVES}  ({len(outcome.curves):,} rows, "

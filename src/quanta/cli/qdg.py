@@ -318,8 +318,7 @@ def qdg_validate(
     """Planted truth: cluster samples whose true quantum is known and score every affinity ×
     label assigner (ARI, NMI, purity; recovered vs true Zipf exponent)."""
     from quanta._validation import check_choice
-    from quanta.qdg.validate import planted_truth
-    from quanta.store import write_parquet
+    from quanta.qdg.validate import planted_truth, write_planted_truth
 
     check_choice(source, "source", "quanta qdg validate", ["toy", "parity"])  # before --dims
     try:
@@ -340,7 +339,7 @@ def qdg_validate(
         center=center,
         seed=seed,
     )
-    write_parquet(out_dir / "validate.parquet", table)
+    write_planted_truth(table, out_dir)
     view = Table(title=f"QDG on planted truth ({source})")
     cols = [c for c in ("d", "sigma") if c in table] + [
         "affinity",

@@ -90,8 +90,7 @@ def _compare_parity(
     **qdg: Any,
 ) -> None:
     """``--parity``: two parity nets against each other and the true subtasks."""
-    from quanta.qdg.compare_toy import ToyOptions, parity_universality
-    from quanta.store import write_json
+    from quanta.qdg.compare_toy import ToyOptions, parity_universality, write_parity_universality
 
     options = ToyOptions(
         width=qdg["width"],
@@ -109,7 +108,7 @@ def _compare_parity(
         seed=seed,
     )
     result = parity_universality(runs, options)
-    write_json(out_dir / "universality.json", result)
+    write_parity_universality(result, out_dir)
     print_universality(result)
     out.print(f"{out_dir}/  (universality.json)")
 

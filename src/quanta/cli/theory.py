@@ -32,9 +32,7 @@ def theory(
 ) -> None:
     """Simulate the quantization model: L(N), L(D), L(S) for each α, fitted exponents vs the
     predicted α and α/(α+1); writes theory.parquet, theory.json and theory.png."""
-    from quanta import plots
-    from quanta.store import write_json, write_parquet
-    from quanta.theory import theory_table
+    from quanta.theory import theory_table, write_theory
 
     try:
         alphas = [float(a) for a in alpha.split(",") if a.strip()]
@@ -45,21 +43,8 @@ def theory(
     curves, exps = theory_table(
         alphas, n_quanta=n_quanta, tau=tau, batch_size=batch_size, seeds=seeds, seed=seed
     )
-    write_parquet(out_dir / "theory.parquet", curves)
-    write_json(
-        out_dir / "theory.json",
-        {
-            "settings": {
-                "n_quanta": n_quanta,
-                "tau": tau,
-                "batch_size": batch_size,
-                "seeds": seeds,
-                "seed": seed,
-            },
-            "exponents": exps.to_dict("records"),
-        },
-    )
-    plots.save_figure(plots.theory_figure(curves, exps), out_dir / "theory.png")
+    settings = {"n_quanta": n_quanta, "tau": tau, "batch_size": batch_size, "seeds": seeds}
+    write_theory(curves, exps, {**settings, "seed": seed}, out_dir)
     table = Table(title="quantization model: fitted vs predicted exponents")
     for name in ("α", "kind", "fitted", "predicted", "learned slope", "predicted slope"):
         table.add_column(name, justify="right")

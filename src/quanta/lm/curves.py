@@ -24,6 +24,7 @@ import pandas as pd
 
 from quanta._validation import QuantaInputError, check_int, check_real
 from quanta.scaling import PowerLawFit, fit_power_law
+from quanta.store import writes_outputs
 
 __all__ = [
     "HIST_EDGES",
@@ -344,6 +345,7 @@ def token_context(
     return pd.DataFrame(out)
 
 
+@writes_outputs(lambda a: a["out"] if a["out"] is not None else a["analysis"].source / "analysis")
 def write_lm_analysis(analysis: LMAnalysis, out: str | Path | None = None) -> list[Path]:
     """Tables (JSON + Parquet), example tokens and PNG figures into ``out``
     (default ``SOURCE/analysis``)."""

@@ -38,6 +38,7 @@ import pandas as pd
 
 from quanta._validation import QuantaInputError
 from quanta.lm.curves import LMAnalysis, analyze_losses, examples_in_context, load_losses
+from quanta.store import writes_outputs
 
 __all__ = ["DynamicsAnalysis", "analyze_dynamics", "write_dynamics"]
 
@@ -234,6 +235,7 @@ def analyze_dynamics(
     return DynamicsAnalysis(Path(directory), model, models[keep], steps, settings)
 
 
+@writes_outputs(lambda a: a["out"] if a["out"] is not None else a["analysis"].source / "dynamics")
 def write_dynamics(analysis: DynamicsAnalysis, out: str | Path | None = None) -> list[Path]:
     """Tables (JSON + Parquet), example tokens and PNG figures into ``out`` (default
     ``SOURCE/dynamics``); returns the paths written."""

@@ -40,6 +40,7 @@ from quanta._validation import QuantaInputError, check_choice, check_device, che
 from quanta.executors import Task, check_executor, gpus_for, remote_device, run_tasks, torch_threads
 from quanta.lm.corpus import TokenizedCorpus
 from quanta.lm.losses import _OWNER, HEADS, resolve_head, token_losses
+from quanta.lock import locked
 
 __all__ = ["KIND", "column_task", "run_losses"]
 
@@ -49,6 +50,7 @@ FILES = ("losses.npy", "models.parquet", "columns/*.npy", "rows/*.json", "corpus
 _CORPUS_FILES = ("corpus.json", "tokens.npy", "offsets.npy", "docs.parquet", "index.parquet")
 
 
+@locked("out")
 def run_losses(
     suite: str,
     corpus: str,

@@ -44,6 +44,7 @@ from quanta._validation import (
     check_int,
     check_real,
 )
+from quanta.lock import locked
 
 __all__ = [
     "SUITE_PRESETS",
@@ -249,6 +250,7 @@ def _model_config(cfg: MiniSuiteConfig, hidden: int, layers: int, vocab: int) ->
     )
 
 
+@locked("out")
 def train_minisuite(
     cfg: MiniSuiteConfig,
     out: str | Path,

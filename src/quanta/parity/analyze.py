@@ -41,6 +41,7 @@ from quanta.parity.config import ParityConfig
 from quanta.parity.task import zipf_probs
 from quanta.parity.train import MIXTURE
 from quanta.scaling import fit_power_law
+from quanta.store import writes_outputs
 from quanta.theory import predicted_exponents
 
 __all__ = ["Analysis", "analyze", "load_source", "write_analysis"]
@@ -569,6 +570,7 @@ def _heat(axis: str, group: str, alpha: float, rows: pd.DataFrame, scale: str) -
 # --------------------------------------------------------------------------- output
 
 
+@writes_outputs(lambda a: a["out"] if a["out"] is not None else a["analysis"].source / "analysis")
 def write_analysis(analysis: Analysis, out: str | Path | None = None) -> list[Path]:
     """Write tables (JSON + Parquet) and PNG figures to ``out`` (default ``SOURCE/analysis``);
     returns the written paths. Files are replaced atomically; nothing else in ``out`` is touched.

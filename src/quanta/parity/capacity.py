@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_real
+from quanta.lock import locked
 from quanta.parity.orders import explain_order, json_ready, learned_steps, set_agreement
 from quanta.parity.train import MIXTURE
 from quanta.theory import capacity_learned, random_cost_prefactor
@@ -202,6 +203,7 @@ def capacity_figure(result: dict[str, Any]) -> Figure:
     return fig
 
 
+@locked(lambda a: a["out"] if a["out"] is not None else Path(a["source"]) / "capacity")
 def run_capacity(
     source: str | Path, out: str | Path | None = None, *, threshold: float = 0.1
 ) -> dict[str, Any]:

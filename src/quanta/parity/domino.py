@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_real
+from quanta.lock import locked
 from quanta.parity.orders import json_ready, learned_steps, out_of_order
 from quanta.parity.task import zipf_probs
 
@@ -228,6 +229,7 @@ def domino_figure(result: dict[str, Any]) -> Figure:
     return fig
 
 
+@locked("out")
 def run_domino(
     sources: Sequence[str | Path], out: str | Path, *, threshold: float = 0.1
 ) -> dict[str, Any]:

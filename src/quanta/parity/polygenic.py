@@ -20,6 +20,7 @@ import pandas as pd
 from quanta._validation import QuantaInputError, check_int
 from quanta.parity.combine import RULES, CombinationFit, fit_rules, predict
 from quanta.parity.polytask import KINDS
+from quanta.store import writes_outputs
 
 __all__ = ["PolygenicAnalysis", "analyze_polygenic", "polygenic_points", "write_polygenic"]
 
@@ -166,9 +167,11 @@ def analyze_polygenic(
     return PolygenicAnalysis(source, config, pairs, points, fit, scaling)
 
 
+@writes_outputs(lambda a: a["out"] if a["out"] is not None else a["analysis"].source / "polygenic")
 def write_polygenic(analysis: PolygenicAnalysis, out: str | Path | None = None) -> list[Path]:
     """Write ``polygenic.json``, Parquet tables and ``polygenic.png`` to ``out`` (default
-    ``SOURCE/polygenic``); returns the written paths (each replaced atomically)."""
+    ``SOURCE/polygenic``), recorded in its ``outputs.json``; returns the written paths (each
+    replaced atomically)."""
     from quanta import plots
     from quanta.parity.polyplot import polygenic_figure
     from quanta.store import write_json, write_parquet

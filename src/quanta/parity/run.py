@@ -18,6 +18,7 @@ import pandas as pd
 from quanta._tensorfile import load_tree, refuse_pickle, save_tree
 from quanta._validation import QuantaInputError, check_device, check_precision
 from quanta.config import config_hash, config_to_dict
+from quanta.lock import locked
 from quanta.parity.config import ParityConfig
 from quanta.parity.train import TrainState, summarize, train_parity
 from quanta.store import RunDir, write_parquet
@@ -51,6 +52,7 @@ def open_parity_run(cfg: ParityConfig, out: str | Path) -> RunDir:
     return RunDir(Path(out), KIND, config_to_dict(cfg), config_hash(cfg), runtime, (CURVES, MODEL))
 
 
+@locked("out")
 def run_parity(
     cfg: ParityConfig,
     out: str | Path,

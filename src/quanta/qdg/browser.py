@@ -17,6 +17,7 @@ import pandas as pd
 
 from quanta._html import escape, img, show_text
 from quanta._validation import QuantaInputError, check_int
+from quanta.store import writes_outputs
 
 __all__ = ["write_browser"]
 
@@ -33,6 +34,7 @@ td, th { padding: .1em .6em; text-align: right; } td.desc { text-align: left; }
 """
 
 
+@writes_outputs("qdg_dir")
 def write_browser(qdg_dir: str | Path, *, k: int | None = None, per_cluster: int = 20) -> Path:
     """Write ``QDG_DIR/clusters_K<k>.html`` (default: the largest K) and return its path."""
     qdg_dir = Path(qdg_dir)

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_int, check_real
+from quanta.lock import locked
 
 __all__ = ["QDGRun", "compare_runs", "load_run", "stored_affinity"]
 
@@ -163,6 +164,7 @@ class _Options:
     seed: int
 
 
+@locked("out")
 def compare_runs(
     runs: Sequence[str | Path],
     out: str | Path,

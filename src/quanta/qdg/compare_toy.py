@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from quanta._validation import QuantaInputError, check_device, check_int, check_real
+from quanta.store import writes_outputs
 
-__all__ = ["ToyOptions", "parity_universality"]
+__all__ = ["ToyOptions", "parity_universality", "write_parity_universality"]
 
 _OWNER = "quanta qdg compare --parity"
 # What makes two runs the same task (and the same samples for one seed).
@@ -213,3 +214,14 @@ def _pair(
             }
         )
     return {"a": a, "b": b, "per_k": per_k}
+
+
+@writes_outputs("out")
+def write_parity_universality(result: dict[str, Any], out: str | Path) -> Path:
+    """Write ``result`` (:func:`parity_universality`) as ``out/universality.json``, recorded
+    in its ``outputs.json``; returns the path."""
+    from quanta.store import write_json
+
+    path = Path(out) / "universality.json"
+    write_json(path, result)
+    return path

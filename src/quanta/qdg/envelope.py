@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_choice, check_int, check_real
+from quanta.store import writes_outputs
 
 __all__ = ["EnvelopeBias", "envelope_bias", "window_slope", "write_envelope_bias"]
 
@@ -182,6 +183,7 @@ def _ranked(what: str, k: int, sizes: np.ndarray) -> pd.DataFrame:
     )
 
 
+@writes_outputs("out")
 def write_envelope_bias(result: EnvelopeBias, out: str | Path) -> list[Path]:
     """Write ``envelope_bias.json``, ``slopes.parquet``, ``rank_frequency.parquet`` and
     ``envelope_bias.png`` into ``out``; returns the paths."""

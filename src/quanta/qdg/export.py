@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_choice, check_int
+from quanta.store import writes_outputs
 
 __all__ = ["FORMATS", "cluster_examples", "export_clusters"]
 
@@ -39,6 +40,7 @@ FORMATS = ("feature-circuits", "parquet")
 _OWNER = "quanta qdg export"
 
 
+@writes_outputs(lambda a: a["out"] if a["out"] is not None else Path(a["qdg_dir"]) / "export")
 def export_clusters(
     qdg_dir: str | Path,
     *,

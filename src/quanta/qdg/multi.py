@@ -17,11 +17,13 @@ from typing import Any
 
 from quanta._validation import QuantaInputError, check_device, check_int
 from quanta.executors import Task, check_executor, gpus_for, remote_device, run_tasks, torch_threads
+from quanta.lock import locked
 from quanta.qdg.run import _OWNER, _claim, _prepare, _Settings, pick_model, run_qdg
 
 __all__ = ["model_dir_name", "qdg_task", "run_qdg_models"]
 
 
+@locked("out")
 def run_qdg_models(
     losses_dir: str | Path,
     out: str | Path,

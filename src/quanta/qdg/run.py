@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_choice, check_device, check_int
+from quanta.lock import locked
 
 __all__ = ["pick_model", "run_qdg"]
 
@@ -45,6 +46,7 @@ FILES = ("*.parquet", "*.npy", "grads.json", "zipf.json", "rank_frequency.png")
 _OWNER = "quanta qdg run"
 
 
+@locked("out")
 def run_qdg(
     losses_dir: str | Path,
     out: str | Path,

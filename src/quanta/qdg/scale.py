@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_int, check_real
+from quanta.store import read_outputs, writes_outputs
 
 __all__ = ["ClusterScaling", "cluster_scaling", "learned_scale", "write_cluster_scaling"]
 
@@ -273,6 +274,8 @@ def _toy_slope(toy: Path | None) -> list[dict[str, Any]] | None:
     path = toy / "analysis.json"
     if not path.is_file():  # the run or sweep directory that holds analysis/
         path = toy / "analysis" / "analysis.json"
+    if path.is_file():  # a damaged analysis is refused, not read
+        read_outputs(path.parent, f"'quanta parity analyze' (into '{path.parent}')")
     try:
         slopes = json.loads(path.read_text()).get("slopes", [])
     except (OSError, ValueError):
@@ -508,6 +511,7 @@ def _predicted(axis: str, versus: str, alpha: float | None) -> float:
     return 1.0 + alpha if alpha is not None else np.nan
 
 
+@writes_outputs("out")
 def write_cluster_scaling(result: ClusterScaling, out: str | Path) -> list[Path]:
     """``scale.json``, ``curves.parquet``, ``learned.parquet``, ``slopes.parquet`` and one
     pair of figures per group (``curves_<group>.png``, ``learned_<group>.png``) into ``out``;

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from quanta._validation import QuantaInputError, check_int, check_real
+from quanta.store import writes_outputs
 
 __all__ = ["ToyQDG", "load_member", "member_gradients", "parity_qdg", "write_parity_qdg"]
 
@@ -256,6 +257,7 @@ def _ranked(kind: str, k: int, sizes: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"kind": kind, "K": k, "rank": np.arange(1, len(sizes) + 1), "size": sizes})
 
 
+@writes_outputs("out")
 def write_parity_qdg(result: ToyQDG, out: str | Path) -> list[Path]:
     """Write ``parity_qdg.json`` (settings + scores), ``scores.parquet``,
     ``rank_frequency.parquet`` and ``rank_frequency.png`` into ``out``; returns the paths."""

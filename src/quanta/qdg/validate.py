@@ -16,14 +16,23 @@ pipeline where the true quanta are known.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from quanta._validation import check_choice, check_int, check_real
+from quanta.store import writes_outputs
 
-__all__ = ["compare_affinities", "parity_gradients", "planted_truth", "score", "toy_vectors"]
+__all__ = [
+    "compare_affinities",
+    "parity_gradients",
+    "planted_truth",
+    "score",
+    "toy_vectors",
+    "write_planted_truth",
+]
 
 _OWNER = "quanta qdg validate"
 
@@ -172,3 +181,14 @@ def planted_truth(
                 compare_affinities(v, truth, center=center, seed=seed).assign(d=d, sigma=sigma)
             )
     return pd.concat(frames, ignore_index=True)
+
+
+@writes_outputs("out")
+def write_planted_truth(table: pd.DataFrame, out: str | Path) -> Path:
+    """Write the table of :func:`planted_truth` as ``out/validate.parquet``, recorded in its
+    ``outputs.json``; returns the path."""
+    from quanta.store import write_parquet
+
+    path = Path(out) / "validate.parquet"
+    write_parquet(path, table)
+    return path

@@ -38,6 +38,7 @@ from quanta.report.qdg import qdg
 from quanta.report.scale import quanta_scale
 from quanta.report.scaling import scaling
 from quanta.report.theory import theory
+from quanta.store import writes_outputs
 
 __all__ = ["SECTIONS", "load_prior_exponents", "render", "write_report"]
 
@@ -68,6 +69,7 @@ def render(ctx: RunContext) -> str:
     return tk.page(f"quanta report ({ctx.preset})", blocks)
 
 
+@writes_outputs("out")
 def write_report(out: str | Path) -> Path:
     """Render ``out/report.html`` from a reproduction directory and return its path."""
     from quanta.store import atomic_write

@@ -34,10 +34,12 @@ def ours(ctx: RunContext) -> pd.DataFrame:
 def prior(ctx: RunContext) -> tk.Section:
     """The section; writes ``figures/prior_exponents.png`` into the directory first."""
     from quanta import plots
+    from quanta.store import record_outputs
 
     table = load_prior_exponents()
     fig_path = ctx.out / "figures" / "prior_exponents.png"
     plots.save_figure(plots.prior_exponents_figure(table, ours(ctx)), fig_path)
+    record_outputs(ctx.out, [fig_path])  # a finished file of the directory, like report.html
     rows = [
         [
             f"{r.study} ({r.year})",
