@@ -245,7 +245,8 @@ def test_only_stages_that_read_the_corpus_need_one():
         resolve_corpus("tiny", plan("tiny", "lm"), "x.jsonl")
     assert resolve_corpus("tiny", plan("tiny", "toy"), "x.jsonl") == "x.jsonl"
     uses = [s.name for s in PRESETS["paper"] if any("{corpus}" in " ".join(c) for c in s.commands)]
-    assert uses == ["lm-losses"]  # the one stage the paper's corpus feeds directly
+    # The stages the paper's corpus feeds directly: the losses, and PolyPythias' for universality.
+    assert uses == ["lm-losses", "qdg-universality"]
 
 
 def test_ctrl_c_stops_the_job_and_a_rerun_resumes(tmp_path, monkeypatch):
