@@ -179,6 +179,8 @@ NOT_RUN = {
     "qdg": "stage <b>qdg-validate</b> was not run",
     "appendix_d": "stage <b>qdg-envelope</b> was not run",
     "quanta_scale": "stage <b>qdg-scale</b> was not run",
+    "hypothesis": "stage toy-polygenic is not in this preset",
+    "universality": "stage <b>qdg-universality</b> was not run",
     "prior": "Ardalani",
     "comparison": "<td>toy α_N (parameters)</td><td>≈ α</td><td>0.400</td><td>—</td>",
 }

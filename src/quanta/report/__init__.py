@@ -28,6 +28,7 @@ from quanta.report.context import RunContext
 from quanta.report.dynamics import dynamics
 from quanta.report.emergence import emergence
 from quanta.report.header import header
+from quanta.report.hypothesis import hypothesis
 from quanta.report.lm import language_models
 from quanta.report.prior import load_prior_exponents
 from quanta.report.prior import prior as prior_section
@@ -35,6 +36,7 @@ from quanta.report.qdg import qdg
 from quanta.report.scale import quanta_scale
 from quanta.report.scaling import scaling
 from quanta.report.theory import theory
+from quanta.report.universality import universality
 
 __all__ = ["SECTIONS", "load_prior_exponents", "render", "write_report"]
 
@@ -50,6 +52,8 @@ SECTIONS: tuple[Callable[[RunContext], tk.Section], ...] = (
     qdg,
     appendix_d,
     quanta_scale,
+    hypothesis,
+    universality,
     prior_section,
     comparison,
 )
