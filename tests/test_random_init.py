@@ -126,3 +126,24 @@ def test_random_init_refusals_write_nothing(runs, tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert message in " ".join(res.output.split()) and "Traceback" not in res.output
         assert not out.exists()
+
+
+def test_random_init_null_replaces_only_the_trained_sides():
+    from quanta.qdg.agreement import random_init_null
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, 300)
+    noise = rng.integers(0, 5, 300)
+    # An untrained model that found a's clusters: the null is 1 (a replaced by it, vs b = a).
+    assert random_init_null(a, a, [a])["ari"] == pytest.approx(1.0)
+    assert random_init_null(a, a, [noise])["ari"] < 0.05
+    # b is the truth (not a model): only a is replaced, agreement(u, truth).
+    truth = noise
+    both = random_init_null(a, truth, [a])
+    only_a = random_init_null(a, truth, [a], trained=(True, False))
+    assert both["ari"] == pytest.approx(1.0) and only_a["ari"] < 0.05
+    assert only_a["ari"] == pytest.approx(adjusted_rand_score(a, truth))
+    # The highest over several untrained models, metric by metric.
+    many = random_init_null(a, a, [noise, a])
+    assert many["ari"] == pytest.approx(1.0) and many["share_b"] == 1.0
+    assert random_init_null(a, a, []) is None

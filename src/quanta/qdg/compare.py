@@ -6,10 +6,10 @@ matched one-to-one on Jaccard with the share of each run's clusters found in the
 number beside its **null** (the second run's labels permuted, sizes kept) and its **ceiling**
 (each run re-clustered on subsamples of its own samples, from its stored gradients or Gram
 matrix). With ``random_init`` runs (``quanta qdg run --random-init SEED``: an untrained model
-of a run's architecture on the tokens the trained one selected), a second null: each run of a
-pair against each untrained one, the highest per metric — what an untrained network's gradient
-geometry alone gives (the tokens, the architecture), not what training taught. The runs must
-hold the same tokens — ``(doc_id, pos)`` of the same corpus — or, with
+of a run's architecture on the tokens the trained one selected), a second null: either run of
+a pair replaced by each untrained one, the highest per metric — what an untrained network's
+gradient geometry alone gives (the tokens, the architecture), not what training taught. The
+runs must hold the same tokens — ``(doc_id, pos)`` of the same corpus — or, with
 ``intersect=True``, are compared on the tokens both selected (e.g. a small and a large model on
 the tokens both get right). Layout of the output directory::
 
@@ -298,8 +298,8 @@ def _compare(
             for u in untrained
         ],
         "random_init": (
-            "each run of a pair vs each random-init run (an untrained model of the same "
-            "architecture on the trained model's tokens); per metric the highest"
+            "either run of a pair replaced by each random-init run (an untrained model of the "
+            "same architecture on the trained model's tokens); per metric the highest"
             if untrained
             else None
         ),
@@ -315,23 +315,14 @@ def _with_random_init(
     nulls: Sequence[np.ndarray],
     threshold: float,
 ) -> dict[str, Any]:
-    """``row`` with its random-init null (``None`` without random-init runs): per metric the
-    highest agreement of either run with an untrained one (``share_a``: ``a``'s clusters found
-    in it, ``share_b``: ``b``'s), and the observed value placed between that null (0) and the
-    ceiling (1) as ``normalized_init``."""
-    from quanta.qdg.agreement import METRICS, agreement, normalized
+    """``row`` with its random-init null (:func:`quanta.qdg.agreement.random_init_null`;
+    ``None`` without random-init runs) and the observed value placed between that null (0) and
+    the ceiling (1) as ``normalized_init``."""
+    from quanta.qdg.agreement import normalized, random_init_null
 
-    if not nulls:
+    best = random_init_null(la, lb, nulls, threshold=threshold)
+    if best is None:
         return {**row, "random_init": None, "normalized_init": None}
-    best: dict[str, float] = {}
-    for u in nulls:
-        with_a, with_b = (
-            agreement(la, u, threshold=threshold),
-            agreement(lb, u, threshold=threshold),
-        )
-        found = {**{m: max(with_a[m], with_b[m]) for m in METRICS}, "share_b": with_b["share_a"]}
-        found["share_a"] = with_a["share_a"]
-        best = {m: max(best.get(m, -1.0), v) for m, v in found.items()}
     scaled = normalized(row["observed"], {m: {"mean": v} for m, v in best.items()}, row["ceiling"])
     return {**row, "random_init": best, "normalized_init": scaled}
 
