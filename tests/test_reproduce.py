@@ -91,9 +91,22 @@ def test_universality_stage_compares_sizes_and_toy_seeds(tiny_run):
     assert "init seed 0" in toy["pairs"][0]["a"] and "init seed 1" in toy["pairs"][0]["b"]
     seeds = json.loads((out / "qdg/universality/seeds/universality.json").read_text())
     assert [r["model"] for r in seeds["runs"]] == ["neox-h32-l1@step40"] * 2  # two inits
-    for p in (*sizes["pairs"], *toy["pairs"], *seeds["pairs"]):
+    order = json.loads((out / "qdg/universality/data-order/universality.json").read_text())
+    assert [r["model"] for r in order["runs"]] == ["neox-h32-l1@step40"] * 2  # two orders
+    for data in (seeds, order):
+        (null,) = data["random_init_runs"]
+        assert null["seed"] == 0 and "random init" in null["model"]
+    assert "random init" in sizes["random_init_runs"][0]["model"]
+    for p in (*sizes["pairs"], *toy["pairs"], *seeds["pairs"], *order["pairs"]):
         for row in p["per_k"]:
             assert {"observed", "null", "ceiling"} <= set(row) and row["ceiling"] is not None
+            assert row["random_init"] is not None
+    # The report's universality section reads every comparison.
+    page = (out / "report.html").read_text()
+    section = page[page.index("id='universality'") :]
+    for name in ("sizes:", "seeds:", "data order:", "toy seeds:", "toy vs truth:"):
+        assert name in section, name
+    assert (out / "figures" / "universality.png").is_file()
 
 
 def test_rerun_reuses_finished_stages(tiny_run):
