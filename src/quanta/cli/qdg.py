@@ -112,7 +112,7 @@ def qdg_run(
     random_init: int | None = typer.Option(
         None,
         help="Gradients of an untrained model of --model's architecture (weights drawn with this "
-        "seed) on the tokens the trained one selects: 'qdg compare --random-init''s null.",
+        "seed) on the tokens the trained one selects: the null of 'qdg compare --random-init'.",
     ),
     device: str = typer.Option(
         "cpu", help="Where the model runs and its gradients are taken: cpu | cuda | cuda:1 | …"
