@@ -98,6 +98,12 @@ def test_reading_verdicts_follow_the_numbers():
     assert "weakly shared" in weak and "14% of the way from it" in weak
     no_init = universality_reading("x", [_row(10, 0.5, 0.01, None, 0.8)])
     assert "random-init" not in no_init and "well above chance," in no_init
+    mixed = universality_reading(
+        "x", [_row(10, 0.5, 0.01, 0.6, 0.8), _row(20, 0.5, 0.01, 0.1, 0.8)]
+    )
+    assert "(at or below it at 1 of 2 K)" in mixed
+    above = universality_reading("x", [_row(10, 0.9, 0.01, None, 0.8)])
+    assert "at or above the ceiling (112% of the way" in above
 
 
 def test_missing_stages_are_named_and_the_intro_links_the_tests(tmp_path):
