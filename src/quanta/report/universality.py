@@ -179,7 +179,7 @@ def universality_reading(name: str, per_k: list[dict[str, Any]]) -> str:
         if below == len(per_k):
             return text + (
                 f"; but an untrained model of the same architecture agrees as much (ARI "
-                f"{_range(init)}): the agreement is the tokens’ and the architecture’s, not "
+                f"{_range(init)}): the agreement is the inputs’ and the architecture’s, not "
                 "learned quanta."
             )
         way = _mean([(r.get("normalized_init") or {}).get("ari") for r in per_k])
