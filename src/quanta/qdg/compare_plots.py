@@ -39,6 +39,8 @@ def plot_agreement(
         if all(r.get(key) is not None for r in per_k):
             ax.plot(ks, [r[key][metric] for r in per_k], style, ms=3, color=color, label=label)
     ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.set_xlabel("K (clusters)")
     ax.set_ylabel(metric.upper())
     ax.set_title(title, fontsize=9)
