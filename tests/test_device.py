@@ -320,8 +320,8 @@ def test_reproduce_passes_device_to_every_stage_that_runs_a_model(tmp_path, monk
         seen.add(key)
         assert (argv[-2:] == ["--device", "cpu:0"]) == (key in models), argv
     assert models <= seen  # every kind of model-running command is in the tiny preset
-    # lm-losses, lm-dynamics and qdg-universality's init-seed replica
-    assert sum(a[:2] == ["lm", "losses"] for a in ran) == 3
+    # lm-losses, lm-dynamics and qdg-universality's init-seed and data-order replicas
+    assert sum(a[:2] == ["lm", "losses"] for a in ran) == 4
 
 
 def test_reproduce_checks_the_device_only_where_a_stage_runs_it_here(tmp_path, monkeypatch):

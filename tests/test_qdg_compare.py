@@ -226,9 +226,11 @@ def test_parity_seeds_against_each_other_and_the_truth(parity_run, tmp_path):
     assert "init seed 0" in a and "init seed 1" in b and truth == "truth"
     assert [(p["a"], p["b"]) for p in result["pairs"]] == [(a, b), (a, truth), (b, truth)]
     assert result["n_subtasks_present"] == 4 and result["n_tokens"] > 250
+    assert "untrained" in result["random_init_runs"][0]["path"]
     for pair in result["pairs"]:
         for row in pair["per_k"]:
             assert row["null"]["ari"]["high"] < 0.05 and set(row["ceiling"]) == set(METRICS)
+            assert set(row["random_init"]) == set(METRICS)
     # One seed only, or two runs of different tasks: refused, nothing written.
     single = tmp_path / "single"
     res = CliRunner().invoke(

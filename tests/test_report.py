@@ -179,6 +179,8 @@ NOT_RUN = {
     "qdg": "stage <b>qdg-validate</b> was not run",
     "appendix_d": "stage <b>qdg-envelope</b> was not run",
     "quanta_scale": "stage <b>qdg-scale</b> was not run",
+    "hypothesis": "stage toy-polygenic is not in this preset",
+    "universality": "stage <b>qdg-universality</b> was not run",
     "polygenic": "stage <b>toy-polygenic</b> was not run",
     "capacity": "stage <b>toy-capacity</b> was not run",
     "domino": "stage <b>toy-domino</b> was not run",

@@ -68,7 +68,7 @@ def test_tiny_preset_runs_every_stage_and_writes_the_report(tiny_run):
     assert f"{scale['n_clusters']} clusters (K = {scale['K']})" in page
     # polygenic samples: the verdicts are polygenic.json's
     poly = json.loads((out / "toy/polygenic/polygenic/polygenic.json").read_text())
-    assert "Testing the hypothesis: polygenic samples" in page
+    assert "Test 2: polygenic samples" in page
     for v in poly["verdicts"]:
         assert f"<td>{v['kind']}</td><td><b>{v['best']}</b></td>" in page
     # every stage's command is shown, and the configs that produced the numbers
@@ -99,7 +99,7 @@ def test_hypothesis_stages_write_capacity_and_domino(tiny_run):
     assert {r["alpha"] for r in dom["alpha"]} == {0.3, 0.8}  # the α-sweep's α_N beside it
     page = (out / "report.html").read_text()
     assert f"fitted C: {cap['prediction']['unequal']['C']:.3f}" in page
-    assert "Testing the hypothesis: size beyond capacity" in page
+    assert "Test 4: size beyond capacity" in page
 
 
 def test_universality_stage_compares_sizes_and_toy_seeds(tiny_run):
@@ -112,9 +112,22 @@ def test_universality_stage_compares_sizes_and_toy_seeds(tiny_run):
     assert "init seed 0" in toy["pairs"][0]["a"] and "init seed 1" in toy["pairs"][0]["b"]
     seeds = json.loads((out / "qdg/universality/seeds/universality.json").read_text())
     assert [r["model"] for r in seeds["runs"]] == ["neox-h32-l1@step40"] * 2  # two inits
-    for p in (*sizes["pairs"], *toy["pairs"], *seeds["pairs"]):
+    order = json.loads((out / "qdg/universality/data-order/universality.json").read_text())
+    assert [r["model"] for r in order["runs"]] == ["neox-h32-l1@step40"] * 2  # two orders
+    for data in (seeds, order):
+        (null,) = data["random_init_runs"]
+        assert null["seed"] == 0 and "random init" in null["model"]
+    assert "random init" in sizes["random_init_runs"][0]["model"]
+    for p in (*sizes["pairs"], *toy["pairs"], *seeds["pairs"], *order["pairs"]):
         for row in p["per_k"]:
             assert {"observed", "null", "ceiling"} <= set(row) and row["ceiling"] is not None
+            assert row["random_init"] is not None
+    # The report's universality section reads every comparison.
+    page = (out / "report.html").read_text()
+    section = page[page.index("id='universality'") :]
+    for name in ("sizes:", "seeds:", "data order:", "toy seeds:", "toy vs truth:"):
+        assert name in section, name
+    assert (out / "figures" / "universality.png").is_file()
 
 
 def test_rerun_reuses_finished_stages(tiny_run):
@@ -266,7 +279,8 @@ def test_only_stages_that_read_the_corpus_need_one():
         resolve_corpus("tiny", plan("tiny", "lm"), "x.jsonl")
     assert resolve_corpus("tiny", plan("tiny", "toy"), "x.jsonl") == "x.jsonl"
     uses = [s.name for s in PRESETS["paper"] if any("{corpus}" in " ".join(c) for c in s.commands)]
-    assert uses == ["lm-losses"]  # the one stage the paper's corpus feeds directly
+    # The stages the paper's corpus feeds directly: the losses, and PolyPythias' for universality.
+    assert uses == ["lm-losses", "qdg-universality"]
 
 
 def test_ctrl_c_stops_the_job_and_a_rerun_resumes(tmp_path, monkeypatch):

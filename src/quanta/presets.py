@@ -161,16 +161,29 @@ def _appendix_d(parity: str, envelope: str) -> tuple[Stage, ...]:
 
 
 def _universality(
-    second: str, compare: str, parity_train: str, parity: str, replica: str | None = None
+    second: str,
+    compare: str,
+    parity_train: str,
+    parity: str,
+    replica: str | None = None,
+    *,
+    data_order: bool = False,
+    sizes_null: bool = False,
+    hub: str | None = None,
 ) -> tuple[Stage, ...]:
     """Universality of quanta (issue 20), two stages. ``qdg-universality``: a second model's
-    QDG (``second``) vs qdg-clusters' on the tokens both selected; with ``replica`` (``lm
-    suite train`` options | the suite's model of that size | ``lm losses`` options | ``qdg
-    run`` options), that size retrained with init seed 1 and the same data order vs the
-    suite's own. ``qdg-universality-toy`` (group toy, as appendix D.1: it reads toy-params, so
-    ``--only lm,qdg`` does not need it): a parity net of init seed 1 vs toy-params' member
-    (same task and data order), both vs the true subtasks, into its own ``qdg/universality-toy``
-    (``qdg compare`` claims ``qdg/universality`` whole)."""
+    QDG (``second``) vs qdg-clusters' on the tokens both selected (``sizes_null``: beside the
+    random-init null of the second model's architecture on its tokens); with ``replica``
+    (``lm suite train`` options | the suite's model of that size | ``lm losses`` options |
+    ``qdg run`` options), that size retrained with init seed 1 and the same data order vs the
+    suite's own (``seeds/``), with ``data_order`` also retrained with the suite's init and data
+    order 1 (``data-order/``); with ``hub`` (``lm losses`` options | ``qdg run`` options), the
+    same two comparisons on PolyPythias (:func:`_polypythias`). Every seed comparison has the
+    random-init null of its architecture on the suite model's tokens (``init0-random``).
+    ``qdg-universality-toy`` (group toy, as appendix D.1: it reads toy-params, so ``--only
+    lm,qdg`` does not need it): a parity net of init seed 1 vs toy-params' member (same task
+    and data order), both vs the true subtasks, into its own ``qdg/universality-toy`` (``qdg
+    compare`` claims ``qdg/universality`` whole)."""
     u, v = "{out}/qdg/universality", "{out}/qdg/universality-runs"
     toy = Stage(
         "qdg-universality-toy",
@@ -185,25 +198,84 @@ def _universality(
         f"{u[6:]}-toy/universality.json",
         needs=("toy-params",),
     )
-    lines = [
-        f"qdg run {{out}}/lm/losses --out {v}/second {second}",
-        f"qdg compare {{out}}/qdg/clusters {v}/second --intersect --out {u} {compare}",
-    ]
+    lines = [f"qdg run {{out}}/lm/losses --out {v}/second {second}"]
+    null = ""
+    if sizes_null:
+        lines.append(f"qdg run {{out}}/lm/losses --out {v}/second-random {second} --random-init 0")
+        null = f"--random-init {v}/second-random "
+    lines.append(
+        f"qdg compare {{out}}/qdg/clusters {v}/second --intersect {null}--out {u} {compare}"
+    )
     needs: tuple[str, ...] = ("qdg-clusters",)
     if replica is not None:
-        suite, model, losses, qdg = (part.strip() for part in replica.split("|"))
-        lines += [
-            f"lm suite train --out {v}/suite-init1 --init-seed 1 {suite}",
-            f"lm losses --suite {v}/suite-init1 --corpus {{corpus}} --out {v}/losses1 {losses}",
-            f"qdg run {v}/losses1 --out {v}/init1 --model 0 {qdg}",
-            f"qdg run {{out}}/lm/losses --out {v}/init0 --model {model} {qdg}",
-            f"qdg compare {v}/init0 {v}/init1 --intersect --out {u}/seeds {compare}",
-        ]
+        lines += _replicas(replica, compare, data_order)
         needs = (*needs, "lm-suite")
-    title = "universality: do two models find the same quanta? (sizes, seeds; null, ceiling)"
+    if hub is not None:
+        lines += _polypythias(hub, compare)
+    title = "universality: do two models find the same quanta? (sizes, seeds; nulls, ceiling)"
     commands = tuple(_cmd(line) for line in lines)
     lm = Stage("qdg-universality", "qdg", title, commands, f"{u[6:]}/universality.json", needs)
     return (toy, lm)
+
+
+def _seed_comparisons(qdg: str, compare: str, runs: dict[str, tuple[str, str]]) -> list[str]:
+    """QDG of each of ``runs`` (name → its losses directory, its ``--model``): ``init0`` the
+    reference, ``init1`` / ``order1`` its replicas (another init / data order); the random-init
+    null of the reference's architecture on its tokens; each replica vs the reference."""
+    u, v = "{out}/qdg/universality", "{out}/qdg/universality-runs"
+    lines = [f"qdg run {d} --out {v}/{n} --model {m} {qdg}" for n, (d, m) in runs.items()]
+    losses, model = runs["init0"]
+    lines.append(f"qdg run {losses} --out {v}/init0-random --model {model} --random-init 0 {qdg}")
+    where = {"init1": "seeds", "order1": "data-order"}
+    lines += [
+        f"qdg compare {v}/init0 {v}/{n} --intersect --random-init {v}/init0-random "
+        f"--out {u}/{where[n]} {compare}"
+        for n in runs
+        if n != "init0"
+    ]
+    return lines
+
+
+def _replicas(replica: str, compare: str, data_order: bool) -> list[str]:
+    """A size of the mini-suite retrained with init seed 1 (the suite's data order) and, with
+    ``data_order``, with data order 1 (the suite's init), each compared with the suite's."""
+    v = "{out}/qdg/universality-runs"
+    suite, model, losses, qdg = (part.strip() for part in replica.split("|"))
+    retrain = {"init1": "--init-seed 1", "order1": "--seed 1 --init-seed 0"}
+    if not data_order:
+        del retrain["order1"]
+    lines = []
+    for name, seeds in retrain.items():
+        lines += [
+            f"lm suite train --out {v}/suite-{name} {seeds} {suite}",
+            f"lm losses --suite {v}/suite-{name} --corpus {{corpus}} --out {v}/losses-{name} "
+            + losses,
+        ]
+    # Each replica is the one model of its suite (index 0); the reference is the suite's.
+    runs = {"init0": ("{out}/lm/losses", model)}
+    runs.update({name: (f"{v}/losses-{name}", "0") for name in retrain})
+    return lines + _seed_comparisons(qdg, compare, runs)
+
+
+#: PolyPythias (van der Wal et al. 2025; the registry's polypythia-160m-weight-seed and
+#: -data-seed): pythia-160m and its replicas of another init only, and of another data order.
+_POLY = {
+    "init0": "pythia-160m",
+    "init1": "pythia-160m-weight-seed1",
+    "order1": "pythia-160m-data-seed1",
+}
+
+
+def _polypythias(hub: str, compare: str) -> list[str]:
+    """The seed comparisons of :func:`_replicas` at paper scale: losses of the three
+    :data:`_POLY` models on the corpus (``hub``: ``lm losses`` options | ``qdg run`` options),
+    each model's QDG, the random-init null of pythia-160m's architecture."""
+    v = "{out}/qdg/universality-runs"
+    losses, qdg = (part.strip() for part in hub.split("|"))
+    ids = ",".join(f"EleutherAI/{name}@step143000" for name in _POLY.values())
+    line = f"lm losses --suite {ids} --corpus {{corpus}} --out {v}/losses-polypythias {losses}"
+    runs = {n: (f"{v}/losses-polypythias", name) for n, name in _POLY.items()}
+    return [line, *_seed_comparisons(qdg, compare, runs)]
 
 
 def _lm(
@@ -344,6 +416,10 @@ _CPU_UNIVERSALITY = (
     "--sizes 64x2 --lrs 0.011 --preset %s | neox-h64-l2 | --max-docs %d | --threshold auto "
     "--min-samples 1000 --n 1000 --ks 10,20,50,100",
 )
+_PAPER_UNIVERSALITY_QDG = (
+    "--threshold 0.1 --every 50 --n 10000 --similarity exact --block-params 1000000 "
+    "--assign kmeans --n-init 30 --device cuda --ks 10,20,50,100,200,500,1000"
+)
 PRESETS: dict[str, tuple[Stage, ...]] = {
     # Minutes on 2 CPU cores: `make demo`.
     "cpu": (
@@ -372,7 +448,12 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             _CPU_VALIDATE,
         ),
         *_CPU_APPENDIX_D,
-        *_universality(*_CPU_UNIVERSALITY[:4], _CPU_UNIVERSALITY[4] % ("cpu-long", 300)),
+        *_universality(
+            *_CPU_UNIVERSALITY[:4],
+            _CPU_UNIVERSALITY[4] % ("cpu-long", 300),
+            data_order=True,
+            sizes_null=True,
+        ),
     ),
     # PAPER.md's configurations: GPUs (the toy presets set device cuda), the original Pythia
     # release (`--suite pythia-v0`, EleutherAI/pythia-*-v0 at step143000: the paper's α_N = 0.083
@@ -404,14 +485,15 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--width 500 --n 10000 --ks 10,20,50,100,200,300,400,500 --n-init 30 --device cuda",
             "--samples 10000 --subtasks 1000 --ks " + _PAPER_KS + " --n-init 30 --ranks 101,1000",
         ),
-        # Pythia-160m-v0 (model 1) vs qdg-clusters' 70m; the width-500 net vs another init's.
+        # Pythia-160m-v0 (model 1) vs qdg-clusters' 70m; the width-500 net vs another init's;
+        # PolyPythias: pythia-160m vs its weight-seed and data-seed replicas (same QDG).
         *_universality(
-            "--model 1 --threshold 0.1 --every 50 --n 10000 --similarity exact "
-            "--block-params 1000000 --assign kmeans --n-init 30 --device cuda "
-            "--ks 10,20,50,100,200,500,1000",
+            "--model 1 " + _PAPER_UNIVERSALITY_QDG,
             "--ks 10,20,50,100,200,500,1000 --permutations 100 --replicas 5",
             "--preset paper --widths 500 --init-seeds 1 --no-figures",
             "--width 500 --n 10000 --ks 10,20,50,100,200,400 --n-init 30 --device cuda",
+            sizes_null=True,
+            hub="--max-docs 20000 --device cuda | " + _PAPER_UNIVERSALITY_QDG,
         ),
     ),
     # Seconds per stage: a smoke test of the whole chain (used by the tests).
@@ -451,6 +533,8 @@ PRESETS: dict[str, tuple[Stage, ...]] = {
             "--width 64 --n 200 --ks 3,6 --n-init 1 --permutations 20 --replicas 2",
             "--preset tiny --sizes 32x1 | neox-h32-l1 | --max-docs 8 | --threshold auto --n 60 "
             "--ks 3,6",
+            data_order=True,
+            sizes_null=True,
         ),
     ),
 }

@@ -109,6 +109,11 @@ def qdg_run(
         "last hidden state if it matches the model's own logits, else the model's own forward, "
         "with a warning) | chunked (or fail) | full. The path taken is in grads.json.",
     ),
+    random_init: int | None = typer.Option(
+        None,
+        help="Gradients of an untrained model of --model's architecture (weights drawn with this "
+        "seed) on the tokens the trained one selects: the null of 'qdg compare --random-init'.",
+    ),
     device: str = typer.Option(
         "cpu", help="Where the model runs and its gradients are taken: cpu | cuda | cuda:1 | …"
     ),
@@ -140,6 +145,7 @@ def qdg_run(
         "alpha_n": alpha_n,
         "seed": seed,
         "head": head,
+        "random_init": random_init,
     }
     where = {
         "executor": executor,

@@ -25,6 +25,12 @@ def qdg_compare(
     replicas: int = typer.Option(5, help="Re-clusterings of each run for its ceiling."),
     fraction: float = typer.Option(0.8, help="Share of a run's samples per ceiling replica."),
     seed: int = typer.Option(0, help="Seed of the null and the ceiling (parity: and samples)."),
+    random_init: list[Path] | None = typer.Option(
+        None,
+        "--random-init",
+        help="A 'qdg run --random-init' directory (repeatable): an untrained model on a run's "
+        "tokens, the second null.",
+    ),
     parity: bool = typer.Option(
         False,
         "--parity",
@@ -42,8 +48,13 @@ def qdg_compare(
     """Do QDG runs of different models on the same tokens find the same clusters? ARI, NMI
     and the share of clusters found in the other run (one-to-one on Jaccard), per K, each
     beside its null (labels permuted) and its ceiling (a run re-clustered on subsamples)."""
+    from quanta._validation import QuantaInputError
     from quanta.qdg.compare import compare_runs
 
+    if parity and random_init:
+        raise QuantaInputError(
+            "--random-init goes with LM runs; --parity compares parity nets with the truth."
+        )
     if parity:
         _compare_parity(
             runs,
@@ -73,6 +84,7 @@ def qdg_compare(
         replicas=replicas,
         fraction=fraction,
         seed=seed,
+        random_init=random_init or (),
     )
     print_universality(result)
     out.print(f"{out_dir}/  (universality.json, matched_clusters.parquet)")
@@ -113,14 +125,18 @@ def _compare_parity(
     out.print(f"{out_dir}/  (universality.json)")
 
 
-def _cell(observed: float, null: dict[str, float], ceiling: float | None) -> str:
+def _cell(
+    observed: float, null: dict[str, float], ceiling: float | None, init: float | None
+) -> str:
     top = "-" if ceiling is None else f"{ceiling:.2f}"
     spread = f"[{null['low']:.2f}, {null['high']:.2f}]"
-    return f"{observed:.2f} (null {null['mean']:.2f} {spread}, ceil {top})"
+    untrained = "" if init is None else f", init {init:.2f}"
+    return f"{observed:.2f} (null {null['mean']:.2f} {spread}{untrained}, ceil {top})"
 
 
 def print_universality(result: dict[str, Any]) -> None:
-    """One table per pair of runs: per K, each metric beside its null and ceiling."""
+    """One table per pair of runs: per K, each metric beside its null (permutation; and
+    random-init, ``init``, where given) and ceiling."""
     names = {
         r["path"]: r["model"] if r["model"] == r["path"] else f"{r['model']} ({r['path']})"
         for r in result["runs"]
@@ -133,11 +149,11 @@ def print_universality(result: dict[str, Any]) -> None:
         for name in ("K", "ARI", "NMI", "found of a", "found of b"):
             table.add_column(name, justify="right")
         for row in pair["per_k"]:
-            ceiling = row["ceiling"] or {}
+            ceiling, init = row["ceiling"] or {}, row.get("random_init") or {}
             table.add_row(
                 str(row["K"]),
                 *(
-                    _cell(row["observed"][m], row["null"][m], ceiling.get(m))
+                    _cell(row["observed"][m], row["null"][m], ceiling.get(m), init.get(m))
                     for m in ("ari", "nmi", "share_a", "share_b")
                 ),
             )

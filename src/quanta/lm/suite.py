@@ -64,6 +64,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "non_embedding_params",
+    "random_model",
     "resolve_suite",
     "revision_step",
     "step_of",
@@ -494,6 +495,29 @@ def load_model(ref: ModelRef, *, device: str = "cpu", dtype: Any = None) -> Any:
         raise QuantaInputError(
             f"Cannot load model {ref.label()!r}: {exc}".splitlines()[0]
         ) from None
+    return model.to(device).eval()
+
+
+def random_model(ref: ModelRef, seed: int, *, device: str = "cpu") -> Any:
+    """An untrained causal LM of ``ref``'s architecture in eval mode on ``device``: ``ref``'s
+    saved config (any ``AutoModelForCausalLM`` class), none of its weights; the weights are
+    drawn by the class's own initialization, seeded by ``seed`` (same seed, same weights).
+    The random-init null of ``quanta qdg compare``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    where, kwargs = where_loaded(ref)
+    try:
+        config = AutoConfig.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise QuantaInputError(
+            f"Cannot read the config of model {ref.label()!r}: {exc}".splitlines()[0]
+        ) from None
+    # transformers initializes from torch's global generator: seeded inside a fork of it (on
+    # the CPU, whatever ``device``), so the caller's stream is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model: Any = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return model.to(device).eval()
 
 

@@ -10,6 +10,9 @@ means: its null and its ceiling (the universality of quanta, issue 20).
 * :func:`null_agreement` — the same numbers for ``b``'s labels permuted over the samples
   (``n_permutations`` seeded draws): the cluster sizes are kept, any relation to ``a`` is not.
   Reported as the mean and the central 95% range.
+* :func:`random_init_null` — a trained side of the pair replaced by an untrained model of the
+  same architecture on the same samples (its clustering's labels): per metric the highest
+  agreement, what the samples and the architecture give before any learning.
 * :func:`ceiling_agreement` — the same model clustered twice: the affinity of a run is
   re-clustered on random subsamples of its samples (``fraction``, without replacement) with
   other seeds (k-means restarts, the spectral embedding's start), each compared to the run's
@@ -34,6 +37,7 @@ __all__ = [
     "match_clusters",
     "normalized",
     "null_agreement",
+    "random_init_null",
 ]
 
 _OWNER = "quanta qdg compare"
@@ -131,6 +135,34 @@ def null_agreement(
     return _summary(
         [agreement(a, rng.permutation(b), threshold=threshold) for _ in range(n_permutations)]
     )
+
+
+def random_init_null(
+    a: Any,
+    b: Any,
+    untrained: Sequence[Any],
+    *,
+    threshold: float = 0.5,
+    trained: tuple[bool, bool] = (True, True),
+) -> dict[str, float] | None:
+    """Per metric, the highest :func:`agreement` of the pair with one trained side replaced by
+    an untrained model's labels ``u`` (each of ``untrained``): ``agreement(u, b)`` for ``a``,
+    ``agreement(a, u)`` for ``b`` — each side's ``share_*`` keeps its place. ``trained`` says
+    which sides are models (the true subtasks are never replaced). ``None`` with no
+    untrained labels.
+
+    >>> r = random_init_null([0, 0, 1, 1], [0, 0, 1, 1], [[0, 1, 0, 1]])
+    >>> round(r["ari"], 2), r["share_a"]
+    (-0.5, 0.0)
+    """
+    best: dict[str, float] = {}
+    for u in untrained:
+        found = [agreement(u, b, threshold=threshold)] if trained[0] else []
+        if trained[1]:
+            found.append(agreement(a, u, threshold=threshold))
+        for f in found:
+            best = {m: max(best.get(m, -np.inf), f[m]) for m in METRICS}
+    return best or None
 
 
 def ceiling_agreement(

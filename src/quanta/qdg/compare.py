@@ -5,7 +5,11 @@ Every pair of runs is compared per K by :mod:`quanta.qdg.agreement`: ARI, NMI, c
 matched one-to-one on Jaccard with the share of each run's clusters found in the other, each
 number beside its **null** (the second run's labels permuted, sizes kept) and its **ceiling**
 (each run re-clustered on subsamples of its own samples, from its stored gradients or Gram
-matrix). The runs must hold the same tokens — ``(doc_id, pos)`` of the same corpus — or, with
+matrix). With ``random_init`` runs (``quanta qdg run --random-init SEED``: an untrained model
+of a run's architecture on the tokens the trained one selected), a second null: either run of
+a pair replaced by each untrained one, the highest per metric — what an untrained network's
+gradient geometry alone gives (the tokens, the architecture), not what training taught. The
+runs must hold the same tokens — ``(doc_id, pos)`` of the same corpus — or, with
 ``intersect=True``, are compared on the tokens both selected (e.g. a small and a large model on
 the tokens both get right). Layout of the output directory::
 
@@ -61,12 +65,22 @@ def _fingerprint(corpus_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_run(path: str | Path) -> QDGRun:
-    """Read a complete QDG run directory (refused with one line otherwise)."""
+def load_run(path: str | Path, *, random_init: bool = False) -> QDGRun:
+    """Read a complete QDG run directory (refused with one line otherwise); ``random_init``:
+    one made with ``--random-init`` (refused otherwise, and such a run is refused without it:
+    an untrained model is a null, not a model compared)."""
     from quanta.store import read_result
 
     path = Path(path)
     manifest = read_result(path, ("qdg.run",), "'quanta qdg run'")
+    if ("random_init" in manifest["config"]) != random_init:
+        raise QuantaInputError(
+            f"QDG run '{path}' is a random-init run ('qdg run --random-init'): pass it with "
+            "--random-init, as a null."
+            if not random_init
+            else f"QDG run '{path}' is of a trained model; --random-init takes runs made with "
+            "'qdg run --random-init SEED' (an untrained model on the trained one's tokens)."
+        )
     corpus_dir = Path(manifest["config"]["losses"]) / "corpus"
     if not (corpus_dir / "tokens.npy").is_file():
         raise QuantaInputError(
@@ -76,6 +90,8 @@ def load_run(path: str | Path) -> QDGRun:
     table = pd.read_parquet(path / "labels.parquet")
     labels = {int(c[1:]): table[c].to_numpy() for c in table.columns if c.startswith("K") and c[1:]}
     name = str(manifest.get("model", {}).get("label") or manifest["config"].get("model"))
+    if random_init:
+        name += f" (random init, seed {manifest['config']['random_init']})"
     samples = pd.read_parquet(path / "samples.parquet")
     return QDGRun(path, name, manifest["config"], samples, labels, _fingerprint(corpus_dir))
 
@@ -176,6 +192,7 @@ def compare_runs(
     replicas: int = 5,
     fraction: float = 0.8,
     seed: int = 0,
+    random_init: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Compare QDG runs pairwise (module docstring) and write ``out``; returns what
     ``universality.json`` holds.
@@ -190,6 +207,8 @@ def compare_runs(
     replicas, fraction : re-clusterings of each run for its ceiling, each on this share of its
         samples (drawn without replacement).
     seed : seed of the permutations and the ceiling's subsamples and clusterings.
+    random_init : ``quanta qdg run --random-init`` directories, the random-init null (module
+        docstring); they must hold the compared tokens too (or ``intersect``).
 
     Every refusal (a single run, different corpora or tokens, a K a run lacks, bad settings)
     happens before anything is written.
@@ -200,20 +219,25 @@ def compare_runs(
     if len(runs) < 2:
         raise QuantaInputError(f"Compare at least two QDG runs; got {len(runs)}.")
     loaded = [load_run(r) for r in runs]
-    common = _common_tokens(loaded, intersect)
+    untrained = [load_run(r, random_init=True) for r in random_init]
+    common = _common_tokens([*loaded, *untrained], intersect)
     opts = _Options(
-        ks=_ks(loaded, ks, len(common)),
+        ks=_ks([*loaded, *untrained], ks, len(common)),
         threshold=check_real(threshold, "threshold", _OWNER, low=0.0, high=1.0, low_open=True),
         n_permutations=check_int(n_permutations, "n_permutations", _OWNER, low=2),
         replicas=check_int(replicas, "replicas", _OWNER, low=2),
         fraction=check_real(fraction, "fraction", _OWNER, low=0.0, high=1.0, low_open=True),
         seed=check_int(seed, "seed", _OWNER, low=0),
     )
-    config = {"runs": [str(Path(r).resolve()) for r in runs], "intersect": intersect}
+    config: dict[str, Any] = {"runs": [str(Path(r).resolve()) for r in runs]}
+    config["intersect"] = intersect
     config.update(vars(opts))
     # The runs as stored relative to the output (inside its tree: relocatable); the hash of
     # the absolute form is kept as an alias, so earlier outputs are reused.
     stored = {**config, "runs": [portable_path(Path(r).resolve(), out) for r in runs]}
+    if random_init:  # written only when given: earlier comparisons keep their hash
+        config["random_init"] = [str(Path(r).resolve()) for r in random_init]
+        stored["random_init"] = [portable_path(Path(r).resolve(), out) for r in random_init]
     run = RunDir(
         Path(out),
         KIND,
@@ -227,7 +251,7 @@ def compare_runs(
 
         return dict(json.loads((Path(out) / "universality.json").read_text()))
     t0 = time.perf_counter()
-    result, matched = _compare(loaded, common, opts, intersect)
+    result, matched = _compare(loaded, common, opts, intersect, untrained)
     _write(Path(out), result, matched)
     run.write_manifest(status="complete", wall_seconds=time.perf_counter() - t0, extra={})
     return result
@@ -239,17 +263,23 @@ def _restricted(run: QDGRun, common: pd.MultiIndex) -> np.ndarray:
 
 
 def _compare(
-    runs: Sequence[QDGRun], common: pd.MultiIndex, opts: _Options, intersect: bool
+    runs: Sequence[QDGRun],
+    common: pd.MultiIndex,
+    opts: _Options,
+    intersect: bool,
+    untrained: Sequence[QDGRun] = (),
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """``universality.json``'s content and the matched-cluster table."""
-    rows = {r.path: _restricted(r, common) for r in runs}
+    rows = {r.path: _restricted(r, common) for r in [*runs, *untrained]}
     ceilings = {r.path: _ceiling(r, opts) for r in runs}
     pairs, matched = [], []
     for a, b in combinations(runs, 2):
         per_k = []
         for k in opts.ks:
             la, lb = a.labels[k][rows[a.path]], b.labels[k][rows[b.path]]
-            per_k.append(_pair_scores(la, lb, k, opts, ceilings[a.path], ceilings[b.path]))
+            row = _pair_scores(la, lb, k, opts, ceilings[a.path], ceilings[b.path])
+            nulls = [u.labels[k][rows[u.path]] for u in untrained]
+            per_k.append(_with_random_init(row, la, lb, nulls, opts.threshold))
             matched.append(_described(a, b, rows, la, lb, k, opts.threshold))
         pairs.append({"a": str(a.path), "b": str(b.path), "per_k": per_k})
     result = {
@@ -265,9 +295,38 @@ def _compare(
             "(other seeds) vs its own labels; a pair's ceiling is the lower of its two runs'"
         ),
         "ceilings": {str(path): c for path, c in ceilings.items()},
+        "random_init_runs": [
+            {"path": str(u.path), "model": u.name, "seed": u.config["random_init"]}
+            for u in untrained
+        ],
+        "random_init": (
+            "either run of a pair replaced by each random-init run (an untrained model of the "
+            "same architecture on the trained model's tokens); per metric the highest"
+            if untrained
+            else None
+        ),
         "pairs": pairs,
     }
     return result, pd.concat(matched, ignore_index=True)
+
+
+def _with_random_init(
+    row: dict[str, Any],
+    la: np.ndarray,
+    lb: np.ndarray,
+    nulls: Sequence[np.ndarray],
+    threshold: float,
+) -> dict[str, Any]:
+    """``row`` with its random-init null (:func:`quanta.qdg.agreement.random_init_null`;
+    ``None`` without random-init runs) and the observed value placed between that null (0) and
+    the ceiling (1) as ``normalized_init``."""
+    from quanta.qdg.agreement import normalized, random_init_null
+
+    best = random_init_null(la, lb, nulls, threshold=threshold)
+    if best is None:
+        return {**row, "random_init": None, "normalized_init": None}
+    scaled = normalized(row["observed"], {m: {"mean": v} for m, v in best.items()}, row["ceiling"])
+    return {**row, "random_init": best, "normalized_init": scaled}
 
 
 def _pair_scores(

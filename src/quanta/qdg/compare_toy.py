@@ -9,7 +9,9 @@ same ``n_samples`` fresh samples of the task's Zipf mixture (seeded); those both
 loss below ``threshold`` nats are clustered from each net's per-sample gradients
 (:func:`quanta.qdg.toyqdg.member_gradients`) as ``quanta qdg parity`` does. Three pairs are
 scored per K by :mod:`quanta.qdg.agreement`, each number with its null and ceiling: seed a vs
-seed b, and each against the true subtasks (whose ceiling is the net's own).
+seed b, and each against the true subtasks (whose ceiling is the net's own). The random-init
+null: an untrained net of the same width (init seed one above the pair's largest) clustered on
+the same samples, in place of a trained side (:func:`quanta.qdg.agreement.random_init_null`).
 """
 
 from __future__ import annotations
@@ -117,10 +119,13 @@ def parity_universality(runs: Sequence[str | Path], options: ToyOptions) -> dict
         lab, ceiling = _cluster(g[keep], o)
         labels.append(lab)
         ceilings[name] = ceiling
+    untrained, untrained_name = _untrained(pair, batch, task.n_tasks, keep, o)
+    true = {k: truth for k in o.ks}
+    c0, c1 = ceilings[names[0]], ceilings[names[1]]
     pairs = [
-        _pair(names[0], names[1], labels[0], labels[1], ceilings[names[0]], ceilings[names[1]], o),
-        _pair(names[0], "truth", labels[0], {k: truth for k in o.ks}, ceilings[names[0]], None, o),
-        _pair(names[1], "truth", labels[1], {k: truth for k in o.ks}, ceilings[names[1]], None, o),
+        _pair(names[0], names[1], labels[0], labels[1], c0, c1, o, untrained, (True, True)),
+        _pair(names[0], "truth", labels[0], true, c0, None, o, untrained, (True, False)),
+        _pair(names[1], "truth", labels[1], true, c1, None, o, untrained, (True, False)),
     ]
     return {
         "runs": [
@@ -139,8 +144,27 @@ def parity_universality(runs: Sequence[str | Path], options: ToyOptions) -> dict
             "(other seeds) vs its own labels; against the truth, the net's own ceiling"
         ),
         "ceilings": ceilings,
+        "random_init_runs": [{"path": untrained_name, "model": untrained_name, "seed": None}],
+        "random_init": "a trained net of a pair replaced by an untrained one of the same width "
+        "on the same samples (the truth is never replaced); per metric the highest",
         "pairs": pairs,
     }
+
+
+def _untrained(
+    pair: list[tuple[Any, Any, dict[str, Any]]], batch: Any, n_tasks: int, keep: Any, o: ToyOptions
+) -> tuple[dict[int, np.ndarray], str]:
+    """Labels per K of an untrained net of the pair's width (init seed one above theirs) on the
+    kept samples, and its name."""
+    from quanta.parity.model import FusedParityMLP
+    from quanta.qdg.toyqdg import member_gradients
+
+    cfg, info = pair[0][1], pair[0][2]
+    seed = max(int(p[2]["init_seed"]) for p in pair) + 1
+    net = FusedParityMLP(cfg.n_tasks, cfg.n_bits, [info["width"]], init_seeds=[seed])
+    g, _ = member_gradients(net.member_modules()[0].to(o.device), batch.dense(n_tasks), batch.y)
+    labels, _ = _cluster(g[keep], o, ceiling=False)
+    return labels, f"width {info['width']}, init seed {seed}, untrained"
 
 
 def _gradients(
@@ -164,14 +188,19 @@ def _gradients(
     return grads, keep
 
 
-def _cluster(g: np.ndarray, o: ToyOptions) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
-    """Labels per K of one net's gradients, and its ceiling (keyed by K as text)."""
+def _cluster(
+    g: np.ndarray, o: ToyOptions, *, ceiling: bool = True
+) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
+    """Labels per K of one net's gradients, and its ceiling (keyed by K as text; empty without
+    ``ceiling``)."""
     from quanta.qdg.agreement import ceiling_agreement
     from quanta.qdg.cluster import affinity, cosine_similarity, spectral_sweep
 
     aff = affinity(cosine_similarity(g), o.transform, norms=np.linalg.norm(g, axis=1))
     labels = spectral_sweep(aff, o.ks, assign=o.assign, n_init=o.n_init, seed=o.seed)
-    ceiling = ceiling_agreement(
+    if not ceiling:
+        return labels, {}
+    found = ceiling_agreement(
         aff,
         labels,
         assign=o.assign,
@@ -181,7 +210,7 @@ def _cluster(g: np.ndarray, o: ToyOptions) -> tuple[dict[int, np.ndarray], dict[
         threshold=o.jaccard,
         seed=o.seed,
     )
-    return labels, {str(k): v for k, v in ceiling.items()}
+    return labels, {str(k): v for k, v in found.items()}
 
 
 def _pair(
@@ -192,9 +221,17 @@ def _pair(
     ceiling_a: dict[str, Any],
     ceiling_b: dict[str, Any] | None,
     o: ToyOptions,
+    untrained: dict[int, np.ndarray],
+    trained: tuple[bool, bool],
 ) -> dict[str, Any]:
-    """One pair's observed, null and ceiling per K."""
-    from quanta.qdg.agreement import METRICS, agreement, normalized, null_agreement
+    """One pair's observed, nulls and ceiling per K."""
+    from quanta.qdg.agreement import (
+        METRICS,
+        agreement,
+        normalized,
+        null_agreement,
+        random_init_null,
+    )
 
     per_k = []
     for k in o.ks:
@@ -204,6 +241,7 @@ def _pair(
             la[k], lb[k], n_permutations=o.n_permutations, threshold=o.jaccard, seed=o.seed
         )
         ceiling = {m: min(t[m]["mean"] for t in tops) for m in METRICS}
+        init = random_init_null(la[k], lb[k], [untrained[k]], threshold=o.jaccard, trained=trained)
         per_k.append(
             {
                 "K": k,
@@ -211,6 +249,10 @@ def _pair(
                 "null": null,
                 "ceiling": ceiling,
                 "normalized": normalized(observed, null, ceiling),
+                "random_init": init,
+                "normalized_init": None
+                if init is None
+                else normalized(observed, {m: {"mean": v} for m, v in init.items()}, ceiling),
             }
         )
     return {"a": a, "b": b, "per_k": per_k}

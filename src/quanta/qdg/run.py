@@ -70,6 +70,7 @@ def run_qdg(
     alpha_n: float | None = None,
     seed: int = 0,
     head: str = "auto",
+    random_init: int | None = None,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -99,9 +100,13 @@ def run_qdg(
     fast head disagrees with them); the path taken is recorded in ``grads.json``. A runtime
     setting like ``device``: every path computes the same loss. A model that is not causal
     is refused before anything is written.
+
+    ``random_init`` (a seed): the gradients of an untrained model of ``model``'s architecture
+    (:func:`quanta.lm.suite.random_model`) on the tokens the trained ``model`` selects (its
+    losses): the random-init null of ``quanta qdg compare --random-init``.
     """
     from quanta.lm.head import resolve_head
-    from quanta.lm.suite import load_model
+    from quanta.lm.suite import load_model, random_model
     from quanta.qdg.cluster import spectral_sweep
     from quanta.qdg.grads import select_params
 
@@ -125,11 +130,15 @@ def run_qdg(
         alpha_n=alpha_n,
         seed=seed,
         head=head,
+        random_init=random_init,
         device=device,
     )
     prep = _prepare(losses_dir, settings)  # every refusal: nothing written, no model loaded
     s, out = prep.settings, Path(out)
-    net = load_model(prep.ref, device=device)
+    if s.random_init is None:
+        net = load_model(prep.ref, device=device)
+    else:
+        net = random_model(prep.ref, s.random_init, device=device)
     select_params(net, param_filter)
     path = resolve_head(net, prep.corpus.doc(0), head=s.head, owner=_OWNER, device=device)
     prep = replace(prep, settings=replace(s, head=path))  # checked once, warned at most once
@@ -177,6 +186,7 @@ class _Settings:
     alpha_n: float | None
     seed: int
     head: str
+    random_init: int | None
     device: str
 
 
@@ -395,6 +405,7 @@ def _prepare(losses_dir: str | Path, settings: _Settings) -> _Prepared:
         "n_params": int(chosen["n_params"]),
         "size_index": int(chosen["size_index"]),
         "n_models": len(models),
+        **({} if s.random_init is None else {"random_init": s.random_init}),
     }
     ref = _model_ref(spec)
     return _Prepared(losses_dir, s, corpus, samples, choice, config, ref, model_info)
@@ -417,6 +428,8 @@ def _checked(s: _Settings) -> _Settings:
         block_params=s.block_params,
     )
     n_init = check_int(s.n_init, "n_init", _OWNER, low=1)
+    if s.random_init is not None:
+        check_int(s.random_init, "random_init", _OWNER, low=0)
     check_device(s.device, _OWNER)
     check_choice(s.head, "head", _OWNER, ["auto", "chunked", "full"])
     n = check_int(s.n, "n", _OWNER, low=10)
@@ -474,6 +487,7 @@ def _identity(losses_dir: Path, label: str, s: _Settings) -> dict[str, Any]:
         "ks": list(s.ks),
         "assign": s.assign,
         "seed": s.seed,
+        **({} if s.random_init is None else {"random_init": s.random_init}),
     }
 
 

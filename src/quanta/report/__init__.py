@@ -30,6 +30,7 @@ from quanta.report.domino import domino
 from quanta.report.dynamics import dynamics
 from quanta.report.emergence import emergence
 from quanta.report.header import header
+from quanta.report.hypothesis import hypothesis
 from quanta.report.lm import language_models
 from quanta.report.polygenic import polygenic
 from quanta.report.prior import load_prior_exponents
@@ -38,6 +39,7 @@ from quanta.report.qdg import qdg
 from quanta.report.scale import quanta_scale
 from quanta.report.scaling import scaling
 from quanta.report.theory import theory
+from quanta.report.universality import universality
 from quanta.store import writes_outputs
 
 __all__ = ["SECTIONS", "load_prior_exponents", "render", "write_report"]
@@ -54,6 +56,8 @@ SECTIONS: tuple[Callable[[RunContext], tk.Section], ...] = (
     qdg,
     appendix_d,
     quanta_scale,
+    hypothesis,
+    universality,
     polygenic,
     capacity,
     domino,

@@ -16,7 +16,7 @@ _DIR = "toy/capacity/capacity"
 
 
 def capacity(ctx: RunContext) -> tk.Section:
-    title = "Testing the hypothesis: quanta of unequal capacity"
+    title = "Test 3: quanta of unequal capacity"
     return tk.Section(title, _blocks(ctx), "capacity", nav="Unequal capacity")
 
 

@@ -19,7 +19,7 @@ _DIR = "toy/domino"
 
 
 def domino(ctx: RunContext) -> tk.Section:
-    title = "Testing the hypothesis: size beyond capacity"
+    title = "Test 4: size beyond capacity"
     return tk.Section(title, _blocks(ctx), "domino", nav="Size beyond capacity")
 
 

@@ -23,7 +23,7 @@ _EQUATIONS = (
 
 
 def polygenic(ctx: RunContext) -> tk.Section:
-    title = "Testing the hypothesis: polygenic samples"
+    title = "Test 2: polygenic samples"
     miss = ctx.missing("toy-polygenic")
     data = ctx.json(f"{_DIR}/polygenic.json")
     if miss or data is None:

@@ -150,6 +150,16 @@ def link(href: str, label: object) -> Html:
     return Html(f"<a href='{esc(href)}'>{esc(label)}</a>")
 
 
+def bullets(items: Iterable[object], *, ordered: bool = False) -> Html:
+    """A list (numbered when ``ordered``); items are values (escaped) or :class:`Html`.
+
+    >>> print(bullets(["a<b", bold("c")]))
+    <ul><li>a&lt;b</li><li><b>c</b></li></ul>
+    """
+    tag = "ol" if ordered else "ul"
+    return Html(f"<{tag}>{''.join(f'<li>{esc(i)}</li>' for i in items)}</{tag}>")
+
+
 def lines(parts: Iterable[object]) -> Html:
     """Values one per line (``<br>`` between)."""
     return Html("<br>".join(esc(p) for p in parts))
