@@ -161,7 +161,7 @@ class SparseParityTask:
                     f"Got {self.n_tasks} instead."
                 )
             subsets = _draw_subsets(self.n_tasks, self.n_bits, self.k, self.seed)
-            self.ks = torch.full((self.n_tasks,), self.k, dtype=torch.int64)
+            self.ks = torch.full((self.n_tasks,), self.k, dtype=torch.int64, device="cpu")
         else:
             sizes = np.asarray(check_int_sequence(ks, "ks", _OWNER, low=1, high=self.n_bits))
             subsets = _draw_mixed_subsets(sizes, self.n_tasks, self.n_bits, self.seed)
