@@ -26,6 +26,7 @@ matrix units (``precision``; ``benchmarks/bench_lm_train.py`` measures both engi
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -48,6 +49,7 @@ from quanta._validation import (
 __all__ = [
     "SUITE_PRESETS",
     "MiniSuiteConfig",
+    "size_non_embedding",
     "train_flops_per_token",
     "train_minisuite",
     "training_step",
@@ -110,10 +112,14 @@ class MiniSuiteConfig:
             )
         for lr in self.lrs:
             check_real(lr, "lrs", _OWNER, low=0.0, low_open=True)
+        check_int(self.head_dim, "head_dim", _OWNER, low=8)
         if len(self.sizes) < 1 or any(h < 4 or layers < 1 for h, layers in self.sizes):
             raise QuantaInputError(
                 f"MiniSuiteConfig.sizes must be (hidden >= 4, layers >= 1) pairs; got {self.sizes}."
             )
+        for hidden, layers in self.sizes:
+            _check_heads(hidden, layers, self.head_dim)
+        _check_increasing(self.sizes)
 
     def checkpoint_steps(self) -> list[int]:
         """Log-spaced steps (1 … steps) at which checkpoints are saved; the last is ``steps``."""
@@ -204,6 +210,45 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
 
 def _name(hidden: int, layers: int) -> str:
     return f"neox-h{hidden}-l{layers}"
+
+
+def size_non_embedding(hidden: int, layers: int) -> int:
+    """Non-embedding parameters of one size: per layer the fused QKV, the attention output,
+    the 4× MLP (weights and biases) and two layer norms, plus the final layer norm (the count
+    :meth:`quanta.lm.neox.NeoX.non_embedding_params` reports for the trained model)."""
+    return layers * (12 * hidden * hidden + 13 * hidden) + 2 * hidden
+
+
+def _check_heads(hidden: int, layers: int, head_dim: int) -> None:
+    """A size the engines can build: ``hidden // head_dim`` heads (at least 1) of equal size,
+    whose rotary part (25% of each head) has an even number of dimensions (rotate-half pairs
+    them)."""
+    heads = max(hidden // head_dim, 1)
+    size = f"MiniSuiteConfig.sizes: {hidden}x{layers}"
+    if hidden % heads:
+        raise QuantaInputError(
+            f"{size} has hidden {hidden}, not a multiple of its {heads} heads (hidden // "
+            f"head_dim {head_dim}); use a hidden below head_dim or a multiple of it."
+        )
+    rotary = int((hidden // heads) * 0.25)
+    if rotary % 2:
+        raise QuantaInputError(
+            f"{size} has heads of {hidden // heads} dimensions, whose rotary part (25%: "
+            f"{rotary}) is odd; rotate-half needs it even (heads of 8-11, 16-19, 24-27, … "
+            f"dimensions; head_dim {head_dim})."
+        )
+
+
+def _check_increasing(sizes: tuple[tuple[int, int], ...]) -> None:
+    """Sizes smallest first, no two alike: ``suite.json`` keeps their order, and the stages
+    name the largest model by position (``qdg run --model -1``)."""
+    counted = [(size, size_non_embedding(*size)) for size in sizes]
+    for (a, na), (b, nb) in itertools.pairwise(counted):
+        if nb <= na:
+            raise QuantaInputError(
+                f"MiniSuiteConfig.sizes must grow in non-embedding parameters, smallest first; "
+                f"{b[0]}x{b[1]} ({nb:,}) follows {a[0]}x{a[1]} ({na:,})."
+            )
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, out: Path) -> Any:
