@@ -52,6 +52,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "steps": 640,
         "warmup": 40,
     },
+    # One size below (h8: 888 non-embedding, a single 8-dim head): 2.4 decades.
+    "wide-h8-v2048": {
+        "sizes": ((8, 1), (16, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
+        "context": 128,
+        "batch_size": 32,
+        "steps": 640,
+        "warmup": 40,
+    },
     "wide-2.6M": {
         "sizes": ((8, 1), (16, 1), (32, 1), (48, 2), (64, 2), (96, 3)),
         "vocab_size": 1024,

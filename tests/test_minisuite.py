@@ -234,3 +234,25 @@ def test_both_engines_write_the_same_hf_checkpoints_and_records(tmp_path):
     assert float((w - 1).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="'engine' parameter of MiniSuiteConfig"):
         _tiny(engine="jax")
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "cpu-long"])
+def test_the_universality_replica_is_a_size_of_its_suite_at_its_rate(preset):
+    """qdg-universality retrains one size of the suite with init seed 1 and compares it with
+    the suite's own model of that size: the size, its rate and the model it names must be the
+    suite's (a preset change that forgets the stage would compare two different models)."""
+    from quanta.presets import PRESETS
+
+    (stage,) = [s for s in PRESETS[preset] if s.name == "qdg-universality"]
+    lines = [list(line) for line in stage.commands]
+    (train,) = [line for line in lines if line[:3] == ["lm", "suite", "train"]]
+    (own,) = [line for line in lines if line[:2] == ["qdg", "run"] and "init0" in line[4]]
+    cfg = build_suite_config(train[train.index("--preset") + 1])
+    size = tuple(int(v) for v in train[train.index("--sizes") + 1].split("x"))
+    index = cfg.sizes.index(size)
+    name = f"neox-h{size[0]}-l{size[1]}"
+    assert own[own.index("--model") + 1] == name
+    if "--lrs" in train:
+        assert float(train[train.index("--lrs") + 1]) == cfg.lr_of(index)
+    else:
+        assert not cfg.lrs
