@@ -22,7 +22,6 @@ cores).
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import tempfile
 import time
@@ -33,9 +32,16 @@ from typing import Any
 #: overrides of SUITE_PRESETS["cpu"] each one trains.
 _S6 = ((16, 1), (32, 1), (48, 2), (64, 2), (96, 3), (128, 4))
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "today": {"sizes": _S6},
-    # Smaller vocabulary and context: cheaper heads and attention, same sizes.
-    "v1024-c128": {"sizes": _S6, "vocab_size": 1024, "context": 128, "batch_size": 32},
+    # The cpu preset before issue 19 (vocabulary 2048, 1.31M tokens, its sweep's rates).
+    "before": {
+        "sizes": _S6,
+        "vocab_size": 2048,
+        "steps": 320,
+        "warmup": 30,
+        "lrs": (0.04, 0.024, 0.014, 0.011, 0.007, 0.005),
+    },
+    # SUITE_PRESETS["cpu"] as it is (the chosen one: measured by the stage lm-suite itself).
+    "chosen": {},
     # Smaller sizes (largest ~221k: not data-limited at a few M tokens), more tokens.
     "small-2.6M": {
         "sizes": ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
@@ -47,22 +53,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     },
     "small-2.6M-v2048": {
         "sizes": ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
-        "context": 128,
-        "batch_size": 32,
-        "steps": 640,
-        "warmup": 40,
-    },
-    # One size below (h8: 888 non-embedding, a single 8-dim head): 2.4 decades.
-    "wide-h8-v2048": {
-        "sizes": ((8, 1), (16, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
-        "context": 128,
-        "batch_size": 32,
-        "steps": 640,
-        "warmup": 40,
-    },
-    "wide-2.6M": {
-        "sizes": ((8, 1), (16, 1), (32, 1), (48, 2), (64, 2), (96, 3)),
-        "vocab_size": 1024,
+        "vocab_size": 2048,
         "context": 128,
         "batch_size": 32,
         "steps": 640,
@@ -82,7 +73,7 @@ def _overrides(spec: dict[str, Any]) -> dict[str, Any]:
     from quanta.lm.minisuite import size_non_embedding
 
     values = dict(spec)
-    if "lrs" not in values:
+    if "sizes" in values and "lrs" not in values:
         values["lrs"] = tuple(round(lr_rule(size_non_embedding(*s)), 4) for s in values["sizes"])
     return values
 
@@ -100,17 +91,21 @@ def measure(
     from quanta.qdg.select import choose_threshold
 
     cfg = build_suite_config("cpu", **_overrides(spec), threads=threads)
-    marks: dict[str, float] = {}
+    marks: dict[str, tuple[float, float]] = {}  # model -> (wall, CPU) at its last step
 
     def progress(model: str, step: int, steps: int, loss: float) -> None:
-        marks[model] = time.perf_counter()
+        if step == 1:
+            marks[model + ":start"] = (time.perf_counter(), time.process_time())
+        marks[model] = (time.perf_counter(), time.process_time())
 
     load0, t0, c0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
     table = train_minisuite(cfg, work / "suite", progress=progress)
     wall, load1 = time.perf_counter() - t0, os.getloadavg()[0]
     cpu = time.process_time() - c0  # this process's CPU seconds, all threads
-    ends = [t0, *marks.values()]
-    per_size = [b - a for a, b in itertools.pairwise(ends)]
+    names = [m for m in marks if not m.endswith(":start")]
+    # Per size from its first step to its last (the tokenizer and chunking are outside).
+    per_size = [marks[m][0] - marks[m + ":start"][0] for m in names]
+    per_size_cpu = [marks[m][1] - marks[m + ":start"][1] for m in names]
     t1 = time.perf_counter()
     run_losses(str(work / "suite"), "stdlib:test", work / "losses", max_docs=max_docs)
     analysis = analyze_losses(work / "losses")
@@ -136,6 +131,7 @@ def measure(
         "wall_s": wall,
         "cpu_s": cpu,
         "per_size_s": " ".join(f"{s:.0f}" for s in per_size),
+        "per_size_cpu_s": " ".join(f"{s:.0f}" for s in per_size_cpu),
         "tokens_per_s": tokens * len(cfg.sizes) / wall,
         "load": f"{load0:.1f} → {load1:.1f}",
         "train_loss": " ".join(f"{v:.3f}" for v in table["final_train_loss"]),
@@ -160,7 +156,7 @@ def _print(r: dict[str, Any]) -> None:
         f"== {r['name']}: sizes {r['sizes']} (lrs {r['lrs']}), vocab {r['vocab']}, context "
         f"{r['context']}, batch {r['batch']} × {r['steps']} steps = {r['tokens']:,} tokens\n"
         f"   N {r['N']}; train {r['wall_s']:.0f} s, {r['cpu_s']:.0f} CPU-s "
-        f"(per size {r['per_size_s']}; "
+        f"(per size {r['per_size_s']} s, {r['per_size_cpu_s']} CPU-s; "
         f"{r['tokens_per_s']:,.0f} tok/s over the suite; load {r['load']})\n"
         f"   final train loss {r['train_loss']}; held-out mean loss {r['mean_loss']} "
         f"({r['n_tokens']:,} tokens, {r['losses_s']:.0f} s)\n"
