@@ -42,6 +42,22 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     },
     # SUITE_PRESETS["cpu"] as it is (the chosen one: measured by the stage lm-suite itself).
     "chosen": {},
+    # The chosen sizes without h8 l1 (measured by a `quanta reproduce --only lm,qdg` run).
+    "six-3.3M": {
+        "sizes": ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
+        "lrs": (0.04, 0.0297, 0.024, 0.0177, 0.011, 0.0081),
+    },
+    # six-3.3M with h8 l1 below (888 N: 2.4 decades; a reproduce run).
+    "seven-h8-3.3M": {
+        "sizes": ((8, 1), (16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
+        "lrs": (0.05, 0.04, 0.0297, 0.024, 0.0177, 0.011, 0.0081),
+    },
+    # six-3.3M on a fifth more tokens (the larger sizes were still improving).
+    "six-3.9M": {
+        "sizes": ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
+        "lrs": (0.04, 0.0297, 0.024, 0.0177, 0.011, 0.0081),
+        "steps": 960,
+    },
     # Smaller sizes (largest ~221k: not data-limited at a few M tokens), more tokens.
     "small-2.6M": {
         "sizes": ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
