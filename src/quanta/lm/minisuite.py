@@ -165,9 +165,9 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
         "n_checkpoints": 3,
     },
     # Minutes on 2 cores (the lm-suite stage of `make demo`): 6 sizes, 3.3k … 224k
-    # non-embedding parameters (1.83 decades), all on the same 3.3M tokens in the same order.
+    # non-embedding parameters (1.83 decades), all on the same 3.9M tokens in the same order.
     # Chosen by benchmarks/lm_preset_search.py (docs/BENCHMARKS.md, "The cpu preset: how it
-    # was chosen"): the sizes stop where 3.3M tokens still train the largest (15 tokens per
+    # was chosen"): the sizes stop where 3.9M tokens still train the largest (18 tokens per
     # parameter; the former 793k-parameter top saw 1.6 and tied with the size below), and a
     # 1024-token vocabulary halves the head that dominates the small sizes' step. Rates: the
     # cpu sweep's (benchmarks/lm_lr_sweep.py: 0.04 at h16 l1, 0.005 at h128 l4), log-linear
@@ -177,7 +177,7 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
         "sizes": ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
         "context": 256,
         "batch_size": 16,
-        "steps": 800,
+        "steps": 960,
         "warmup": 40,
         "lr": 5e-3,
         "lrs": (0.04, 0.0297, 0.024, 0.0177, 0.011, 0.0081),
@@ -185,7 +185,7 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
     },
     # Under an hour on 2 cores (`quanta reproduce --preset cpu-long`; estimated from the cpu
     # search's measured rates, not run at these settings): the cpu sizes plus h128 l3 and
-    # h192 l3 (8 sizes, 3.3k … 1.33M non-embedding, 2.6 decades), 3× the cpu tokens (9.8M:
+    # h192 l3 (8 sizes, 3.3k … 1.33M non-embedding, 2.6 decades), 2.5× the cpu tokens (9.8M:
     # about 0.8 of one pass over stdlib:train in this vocabulary). Rates: the same rule.
     "cpu-long": {
         "vocab_size": 1024,
