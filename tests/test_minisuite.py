@@ -20,6 +20,7 @@ from quanta.lm.minisuite import (
     _late_change,
     _model_config,
     build_suite_config,
+    size_non_embedding,
     train_flops_per_token,
     train_minisuite,
 )
@@ -110,6 +111,8 @@ def test_presets_are_valid_and_the_cpu_suite_spans_the_issue_range():
         for h, layer in cpu.sizes
     ]
     assert len(n) >= 6 and n == sorted(n) and math.log10(n[-1] / n[0]) >= 1.5
+    # The count the size checks use is the model's own.
+    assert n == [size_non_embedding(h, layer) for h, layer in cpu.sizes]
 
 
 @pytest.mark.parametrize(
@@ -119,6 +122,15 @@ def test_presets_are_valid_and_the_cpu_suite_spans_the_issue_range():
         ({"precision": "fp8"}, r"'precision' parameter .* Got 'fp8' instead"),
         ({"min_lr_ratio": 1.5}, r"'min_lr_ratio' parameter"),
         ({"lrs": (1e-3, 0.0, 1e-3, 1e-3)}, r"'lrs' parameter"),
+        ({"context": 4}, r"'context' parameter of MiniSuiteConfig .* \[8, inf\). Got 4"),
+        ({"head_dim": 0}, r"'head_dim' parameter of MiniSuiteConfig .* \[8, inf\). Got 0"),
+        # tiny's head_dim 8: 100 // 8 = 12 heads, 100 % 12 != 0 (a traceback from HF's check)
+        ({"sizes": ((100, 1),)}, r"100x1 has hidden 100, not a multiple of its 12 heads"),
+        # one head of 12: a rotary part of 3 dims (the fast engine failed on a shape mismatch)
+        ({"sizes": ((12, 1),)}, r"12x1 has heads of 12 dimensions, whose rotary part .* is odd"),
+        # unsorted (--model -1 would name the smallest) and repeated (one model trained, once)
+        ({"sizes": ((32, 1), (16, 1))}, r"16x1 \(3,312\) follows 32x1 \(12,768\)"),
+        ({"sizes": ((16, 1), (16, 1))}, r"16x1 \(3,312\) follows 16x1 \(3,312\)"),
     ],
 )
 def test_bad_configs_are_refused(overrides, message):
@@ -134,6 +146,9 @@ def test_cli_refuses_bad_rates_and_devices_before_writing(tmp_path):
         (["--lrs", "1e-3,2e-3"], "one learning rate per size (4); got 2"),
         (["--device", "cuda"], "sees no CUDA GPU"),
         (["--engine", "jax"], "must be one of 'fast', 'hf'. Got 'jax' instead."),
+        (["--sizes", "100x1"], "100x1 has hidden 100, not a multiple of its 12 heads"),
+        (["--sizes", "32x1,16x1"], "must grow in non-embedding parameters, smallest first"),
+        (["--context", "4"], "'context' parameter of MiniSuiteConfig must be an int"),
     ):
         if extra[0] == "--device" and torch.cuda.is_available():
             continue
@@ -219,3 +234,28 @@ def test_both_engines_write_the_same_hf_checkpoints_and_records(tmp_path):
     assert float((w - 1).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="'engine' parameter of MiniSuiteConfig"):
         _tiny(engine="jax")
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "cpu-long"])
+def test_the_universality_replica_is_a_size_of_its_suite_at_its_rate(preset):
+    """qdg-universality retrains one size of the suite with init seed 1 and compares it with
+    the suite's own model of that size: the size, its rate and the model it names must be the
+    suite's (a preset change that forgets the stage would compare two different models)."""
+    from quanta.presets import PRESETS
+
+    (stage,) = [s for s in PRESETS[preset] if s.name == "qdg-universality"]
+    lines = [list(line) for line in stage.commands]
+    trains = [line for line in lines if line[:3] == ["lm", "suite", "train"]]
+    # The suite's own model the replicas (init seed 1; the data-order variant) are compared with.
+    owns = [line for line in lines if line[:2] == ["qdg", "run"] and "/init0" in line[4]]
+    assert trains and owns
+    for train in trains:
+        cfg = build_suite_config(train[train.index("--preset") + 1])
+        size = tuple(int(v) for v in train[train.index("--sizes") + 1].split("x"))
+        index = cfg.sizes.index(size)
+        name = f"neox-h{size[0]}-l{size[1]}"
+        assert all(own[own.index("--model") + 1] == name for own in owns)
+        if "--lrs" in train:
+            assert float(train[train.index("--lrs") + 1]) == cfg.lr_of(index)
+        else:
+            assert not cfg.lrs

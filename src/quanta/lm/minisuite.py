@@ -26,6 +26,7 @@ matrix units (``precision``; ``benchmarks/bench_lm_train.py`` measures both engi
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -49,6 +50,7 @@ from quanta.lock import locked
 __all__ = [
     "SUITE_PRESETS",
     "MiniSuiteConfig",
+    "size_non_embedding",
     "train_flops_per_token",
     "train_minisuite",
     "training_step",
@@ -111,10 +113,14 @@ class MiniSuiteConfig:
             )
         for lr in self.lrs:
             check_real(lr, "lrs", _OWNER, low=0.0, low_open=True)
+        check_int(self.head_dim, "head_dim", _OWNER, low=8)
         if len(self.sizes) < 1 or any(h < 4 or layers < 1 for h, layers in self.sizes):
             raise QuantaInputError(
                 f"MiniSuiteConfig.sizes must be (hidden >= 4, layers >= 1) pairs; got {self.sizes}."
             )
+        for hidden, layers in self.sizes:
+            _check_heads(hidden, layers, self.head_dim)
+        _check_increasing(self.sizes)
 
     def checkpoint_steps(self) -> list[int]:
         """Log-spaced steps (1 … steps) at which checkpoints are saved; the last is ``steps``."""
@@ -159,33 +165,38 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
         "warmup": 5,
         "n_checkpoints": 3,
     },
-    # Minutes on 2 cores (the lm-suite stage of `make demo`): 6 sizes, 3.3k … 793k
-    # non-embedding parameters (2.4 decades), all on the same 1.3M tokens in the same order.
-    # Rates: benchmarks/lm_lr_sweep.py at 400 steps gave 0.04 for h16 and 0.005 for h128
-    # (each at the edge of its grid); the sizes between are interpolated log-linearly in N.
+    # Minutes on 2 cores (the lm-suite stage of `make demo`): 6 sizes, 3.3k … 224k
+    # non-embedding parameters (1.83 decades), all on the same 3.9M tokens in the same order.
+    # Chosen by benchmarks/lm_preset_search.py (docs/BENCHMARKS.md, "The cpu preset: how it
+    # was chosen"): the sizes stop where 3.9M tokens still train the largest (18 tokens per
+    # parameter; the former 793k-parameter top saw 1.6 and tied with the size below), and a
+    # 1024-token vocabulary halves the head that dominates the small sizes' step. Rates: the
+    # cpu sweep's (benchmarks/lm_lr_sweep.py: 0.04 at h16 l1, 0.005 at h128 l4), log-linear
+    # in N: 0.04 · (N / 3312)^-0.38.
     "cpu": {
-        "sizes": ((16, 1), (32, 1), (48, 2), (64, 2), (96, 3), (128, 4)),
+        "vocab_size": 1024,
+        "sizes": ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
         "context": 256,
         "batch_size": 16,
-        "steps": 320,
-        "warmup": 30,
+        "steps": 960,
+        "warmup": 40,
         "lr": 5e-3,
-        "lrs": (0.04, 0.024, 0.014, 0.011, 0.007, 0.005),
+        "lrs": (0.04, 0.0297, 0.024, 0.0177, 0.011, 0.0081),
         "n_checkpoints": 8,
     },
-    # Under an hour on 2 cores (`quanta reproduce --preset cpu-long`): the cpu sizes plus
-    # h192 l4 (7 sizes, 3.3k … 1.77M non-embedding, 2.7 decades), 5× the tokens (6.6M: 0.69 of
-    # one pass over the 9.5M-token stdlib training split, so no token is seen twice; the cpu
-    # preset's 1.3M are 14% of it). Rates: the cpu sweep's; h192's is its
-    # log-linear-in-N extrapolation (0.005 · (1.77M / 793k)^-0.38).
+    # Under an hour on 2 cores (`quanta reproduce --preset cpu-long`; estimated from the cpu
+    # search's measured rates, not run at these settings): the cpu sizes plus h128 l3 and
+    # h192 l3 (8 sizes, 3.3k … 1.33M non-embedding, 2.6 decades), 2.5× the cpu tokens (9.8M:
+    # about 0.8 of one pass over stdlib:train in this vocabulary). Rates: the same rule.
     "cpu-long": {
-        "sizes": ((16, 1), (32, 1), (48, 2), (64, 2), (96, 3), (128, 4), (192, 4)),
+        "vocab_size": 1024,
+        "sizes": ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2), (128, 3), (192, 3)),
         "context": 256,
         "batch_size": 16,
-        "steps": 1600,
-        "warmup": 60,
+        "steps": 2400,
+        "warmup": 80,
         "lr": 5e-3,
-        "lrs": (0.04, 0.024, 0.014, 0.011, 0.007, 0.005, 0.0037),
+        "lrs": (0.04, 0.0297, 0.024, 0.0177, 0.011, 0.0081, 0.0056, 0.0041),
         "n_checkpoints": 10,
     },
     # A GPU: 6 sizes up to ~19M non-embedding (Pythia-70m's), 1024-token context.
@@ -205,6 +216,45 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
 
 def _name(hidden: int, layers: int) -> str:
     return f"neox-h{hidden}-l{layers}"
+
+
+def size_non_embedding(hidden: int, layers: int) -> int:
+    """Non-embedding parameters of one size: per layer the fused QKV, the attention output,
+    the 4× MLP (weights and biases) and two layer norms, plus the final layer norm (the count
+    :meth:`quanta.lm.neox.NeoX.non_embedding_params` reports for the trained model)."""
+    return layers * (12 * hidden * hidden + 13 * hidden) + 2 * hidden
+
+
+def _check_heads(hidden: int, layers: int, head_dim: int) -> None:
+    """A size the engines can build: ``hidden // head_dim`` heads (at least 1) of equal size,
+    whose rotary part (25% of each head) has an even number of dimensions (rotate-half pairs
+    them)."""
+    heads = max(hidden // head_dim, 1)
+    size = f"MiniSuiteConfig.sizes: {hidden}x{layers}"
+    if hidden % heads:
+        raise QuantaInputError(
+            f"{size} has hidden {hidden}, not a multiple of its {heads} heads (hidden // "
+            f"head_dim {head_dim}); use a hidden below head_dim or a multiple of it."
+        )
+    rotary = int((hidden // heads) * 0.25)
+    if rotary % 2:
+        raise QuantaInputError(
+            f"{size} has heads of {hidden // heads} dimensions, whose rotary part (25%: "
+            f"{rotary}) is odd; rotate-half needs it even (heads of 8-11, 16-19, 24-27, … "
+            f"dimensions; head_dim {head_dim})."
+        )
+
+
+def _check_increasing(sizes: tuple[tuple[int, int], ...]) -> None:
+    """Sizes smallest first, no two alike: ``suite.json`` keeps their order, and the stages
+    name the largest model by position (``qdg run --model -1``)."""
+    counted = [(size, size_non_embedding(*size)) for size in sizes]
+    for (a, na), (b, nb) in itertools.pairwise(counted):
+        if nb <= na:
+            raise QuantaInputError(
+                f"MiniSuiteConfig.sizes must grow in non-embedding parameters, smallest first; "
+                f"{b[0]}x{b[1]} ({nb:,}) follows {a[0]}x{a[1]} ({na:,})."
+            )
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, out: Path) -> Any:
