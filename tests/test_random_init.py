@@ -147,3 +147,30 @@ def test_random_init_null_replaces_only_the_trained_sides():
     many = random_init_null(a, a, [noise, a])
     assert many["ari"] == pytest.approx(1.0) and many["share_b"] == 1.0
     assert random_init_null(a, a, []) is None
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2"])
+def test_random_model_of_other_architectures(arch, tmp_path):
+    """Not only GPT-NeoX: the untrained model is the saved model's own class and config (a
+    Llama, a GPT-2 with tied embeddings, a soft-capped Gemma-2), its weights drawn by the seed
+    alone — equal for one seed, different for another and from the saved ones."""
+    from archs import build
+
+    from quanta.lm.suite import ModelRef, random_model
+
+    saved = build(arch, seed=3)
+    saved.save_pretrained(tmp_path / arch)
+    ref = ModelRef(arch, str(tmp_path / arch))
+    first, again, other = random_model(ref, 0), random_model(ref, 0), random_model(ref, 1)
+    def settings(model):  # the architecture's config; where it was loaded from aside
+        return {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
+
+    assert type(first) is type(saved) and settings(first) == settings(saved)
+    a, b, c, s = (m.state_dict() for m in (first, again, other, saved))
+    assert a.keys() == s.keys()
+    matrices = [k for k, v in s.items() if v.ndim == 2]
+    assert matrices
+    for key in matrices:
+        assert torch.equal(a[key], b[key]), key
+        assert not torch.equal(a[key], c[key]), key
+        assert not torch.equal(a[key], s[key]), key
