@@ -155,13 +155,13 @@ def test_random_model_of_other_architectures(arch, tmp_path):
     Llama, a GPT-2 with tied embeddings, a soft-capped Gemma-2), its weights drawn by the seed
     alone — equal for one seed, different for another and from the saved ones."""
     from archs import build
-
     from quanta.lm.suite import ModelRef, random_model
 
     saved = build(arch, seed=3)
     saved.save_pretrained(tmp_path / arch)
     ref = ModelRef(arch, str(tmp_path / arch))
     first, again, other = random_model(ref, 0), random_model(ref, 0), random_model(ref, 1)
+
     def settings(model):  # the architecture's config; where it was loaded from aside
         return {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
 
