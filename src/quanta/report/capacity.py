@@ -17,7 +17,7 @@ _DIR = "toy/capacity/capacity"
 
 def capacity(ctx: RunContext) -> tk.Section:
     title = "Test 3: quanta of unequal capacity"
-    return tk.Section(title, _blocks(ctx), "capacity", nav="Unequal capacity")
+    return tk.Section(title, _blocks(ctx), "capacity", level=3, nav="unequal capacity")
 
 
 def capacity_reading(data: dict[str, Any]) -> str:

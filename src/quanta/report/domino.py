@@ -20,7 +20,7 @@ _DIR = "toy/domino"
 
 def domino(ctx: RunContext) -> tk.Section:
     title = "Test 4: size beyond capacity"
-    return tk.Section(title, _blocks(ctx), "domino", nav="Size beyond capacity")
+    return tk.Section(title, _blocks(ctx), "domino", level=3, nav="size beyond capacity")
 
 
 def _alpha_n(data: dict[str, Any]) -> dict[tuple[str, float], float]:

@@ -37,7 +37,7 @@ def polygenic(ctx: RunContext) -> tk.Section:
             _reading(data),
         ]
     body.append(ctx.provenance(["toy-polygenic"], ["toy/polygenic"]))
-    return tk.Section(title, body, "polygenic", nav="polygenic samples")
+    return tk.Section(title, body, "polygenic", level=3, nav="polygenic samples")
 
 
 def _setup(data: dict[str, Any]) -> tk.Html:
