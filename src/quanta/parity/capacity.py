@@ -18,8 +18,6 @@ The derivation is docs/HYPOTHESIS.md ("Quanta of unequal capacity").
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +26,12 @@ import pandas as pd
 
 from quanta._validation import QuantaInputError, check_real
 from quanta.lock import locked
-from quanta.parity.orders import explain_order, json_ready, learned_steps, set_agreement
+from quanta.parity.orders import (
+    analysis_run,
+    explain_order,
+    learned_steps,
+    set_agreement,
+)
 from quanta.parity.train import MIXTURE
 from quanta.theory import capacity_learned, random_cost_prefactor
 
@@ -210,9 +213,7 @@ def run_capacity(
     """:func:`analyze_capacity` into ``out`` (default ``SOURCE/capacity``): ``capacity.json``,
     ``capacity.parquet`` (per width) and ``capacity.png``, a run directory of kind
     ``parity.capacity`` (reused when complete and its inputs are unchanged)."""
-    from quanta.config import config_hash
-    from quanta.plots import save_figure
-    from quanta.store import RunDir, portable_path, read_result, write_json, write_parquet
+    from quanta.store import portable_path, read_result
 
     source = Path(source)
     out = Path(out) if out is not None else source / "capacity"
@@ -222,16 +223,11 @@ def run_capacity(
         "source_hash": train["config_hash"],
         "threshold": threshold,
     }
-    files = ("capacity.json", "capacity.parquet", "capacity.png")
-    run = RunDir(out, KIND, config, config_hash(config), files=files)
-    # Computed before the directory is claimed: a refused input leaves nothing behind.
-    t0 = time.perf_counter()
-    result = analyze_capacity(source, threshold=threshold)
-    if run.open() == "complete":
-        return dict(json.loads((out / "capacity.json").read_text()))
-    result = json_ready(result)
-    write_json(out / "capacity.json", result)
-    write_parquet(out / "capacity.parquet", pd.DataFrame(result["per_width"]))
-    save_figure(capacity_figure(result), out / "capacity.png")
-    run.write_manifest(status="complete", wall_seconds=time.perf_counter() - t0, extra={})
-    return result
+    return analysis_run(
+        out,
+        KIND,
+        config,
+        "capacity",
+        lambda: analyze_capacity(source, threshold=threshold),
+        capacity_figure,
+    )

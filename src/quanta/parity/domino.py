@@ -22,7 +22,6 @@ here without bootstrap) — the α-sweep deviations the measure is read against.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,7 @@ import pandas as pd
 
 from quanta._validation import QuantaInputError, check_real
 from quanta.lock import locked
-from quanta.parity.orders import json_ready, learned_steps, out_of_order
+from quanta.parity.orders import analysis_run, learned_steps, out_of_order
 from quanta.parity.task import zipf_probs
 
 if TYPE_CHECKING:
@@ -235,9 +234,7 @@ def run_domino(
 ) -> dict[str, Any]:
     """:func:`analyze_domino` into the run directory ``out`` (kind ``parity.domino``):
     ``domino.json``, ``domino.parquet`` (per width) and ``domino.png``."""
-    from quanta.config import config_hash
-    from quanta.plots import save_figure
-    from quanta.store import RunDir, portable_path, read_result, write_json, write_parquet
+    from quanta.store import portable_path, read_result
 
     out = Path(out)
     hashes = []
@@ -251,16 +248,11 @@ def run_domino(
         "source_hashes": hashes,
         "threshold": threshold,
     }
-    files = ("domino.json", "domino.parquet", "domino.png")
-    run = RunDir(out, KIND, config, config_hash(config), files=files)
-    # Computed before the directory is claimed: a refused input leaves nothing behind.
-    t0 = time.perf_counter()
-    result = analyze_domino(sources, threshold=threshold)
-    if run.open() == "complete":
-        return dict(json.loads((out / "domino.json").read_text()))
-    result = json_ready(result)
-    write_json(out / "domino.json", result)
-    write_parquet(out / "domino.parquet", pd.DataFrame(result["per_width"]))
-    save_figure(domino_figure(result), out / "domino.png")
-    run.write_manifest(status="complete", wall_seconds=time.perf_counter() - t0, extra={})
-    return result
+    return analysis_run(
+        out,
+        KIND,
+        config,
+        "domino",
+        lambda: analyze_domino(sources, threshold=threshold),
+        domino_figure,
+    )

@@ -12,6 +12,8 @@ out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,14 @@ import pandas as pd
 
 from quanta.parity.train import MIXTURE
 
-__all__ = ["explain_order", "json_ready", "learned_steps", "out_of_order", "set_agreement"]
+__all__ = [
+    "analysis_run",
+    "explain_order",
+    "json_ready",
+    "learned_steps",
+    "out_of_order",
+    "set_agreement",
+]
 
 
 def learned_steps(curves: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -197,3 +206,37 @@ def json_ready(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def analysis_run(
+    out: Path,
+    kind: str,
+    config: dict[str, Any],
+    name: str,
+    compute: Callable[[], dict[str, Any]],
+    figure: Callable[[dict[str, Any]], Any],
+) -> dict[str, Any]:
+    """The run directory ``out`` (kind ``kind``) of one orders analysis: ``name.json`` (the
+    result of ``compute()``), ``name.parquet`` (its ``per_width`` rows) and ``name.png``
+    (``figure(result)``), reused when complete for the same ``config``. ``compute`` runs before
+    the directory is claimed, so a refused input leaves nothing behind. Shared by
+    ``quanta parity capacity`` and ``quanta parity domino``."""
+    import json
+    import time
+
+    from quanta.config import config_hash
+    from quanta.plots import save_figure
+    from quanta.store import RunDir, write_json, write_parquet
+
+    files = (f"{name}.json", f"{name}.parquet", f"{name}.png")
+    run = RunDir(out, kind, config, config_hash(config), files=files)
+    t0 = time.perf_counter()
+    result = compute()
+    if run.open() == "complete":
+        return dict(json.loads((out / files[0]).read_text()))
+    result = json_ready(result)
+    write_json(out / files[0], result)
+    write_parquet(out / files[1], pd.DataFrame(result["per_width"]))
+    save_figure(figure(result), out / files[2])
+    run.write_manifest(status="complete", wall_seconds=time.perf_counter() - t0, extra={})
+    return result
