@@ -548,3 +548,35 @@ def test_documents_are_never_scored_past_the_models_context(suite_dir, tmp_path)
     corpus = load_corpus(out / "corpus")
     assert corpus.max_len == 256 and corpus.lengths.max() == 256
     assert json.loads((out / "manifest.json").read_text())["config"]["max_len"] == 256
+
+
+def test_windows_score_consecutive_pieces_of_each_document(suite_dir, tok_model, tmp_path):
+    # --windows 3 --max-len 64: each document's tokens in pieces of 64, at most three, each
+    # scored from its own start. Oracle: the whole documents tokenized here and cut by a
+    # plain loop; the losses by one forward per piece through the model's own logits.
+    tok, _ = tok_model
+    args = ["lm", "losses", "--suite", str(suite_dir), "--max-docs", "5", "--max-len", "64"]
+    bad = CliRunner().invoke(app, [*args, "--windows", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "windows" in bad.output and not (tmp_path / "bad").exists()
+    out = tmp_path / "W"
+    res = CliRunner().invoke(app, [*args, "--windows", "3", "--quiet", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    corpus = load_corpus(out / "corpus")
+    expected_pieces, expected_names = [], []
+    for doc in load_documents("stdlib:test", max_docs=5)[0]:
+        ids = tok(doc.text, add_special_tokens=False)["input_ids"]
+        for w in range(3):
+            piece = ids[64 * w : 64 * (w + 1)]
+            if len(piece) >= 2:
+                expected_pieces.append(piece)
+                expected_names.append(doc.name if w == 0 else f"{doc.name}#{w}")
+    assert corpus.names == expected_names and len(expected_names) > 5  # long documents cut
+    assert [corpus.doc(d).tolist() for d in range(corpus.n_docs)] == expected_pieces
+    losses = np.load(out / "losses.npy")
+    model = load_model(resolve_suite(str(suite_dir))[-1])
+    np.testing.assert_allclose(losses[:, -1], _reference_losses(model, corpus), atol=1e-5)
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["windows"] == 3
+    one = tmp_path / "one"  # the default keeps the key out (earlier runs keep their hash)
+    assert CliRunner().invoke(app, [*args, "--quiet", "--out", str(one)]).exit_code == 0
+    assert "windows" not in json.loads((one / "manifest.json").read_text())["config"]

@@ -211,6 +211,11 @@ def lm_losses(
         help="Truncate documents to this many tokens [default: the models' context, at most "
         "1024; more is refused].",
     ),
+    windows: int = typer.Option(
+        1,
+        help="Score up to this many consecutive --max-len windows of each document, each read "
+        "from its own start as a document of its own (1: the first window only, the paper's way).",
+    ),
     bos: bool = typer.Option(False, "--bos", help="Prepend BOS (the paper: no BOS)."),
     text_field: str = typer.Option("text", help="JSON / dataset field holding the text."),
     decode_errors: str = typer.Option(
@@ -259,6 +264,7 @@ def lm_losses(
             revisions=revisions,
             max_docs=max_docs,
             max_len=max_len,
+            windows=windows,
             bos=bos,
             text_field=text_field,
             decode_errors=decode_errors,

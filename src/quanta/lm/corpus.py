@@ -336,30 +336,50 @@ def tokenize_documents(
     max_len: int = 1024,
     bos: bool = False,
     batch_size: int = 256,
+    windows: int = 1,
 ) -> TokenizedCorpus:
     """Tokenize ``docs`` with a Hugging Face tokenizer, truncating to ``max_len`` tokens.
 
     ``bos=True`` prepends the tokenizer's BOS token (then position 1 is predicted from BOS alone).
     Documents with fewer than 2 tokens are skipped and counted in ``n_skipped_short``.
+
+    ``windows > 1`` scores more of each long document: its tokens are cut into consecutive
+    windows of ``max_len`` tokens (``max_len − 1`` after a BOS), at most ``windows`` of them,
+    and every window is a document of its own, read from its own start (no context carried
+    over from the window before). Window ``w ≥ 1`` of ``name`` is named ``name#w`` (the first
+    keeps the plain name, so ``windows = 1`` is the plain truncation); a last window shorter
+    than 2 tokens is dropped (not counted as skipped).
+
+    >>> class Tok:  # one token per character
+    ...     bos_token_id = 0
+    ...     def __call__(self, texts, add_special_tokens):
+    ...         return {"input_ids": [[ord(c) for c in t] for t in texts]}
+    >>> c = tokenize_documents([Document("a", "abcdefg")], Tok(), max_len=3, windows=3)
+    >>> c.names, c.lengths.tolist()
+    (['a', 'a#1'], [3, 3])
     """
     max_len = check_int(max_len, "max_len", _OWNER, low=2)
+    windows = check_int(windows, "windows", _OWNER, low=1)
     if bos and getattr(tokenizer, "bos_token_id", None) is None:
         raise QuantaInputError("bos=True but the tokenizer has no BOS token.")
     pieces: list[np.ndarray] = []
     names: list[str] = []
     short = 0
+    step = max_len - 1 if bos else max_len
     for i in range(0, len(docs), batch_size):
         chunk = docs[i : i + batch_size]
         encoded = tokenizer([d.text for d in chunk], add_special_tokens=False)["input_ids"]
         for doc, ids in zip(chunk, encoded, strict=True):
-            if bos:
-                ids = [tokenizer.bos_token_id, *ids]
-            ids = ids[:max_len]
-            if len(ids) < 2:
-                short += 1
-                continue
-            pieces.append(np.asarray(ids, dtype=np.int32))
-            names.append(doc.name)
+            for w in range(windows):
+                piece = ids[w * step : (w + 1) * step]
+                if w and not piece:
+                    break
+                piece = [tokenizer.bos_token_id, *piece] if bos else piece
+                if len(piece) < 2:
+                    short += w == 0
+                    continue
+                pieces.append(np.asarray(piece, dtype=np.int32))
+                names.append(doc.name if w == 0 else f"{doc.name}#{w}")
     if not pieces:
         raise QuantaInputError(
             f"Every document is shorter than 2 tokens ({short} skipped): nothing to predict."

@@ -60,6 +60,7 @@ def run_losses(
     revisions: str | list[str] | None = None,
     max_docs: int | None = None,
     max_len: int | None = None,
+    windows: int = 1,
     bos: bool = False,
     text_field: str = "text",
     decode_errors: str = "strict",
@@ -96,7 +97,9 @@ def run_losses(
 
     ``max_len`` (tokens per document) defaults to the models' context, at most 1024, and may
     not exceed it: past the positions a model was trained on (a rotary model accepts them
-    silently) its losses measure extrapolation, not what it learned."""
+    silently) its losses measure extrapolation, not what it learned. ``windows > 1`` scores up
+    to that many consecutive ``max_len``-token windows of each document, each as a document of
+    its own (:func:`quanta.lm.corpus.tokenize_documents`)."""
     from quanta.config import config_hash
     from quanta.lm.suite import resolve_suite
     from quanta.store import RunDir
@@ -123,8 +126,9 @@ def run_losses(
         "max_len": _check_configs(refs, max_len, same_context=suite.strip().endswith(".toml")),
         "bos": bos,
         "text_field": text_field,
-        # Only when not the default, so runs made before the option keep their hash.
+        # Only when not the default, so runs made before the options keep their hash.
         **({"decode_errors": decode_errors} if decode_errors != "strict" else {}),
+        **({"windows": check_int(windows, "windows", _OWNER, low=1)} if windows != 1 else {}),
         "dtype": dtype,
     }
     job = _Job(
@@ -216,7 +220,9 @@ def _tokenized(job: _Job) -> TokenizedCorpus:
         text_field=c["text_field"],
         decode_errors=c.get("decode_errors", "strict"),
     )
-    tokens = tokenize_documents(docs, job.tokenizer, max_len=c["max_len"], bos=c["bos"])
+    tokens = tokenize_documents(
+        docs, job.tokenizer, max_len=c["max_len"], bos=c["bos"], windows=c.get("windows", 1)
+    )
     tokens.n_skipped_unreadable = unreadable
     return tokens
 
