@@ -54,7 +54,7 @@ def make_runner(cfg, hidden, layers, engine, replicas, *, seed=0):  # type: igno
     import torch
 
     from quanta.lm.minisuite import _model_config, training_step
-    from quanta.lm.neox import NeoX, neox_training_step
+    from quanta.lm.neox import NeoX, adamw, neox_training_step
 
     config = _model_config(cfg, hidden, layers, cfg.vocab_size)
     if engine == "hf":
@@ -66,7 +66,10 @@ def make_runner(cfg, hidden, layers, engine, replicas, *, seed=0):  # type: igno
     else:
         model = NeoX(config, replicas=replicas, generator=torch.Generator().manual_seed(seed))
         step = neox_training_step
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    if engine == "hf":
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    else:
+        opt = adamw(model, cfg.lr)  # the trainer's (fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
     bf16 = cfg.precision == "bf16"
     return model, lambda x: step(model, opt, sched, x, bf16=bf16)

@@ -456,9 +456,14 @@ class _Trainer:
 
             torch.manual_seed(init)
             self.model = GPTNeoXForCausalLM(hf_config).to(cfg.device)  # type: ignore[arg-type]
-        self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr_of(index), betas=(0.9, 0.95), weight_decay=0.01
-        )
+        if cfg.engine == "fast":
+            from quanta.lm.neox import adamw
+
+            self.opt = adamw(self.model, cfg.lr_of(index))
+        else:
+            self.opt = torch.optim.AdamW(
+                self.model.parameters(), lr=cfg.lr_of(index), betas=(0.9, 0.95), weight_decay=0.01
+            )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cfg.lr_factor)
 
     def step(self, x: Any) -> float:
