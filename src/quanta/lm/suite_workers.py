@@ -150,9 +150,11 @@ def _work(
     # The parent owns Ctrl-C (the terminal sends it to the whole group): it stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
+    from transformers.utils import logging as hf_logging
 
     from quanta.lm.minisuite import _Trainer
 
+    hf_logging.disable_progress_bar()  # the parent's display owns the terminal
     torch.set_num_threads(cfg.threads)
     chunks = np.asarray(np.load(data, mmap_mode="r"))  # a plain view of the map
 
