@@ -28,7 +28,7 @@ same run; and what the fast engine does to the loss.
 
 Usage: python benchmarks/bench_lm_train.py [--preset cpu] [--steps 3] [--rounds 3]
        [--threads 2] [--replicas 2,4] [--loss-size 2] [--loss-steps 300]
-       [--suite | --suite-only] [--steps-per-size K]
+       [--suite | --suite-only] [--steps-per-size K] [--profile 16x1]
 """
 
 from __future__ import annotations
@@ -133,6 +133,22 @@ def speed_table(cfg, sizes, engines, peak, args):  # type: ignore[no-untyped-def
     return suite, per_size
 
 
+def profile_step(cfg, hidden, layers):  # type: ignore[no-untyped-def]
+    """torch.profiler's table of 5 fast-engine steps of one size (after 3 warm-up steps)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    run = make_runner(cfg, hidden, layers, "fast", 1)[1]
+    x = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.context))
+    for _ in range(3):
+        run(x)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            run(x)
+    print(f"h{hidden} l{layers}, 5 steps, {torch.get_num_threads()} thread(s):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
 def lpt_makespan(seconds: list[float], machines: int) -> float:
     """Finish time of jobs of ``seconds`` on ``machines`` cores, largest first, each to the
     core free first (how :mod:`quanta.lm.suite_workers` schedules the sizes)."""
@@ -176,6 +192,11 @@ def suite_row(cfg, threads):  # type: ignore[no-untyped-def]
         order = np.random.default_rng(cfg.seed).permutation(len(chunks))
         batches = np.resize(order, cfg.steps * cfg.batch_size).reshape(cfg.steps, -1)
         sizes = range(len(cfg.sizes))
+        for engine in ("hf", "fast"):  # warm-up: imports, allocator (the first mode paid them)
+            warm = dataclasses.replace(cfg, engine=engine, steps=2, warmup=1, n_checkpoints=1)
+            _Trainer(warm, 0, len(tokenizer)).train(
+                chunks, batches, Path(tmp) / "warm", tokenizer, None
+            )
         for i, (label, (engine, n, workers)) in enumerate(modes.items()):
             run = dataclasses.replace(cfg, engine=engine, threads=n, workers=workers)
             out = Path(tmp) / f"mode{i}"
@@ -252,6 +273,11 @@ def main() -> None:
     ap.add_argument("--loss-steps", type=int, default=300, help="training steps for (c); 0 = skip")
     ap.add_argument("--no-speed", action="store_true", help="skip (b): the loss check only")
     ap.add_argument("--suite", action="store_true", help="also (d): the suite as it trains")
+    ap.add_argument(
+        "--profile",
+        default="",
+        help="HIDDENxLAYERS: only torch.profiler's table (self CPU time) of 5 fast R1 steps",
+    )
     ap.add_argument("--suite-only", action="store_true", help="(a) and (d) only")
     ap.add_argument(
         "--steps-per-size", type=int, default=0, help="(d)'s steps per size (0 = the preset's)"
@@ -274,6 +300,9 @@ def main() -> None:
     cfg = build_suite_config(args.preset)
     sizes = list(cfg.sizes)  # and the larger sizes of cpu-long
     sizes += [s for s in SUITE_PRESETS["cpu-long"]["sizes"] if tuple(s) not in sizes]
+    if args.profile:
+        profile_step(cfg, *(int(v) for v in args.profile.lower().split("x")))
+        return
     f32 = matmul_peak(torch.float32, clock=args.clock)
     bf16 = matmul_peak(torch.bfloat16, clock=args.clock)
     peak = bf16 if cfg.precision == "bf16" else f32
