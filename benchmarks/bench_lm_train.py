@@ -13,6 +13,14 @@ same run; and what the fast engine does to the loss.
     (6 × (non-embedding + head params) + attention; Kaplan et al. 2020). With ``R`` replicas
     tok/s counts the tokens of all replicas (R models trained per step). Last line: the whole
     suite (all sizes, the preset's steps) as total training FLOPs / total time per engine.
+(d) The suite as it trains (``--suite`` or ``--suite-only``; ``--steps-per-size K``, default the
+    preset's steps): every size of the preset from the same prepared data (tokenized once, not
+    timed), each mode in turn: hf sequential and fast sequential at ``--threads`` threads,
+    then fast in ``--threads`` workers (:mod:`quanta.lm.suite_workers`) of 1 thread each;
+    wall seconds (what the user waits for: checkpoints and the workers' start included) and
+    CPU seconds (this process and its workers). Only a quiet machine gives meaningful wall
+    times; with ``--threads 1`` the table (b) also prints the 2-worker estimate: the
+    longest-processing-time schedule of its 1-thread step times on 2 cores.
 (c) Loss: h48 l2 (``--loss-size``) trained ``--loss-steps`` steps on the same stdlib batches
     by both engines for seeds 0 and 1 (bf16 autocast); held-out loss (stdlib:test chunks,
     f32, by GPTNeoXForCausalLM): the difference of the engines' means vs the seed-to-seed
@@ -20,6 +28,7 @@ same run; and what the fast engine does to the loss.
 
 Usage: python benchmarks/bench_lm_train.py [--preset cpu] [--steps 3] [--rounds 3]
        [--threads 2] [--replicas 2,4] [--loss-size 2] [--loss-steps 300]
+       [--suite | --suite-only] [--steps-per-size K] [--profile 16x1]
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ def make_runner(cfg, hidden, layers, engine, replicas, *, seed=0):  # type: igno
     import torch
 
     from quanta.lm.minisuite import _model_config, training_step
-    from quanta.lm.neox import NeoX, neox_training_step
+    from quanta.lm.neox import NeoX, adamw, neox_training_step
 
     config = _model_config(cfg, hidden, layers, cfg.vocab_size)
     if engine == "hf":
@@ -66,7 +75,10 @@ def make_runner(cfg, hidden, layers, engine, replicas, *, seed=0):  # type: igno
     else:
         model = NeoX(config, replicas=replicas, generator=torch.Generator().manual_seed(seed))
         step = neox_training_step
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    if engine == "hf":
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    else:
+        opt = adamw(model, cfg.lr)  # the trainer's (fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor)
     bf16 = cfg.precision == "bf16"
     return model, lambda x: step(model, opt, sched, x, bf16=bf16)
@@ -101,6 +113,7 @@ def speed_table(cfg, sizes, engines, peak, args):  # type: ignore[no-untyped-def
     units = f"{'tok/s  GFLOP/s  %pk':>26s}"
     print("                          | " + " | ".join(units for _ in names))
     suite = {key: [0.0, 0.0] for key in engines}
+    per_size: dict[tuple[int, int], float] = {}  # fast R1 seconds per step of the suite's sizes
     for hidden, layers in sizes:
         flops = train_flops_per_token(cfg, hidden, layers, cfg.vocab_size)
         best = time_engines(
@@ -114,8 +127,100 @@ def speed_table(cfg, sizes, engines, peak, args):  # type: ignore[no-untyped-def
             if key[1] == 1 and (hidden, layers) in cfg.sizes:  # the suite as the trainer runs it
                 suite[key][0] += flops * tokens * cfg.steps
                 suite[key][1] += best[key] * cfg.steps
+                if key == ("fast", 1):
+                    per_size[hidden, layers] = best[key]
         print(f"    h{hidden:<4d} l{layers:<2d} {flops / 1e6:9.2f} | " + " | ".join(cells))
-    return suite
+    return suite, per_size
+
+
+def profile_step(cfg, hidden, layers):  # type: ignore[no-untyped-def]
+    """torch.profiler's table of 5 fast-engine steps of one size (after 3 warm-up steps)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    run = make_runner(cfg, hidden, layers, "fast", 1)[1]
+    x = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.context))
+    for _ in range(3):
+        run(x)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            run(x)
+    print(f"h{hidden} l{layers}, 5 steps, {torch.get_num_threads()} thread(s):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+def lpt_makespan(seconds: list[float], machines: int) -> float:
+    """Finish time of jobs of ``seconds`` on ``machines`` cores, largest first, each to the
+    core free first (how :mod:`quanta.lm.suite_workers` schedules the sizes)."""
+    free = [0.0] * machines
+    for s in sorted(seconds, reverse=True):
+        free[free.index(min(free))] += s
+    return max(free)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished (joined) child processes."""
+    import resource
+
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def suite_row(cfg, threads):  # type: ignore[no-untyped-def]
+    """(d): {mode: (wall s, CPU s)} of training every size of ``cfg`` (its steps) per mode."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from quanta.lm.minisuite import _Trainer, _training_data
+    from quanta.lm.suite_workers import train_in_workers
+
+    modes = {
+        f"hf sequential ({threads} threads)": ("hf", threads, 1),
+        f"fast sequential ({threads} threads)": ("fast", threads, 1),
+        f"fast {threads} workers x 1 thread": ("fast", 1, threads),
+    }
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's bars, as in train_minisuite
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer, chunks = _training_data(cfg, Path(tmp))
+        order = np.random.default_rng(cfg.seed).permutation(len(chunks))
+        batches = np.resize(order, cfg.steps * cfg.batch_size).reshape(cfg.steps, -1)
+        sizes = range(len(cfg.sizes))
+        for engine in ("hf", "fast"):  # warm-up: imports, allocator (the first mode paid them)
+            warm = dataclasses.replace(cfg, engine=engine, steps=2, warmup=1, n_checkpoints=1)
+            _Trainer(warm, 0, len(tokenizer)).train(
+                chunks, batches, Path(tmp) / "warm", tokenizer, None
+            )
+        for i, (label, (engine, n, workers)) in enumerate(modes.items()):
+            run = dataclasses.replace(cfg, engine=engine, threads=n, workers=workers)
+            out = Path(tmp) / f"mode{i}"
+            wall, cpu = time.perf_counter(), _cpu_seconds()
+            if workers == 1:
+                torch.set_num_threads(n)
+                for index in sizes:
+                    _Trainer(run, index, len(tokenizer)).train(
+                        chunks, batches, out, tokenizer, None
+                    )
+            else:
+                train_in_workers(
+                    run,
+                    sizes,
+                    chunks,
+                    batches,
+                    out,
+                    tokenizer=tokenizer,
+                    progress=None,
+                    finished=lambda row, losses: None,
+                )
+            result[label] = (time.perf_counter() - wall, _cpu_seconds() - cpu)
+    torch.set_num_threads(threads)
+    return result
 
 
 def loss_check(cfg, index, steps, seeds=(0, 1)):  # type: ignore[no-untyped-def]
@@ -167,6 +272,16 @@ def main() -> None:
     ap.add_argument("--loss-size", type=int, default=2, help="index of the size for (c)")
     ap.add_argument("--loss-steps", type=int, default=300, help="training steps for (c); 0 = skip")
     ap.add_argument("--no-speed", action="store_true", help="skip (b): the loss check only")
+    ap.add_argument("--suite", action="store_true", help="also (d): the suite as it trains")
+    ap.add_argument(
+        "--profile",
+        default="",
+        help="HIDDENxLAYERS: only torch.profiler's table (self CPU time) of 5 fast R1 steps",
+    )
+    ap.add_argument("--suite-only", action="store_true", help="(a) and (d) only")
+    ap.add_argument(
+        "--steps-per-size", type=int, default=0, help="(d)'s steps per size (0 = the preset's)"
+    )
     ap.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -179,14 +294,15 @@ def main() -> None:
 
     import torch
 
-    from quanta.lm.minisuite import SUITE_PRESETS, build_suite_config
+    from quanta.lm.minisuite import SUITE_PRESETS, build_suite_config, train_flops_per_token
 
     torch.set_num_threads(args.threads)
     cfg = build_suite_config(args.preset)
-    sizes = list(cfg.sizes)
-    largest = tuple(SUITE_PRESETS["cpu-long"]["sizes"][-1])
-    if largest not in sizes:
-        sizes.append(largest)
+    sizes = list(cfg.sizes)  # and the larger sizes of cpu-long
+    sizes += [s for s in SUITE_PRESETS["cpu-long"]["sizes"] if tuple(s) not in sizes]
+    if args.profile:
+        profile_step(cfg, *(int(v) for v in args.profile.lower().split("x")))
+        return
     f32 = matmul_peak(torch.float32, clock=args.clock)
     bf16 = matmul_peak(torch.bfloat16, clock=args.clock)
     peak = bf16 if cfg.precision == "bf16" else f32
@@ -199,8 +315,8 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f}"
     )
     print(f"(a) matmul peak: f32 {f32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s ({bf16 / f32:.1f}x)")
-    if not args.no_speed:
-        suite = speed_table(cfg, sizes, engines, peak, args)
+    if not (args.no_speed or args.suite_only):
+        suite, per_size = speed_table(cfg, sizes, engines, peak, args)
         (fl, s_hf), (_, s_fast) = suite[("hf", 1)], suite[("fast", 1)]
         print(
             f"    the {args.preset} suite ({len(cfg.sizes)} sizes x {cfg.steps} steps): hf "
@@ -208,6 +324,32 @@ def main() -> None:
             f"GFLOP/s ({s_fast:.0f} s): {s_hf / s_fast:.2f}x; load average now "
             f"{os.getloadavg()[0]:.1f}"
         )
+        if args.threads == 1:
+            two = lpt_makespan([t * cfg.steps for t in per_size.values()], 2)
+            print(
+                f"    fast in 2 workers x 1 thread (estimate: LPT of these 1-thread times on 2 "
+                f"cores): {two:.0f} s, {fl / two / 1e9:.1f} GFLOP/s, {s_hf / two:.2f}x hf on "
+                "1 thread"
+            )
+    if args.suite or args.suite_only:
+        suite_cfg = build_suite_config(args.preset, steps=args.steps_per_size or None)
+        rows = suite_row(suite_cfg, args.threads)
+        flops = sum(
+            train_flops_per_token(suite_cfg, h, n, suite_cfg.vocab_size) for h, n in suite_cfg.sizes
+        ) * (suite_cfg.steps * suite_cfg.batch_size * suite_cfg.context)
+        base = next(iter(rows.values()))[0]
+        print(
+            f"(d) the {args.preset} suite as it trains ({len(suite_cfg.sizes)} sizes x "
+            f"{suite_cfg.steps} steps, {flops / 1e12:.2f} TFLOP; load average now "
+            f"{os.getloadavg()[0]:.1f}):"
+        )
+        for label, (wall, cpu) in rows.items():
+            print(
+                f"    {label:34s} {wall:8.1f} s wall ({flops / wall / 1e9:6.1f} GFLOP/s, "
+                f"{base / wall:.2f}x hf) {cpu:8.1f} CPU-s"
+            )
+    if args.suite_only:
+        return
     if args.loss_steps:
         (hidden, layers), res = loss_check(cfg, args.loss_size, args.loss_steps)
         cells = ", ".join(f"{e} seed {s} {v:.4f}" for (e, s), v in res.items())

@@ -177,3 +177,19 @@ def test_fused_head_loss_equals_plain_autograd_over_several_chunks(monkeypatch, 
     torch.testing.assert_close(values[0], values[1], **tol)
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], **tol, msg=k)
+
+
+def test_head_loss_of_a_target_far_below_the_best_logit_is_exact_not_inf():
+    """The loss is −log softmax[target]; a target 200 nats below the best logit has a softmax
+    entry of 0 in float32, and its loss must still be the exact 200 + log(…) (not inf)."""
+    from quanta.lm.neox import _HeadLoss
+
+    h = torch.tensor([[[1.0], [1.0], [1.0]]])  # (R=1, N=3, H=1): logits = w
+    w = torch.zeros(1, 4, 1)
+    w[0, 0, 0], w[0, 1, 0] = 200.0, -1.0
+    target = torch.tensor([[3, 0, 1]])  # 200 nats below, the best, 201 below
+    loss = _HeadLoss.apply(h, w, target, torch.float32)
+    logits = (h[0] @ w[0].T).double()
+    expected = torch.nn.functional.cross_entropy(logits, target[0].long()).float()
+    assert torch.isfinite(loss).all()
+    torch.testing.assert_close(loss, expected.view(1), atol=1e-4, rtol=1e-6)

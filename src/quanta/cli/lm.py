@@ -72,7 +72,14 @@ def suite_train(
     precision: str | None = typer.Option(
         None, help="bf16 (bfloat16 autocast, float32 master weights) | f32."
     ),
-    threads: int | None = typer.Option(None, help="torch CPU threads (0 = all)."),
+    threads: int | None = typer.Option(
+        None, help="torch CPU threads per model (0 = all cores, divided among --workers)."
+    ),
+    workers: int | None = typer.Option(
+        None,
+        help="Sizes trained at once, each in its own process, largest first (capped at the "
+        "number of sizes); same checkpoints as 1 [1].",
+    ),
     device: str | None = typer.Option(None, help="torch device [default: cpu]."),
     engine: str | None = typer.Option(
         None, help="fast (quanta.lm.neox) | hf (GPTNeoXForCausalLM); same checkpoints [fast]."
@@ -98,6 +105,7 @@ def suite_train(
         lrs=float_list(lrs, "--lrs") if lrs is not None else None,
         precision=precision,
         threads=threads,
+        workers=workers,
         device=device,
         engine=engine,
     )

@@ -12,7 +12,8 @@ Where no model hub is reachable this is how every LM analysis runs. Layout of ``
 
 All sizes see the same batches in the same order (one seeded permutation of fixed-length
 chunks of the packed training corpus: documents joined by EOS, no padding). A crash resumes at
-the first model not yet finished.
+the first model not yet finished. With ``workers`` > 1 (a runtime key) the sizes train
+concurrently in that many spawned processes, largest first, to the same checkpoints.
 
 Two engines train the same models into the same checkpoint folders (``engine``, a runtime
 key): :mod:`quanta.lm.neox` (``fast``, the default) and transformers' ``GPTNeoXForCausalLM``
@@ -85,7 +86,10 @@ class MiniSuiteConfig:
     seed: int = 0  # the data order (and the init, unless init_seed is set)
     # The init alone (PolyPythias: replicas of one data order, other inits); None = seed.
     init_seed: int | None = None
-    threads: int = 0  # runtime: 0 = all cores
+    threads: int = 0  # runtime: torch threads per model; 0 = all cores (// workers)
+    # runtime: sizes trained at once, in spawned processes, largest first (quanta.lm.
+    # suite_workers); same numbers as 1 at the same threads per model
+    workers: int = 1
     device: str = "cpu"  # runtime: torch device
     # runtime: "fast" = quanta.lm.neox (same checkpoints; 1.1-2.6x the speed per size, ~1.5x
     # over the cpu suite, same loss within the seed spread: docs/BENCHMARKS.md) | "hf" =
@@ -102,6 +106,8 @@ class MiniSuiteConfig:
         check_real(self.lr, "lr", _OWNER, low=0.0, low_open=True)
         check_real(self.min_lr_ratio, "min_lr_ratio", _OWNER, low=0.0, high=1.0)
         check_int(self.warmup, "warmup", _OWNER, low=0)
+        check_int(self.threads, "threads", _OWNER, low=0)
+        check_int(self.workers, "workers", _OWNER, low=1)
         if self.init_seed is not None:
             check_int(self.init_seed, "init_seed", _OWNER, low=0)
         check_choice(self.precision, "precision", _OWNER, ["bf16", "f32"])
@@ -144,7 +150,7 @@ class MiniSuiteConfig:
         d = dataclasses.asdict(self)
         d["sizes"] = [list(s) for s in self.sizes]
         d["lrs"] = list(self.lrs)
-        for runtime in ("threads", "device", "engine"):
+        for runtime in ("threads", "workers", "device", "engine"):
             d.pop(runtime)
         if self.init_seed is None:  # written only when set: earlier suites keep their hash
             d.pop("init_seed")
@@ -309,8 +315,9 @@ def train_minisuite(
 ) -> pd.DataFrame:
     """Train every size of ``cfg`` into ``out`` (resuming at the first unfinished model).
 
-    ``progress(model_name, step, steps, loss)`` is called after every step. Returns the models
-    table (the content of ``suite.json``).
+    ``progress(model_name, step, steps, loss)`` is called after every step (in this process,
+    also with ``cfg.workers > 1``, where the sizes train in worker processes:
+    :mod:`quanta.lm.suite_workers`). Returns the models table (the content of ``suite.json``).
     """
     import torch
     from transformers.utils import logging as hf_logging
@@ -319,7 +326,7 @@ def train_minisuite(
 
     from quanta.config import config_hash
     from quanta.lm.corpus import load_documents
-    from quanta.store import RunDir, portable_path, write_json, write_parquet
+    from quanta.store import RunDir, portable_path
 
     check_device(cfg.device, "quanta lm suite train")
     load_documents(cfg.corpus, max_docs=1)  # a bad corpus is refused before out is claimed
@@ -333,39 +340,74 @@ def train_minisuite(
     if status == "complete":
         return pd.DataFrame(json.loads(models_file.read_text())["models"])
     t0 = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     tokenizer, chunks = _training_data(cfg, out)
     order = np.random.default_rng(cfg.seed).permutation(len(chunks))
     need = cfg.steps * cfg.batch_size
     batches = np.resize(order, need).reshape(cfg.steps, cfg.batch_size)  # epochs if needed
-    done = json.loads(models_file.read_text())["models"] if models_file.exists() else []
-    done = [m for m in done if _saved(out, m)]  # a model with a damaged file is trained again
-    log: list[pd.DataFrame] = []
-    if (out / "train_log.parquet").exists():  # of the finished models (a damaged one retrains)
-        old_log = pd.read_parquet(out / "train_log.parquet")
-        log.append(old_log[old_log["model"].isin([m["name"] for m in done])])
-    for index, (hidden, layers) in enumerate(cfg.sizes):
-        name = _name(hidden, layers)
-        if any(m["name"] == name for m in done):
-            continue
-        trainer = _Trainer(cfg, index, len(tokenizer))
-        losses = trainer.train(chunks, batches, out, tokenizer, progress)
-        done.append(trainer.row(losses))
-        log.append(
-            pd.DataFrame({"model": name, "step": np.arange(1, cfg.steps + 1), "loss": losses})
+    records = _Records(cfg, out)
+    todo, finished = records.todo(), records.finished
+    if min(cfg.workers, len(todo)) > 1:
+        from quanta.lm.suite_workers import train_in_workers
+
+        train_in_workers(
+            cfg,
+            todo,
+            chunks,
+            batches,
+            out,
+            tokenizer=tokenizer,
+            progress=progress,
+            finished=finished,
         )
-        write_parquet(out / "train_log.parquet", pd.concat(log, ignore_index=True))
-        # In the order of the sizes, also when a damaged model was trained again after others.
-        names = [_name(*size) for size in cfg.sizes]
-        done.sort(key=lambda m: names.index(m["name"]))
-        write_json(models_file, {"models": done, "tokenizer": "tokenizer"})
+    else:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        for index in todo:
+            trainer = _Trainer(cfg, index, len(tokenizer))
+            losses = trainer.train(chunks, batches, out, tokenizer, progress)
+            finished(trainer.row(losses), losses)
     run.write_manifest(
         status="complete",
         wall_seconds=time.perf_counter() - t0,
-        extra={"n_models": len(done), "n_chunks": len(chunks)},
+        extra={"n_models": len(records.done), "n_chunks": len(chunks)},
     )
-    return pd.DataFrame(done)
+    return pd.DataFrame(records.done)
+
+
+class _Records:
+    """The finished models of a suite directory (``suite.json``'s rows, their training log),
+    both files rewritten atomically, in the order of the sizes, as each model is added (also
+    when a damaged model is trained again after others, or models finish out of order)."""
+
+    def __init__(self, cfg: MiniSuiteConfig, out: Path) -> None:
+        self.out, self.steps = out, cfg.steps
+        self.names = [_name(*size) for size in cfg.sizes]
+        models_file = out / "suite.json"
+        done = json.loads(models_file.read_text())["models"] if models_file.exists() else []
+        self.done = [m for m in done if _saved(out, m)]  # a damaged model is trained again
+        self.log: list[pd.DataFrame] = []
+        if (out / "train_log.parquet").exists():  # of the finished models only
+            old_log = pd.read_parquet(out / "train_log.parquet")
+            self.log.append(old_log[old_log["model"].isin([m["name"] for m in self.done])])
+
+    def todo(self) -> list[int]:
+        """Indices of the sizes not yet finished."""
+        finished = {m["name"] for m in self.done}
+        return [i for i, name in enumerate(self.names) if name not in finished]
+
+    def finished(self, row: dict[str, Any], losses: list[float]) -> None:
+        """Record one trained model (its ``suite.json`` row and per-step losses)."""
+        from quanta.store import write_json, write_parquet
+
+        self.done.append(row)
+        self.done.sort(key=lambda m: self.names.index(m["name"]))
+        steps = np.arange(1, self.steps + 1)
+        self.log.append(pd.DataFrame({"model": row["name"], "step": steps, "loss": losses}))
+        table = pd.concat(self.log, ignore_index=True)
+        rank = table["model"].map(self.names.index).to_numpy()
+        table = table.iloc[np.lexsort((table["step"].to_numpy(), rank))].reset_index(drop=True)
+        write_parquet(self.out / "train_log.parquet", table)
+        write_json(self.out / "suite.json", {"models": self.done, "tokenizer": "tokenizer"})
 
 
 def _saved(out: Path, model: dict[str, Any]) -> bool:
@@ -414,9 +456,14 @@ class _Trainer:
 
             torch.manual_seed(init)
             self.model = GPTNeoXForCausalLM(hf_config).to(cfg.device)  # type: ignore[arg-type]
-        self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr_of(index), betas=(0.9, 0.95), weight_decay=0.01
-        )
+        if cfg.engine == "fast":
+            from quanta.lm.neox import adamw
+
+            self.opt = adamw(self.model, cfg.lr_of(index))
+        else:
+            self.opt = torch.optim.AdamW(
+                self.model.parameters(), lr=cfg.lr_of(index), betas=(0.9, 0.95), weight_decay=0.01
+            )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cfg.lr_factor)
 
     def step(self, x: Any) -> float:

@@ -26,12 +26,12 @@ from torch import nn
 
 from quanta._validation import QuantaInputError, check_int
 
-__all__ = ["NeoX", "clip_grad_norm_per_replica", "neox_training_step"]
+__all__ = ["NeoX", "adamw", "clip_grad_norm_per_replica", "neox_training_step"]
 
 # CPU flash attention at the suite's head sizes (32) is ~1.3x faster in float32 than in bf16
 # (fwd + bwd, 16 x 4 heads x 256 x 32, one thread, CPU time; docs/BENCHMARKS.md).
 _ATTENTION_F32 = True
-_CHUNK_LOGITS = 2**20  # logits per chunk of the fused head loss (4 MiB of float32: cache-sized)
+_CHUNK_LOGITS = 2**18  # logits per chunk of the fused head loss (1 MiB of float32: a core's L2)
 
 # Per layer: name in this module -> (HF name under gpt_neox.layers.<i>., shape given H, F=4H).
 _LAYER = {
@@ -296,10 +296,11 @@ def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -
 class _HeadLoss(torch.autograd.Function):
     """Mean cross-entropy per replica of ``h @ w[r].T`` against ``target``, chunk by chunk.
 
-    Forward also computes the gradients (softmax − one-hot, divided by the token count) for
-    chunks of ~2²⁰ logits, which stay in cache; backward only scales them by the incoming
-    gradient. Matmuls in ``dtype`` (bf16 under autocast), softmax in float32; the head's
-    gradient is accumulated in float32 over the chunks."""
+    Forward also computes the gradients (softmax − one-hot) for chunks of ~2¹⁸ logits, which
+    stay in a core's L2 cache; backward only scales them by the incoming gradient. Matmuls in
+    ``dtype`` (bf16 under autocast), the softmax in float32 (one fused kernel, the only
+    pass of ``exp``: the loss is −log of its target entry, :func:`_nll`); the head's gradient
+    is accumulated in float32 over the chunks."""
 
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, target: Any, dtype: Any) -> Any:
@@ -309,13 +310,13 @@ class _HeadLoss(torch.autograd.Function):
         losses = torch.zeros(r, dtype=torch.float32, device=h.device)
         grad_h = torch.empty(h.shape, dtype=h.dtype, device=h.device)
         grad_w = torch.zeros(w.shape, dtype=torch.float32, device=h.device)
+        minus_one = torch.full((1, 1, 1), -1.0, device=h.device)
         for s in range(0, n, chunk):
             hc, t = h[:, s : s + chunk].to(dtype), target[:, s : s + chunk, None]
             logits = torch.bmm(hc, wl.transpose(1, 2)).float()  # (R, c, V)
-            lse = logits.logsumexp(-1, keepdim=True)
-            losses += (lse - logits.gather(-1, t)).sum((1, 2))
-            one_hot = torch.full(t.shape, -1.0, device=h.device)
-            g = logits.sub_(lse).exp_().scatter_add_(-1, t, one_hot)  # softmax - one-hot
+            p = logits.softmax(-1)
+            losses += _nll(p, logits, t).sum((1, 2))
+            g = p.scatter_add_(-1, t, minus_one.expand(t.shape))  # softmax - one-hot
             g = g.div_(n).to(dtype)  # d(mean loss) / d(logits)
             grad_h[:, s : s + chunk] = torch.bmm(g, wl)
             grad_w += torch.bmm(g.transpose(1, 2), hc)
@@ -329,10 +330,26 @@ class _HeadLoss(torch.autograd.Function):
         return grad_h * scale.to(grad_h.dtype), grad_w * scale, None, None
 
 
+def _nll(p: torch.Tensor, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """−log p[target] per token (R, c, 1) from the softmax ``p`` (one ``exp`` pass for loss
+    and gradient); where p[target] is below float32's normal range (a target more than ~69
+    nats below the best logit) the exact logsumexp − logit of those rows instead."""
+    pt = p.gather(-1, t)
+    nll = -pt.log()
+    small = pt < 1e-30
+    if bool(small.any()):
+        exact = logits.logsumexp(-1, keepdim=True) - logits.gather(-1, t)
+        nll = torch.where(small, exact, nll)
+    return nll
+
+
 def clip_grad_norm_per_replica(model: NeoX, max_norm: float = 1.0) -> torch.Tensor:
     """``torch.nn.utils.clip_grad_norm_`` applied to each replica on its own: every replica's
     gradient (all its parameters together) is scaled to L2 norm ≤ ``max_norm``. Returns the
     norms before clipping [R]."""
+    if model.replicas == 1:  # torch's own, on all gradients at once (foreach kernels)
+        params = list(model.parameters())
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True).view(1)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     squares = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0)  # (R,)
     norms = squares.sqrt()
@@ -340,6 +357,16 @@ def clip_grad_norm_per_replica(model: NeoX, max_norm: float = 1.0) -> torch.Tens
     for g in grads:
         g.mul_(coef.view((-1,) + (1,) * (g.dim() - 1)))
     return norms
+
+
+def adamw(model: NeoX, lr: float) -> torch.optim.AdamW:
+    """Pythia's AdamW (β = 0.9, 0.95; weight decay 0.01) over ``model``'s parameters, fused
+    (one kernel for all parameters, not ~8 ops per tensor: 3-8% of a small size's step on
+    a CPU, docs/BENCHMARKS.md) where the device has the fused kernel."""
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(
+        model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01, fused=fused or None
+    )
 
 
 def neox_training_step(model: NeoX, opt: Any, sched: Any, x: Any, *, bf16: bool) -> list[float]:
