@@ -171,20 +171,22 @@ SUITE_PRESETS: dict[str, dict[str, Any]] = {
         "warmup": 5,
         "n_checkpoints": 3,
     },
-    # Minutes on 2 cores (the lm-suite stage of `make demo`): 6 sizes, 3.3k … 224k
-    # non-embedding parameters (1.83 decades), all on the same 3.9M tokens in the same order.
-    # Chosen by benchmarks/lm_preset_search.py (docs/BENCHMARKS.md, "The cpu preset: how it
-    # was chosen"): the sizes stop where 3.9M tokens still train the largest (18 tokens per
-    # parameter; the former 793k-parameter top saw 1.6 and tied with the size below), and a
-    # 1024-token vocabulary halves the head that dominates the small sizes' step. Rates: the
-    # cpu sweep's (benchmarks/lm_lr_sweep.py: 0.04 at h16 l1, 0.005 at h128 l4), log-linear
-    # in N: 0.04 · (N / 3312)^-0.38.
+    # Minutes on 2 cores (the lm-suite stage of `make demo`, `--workers 2`): 6 sizes, 3.3k …
+    # 224k non-embedding parameters (1.83 decades), all on the same 7.9M tokens in the same
+    # order. Sizes and vocabulary chosen by benchmarks/lm_preset_search.py (docs/BENCHMARKS.md,
+    # "The cpu preset: how it was chosen"): the sizes stop where the tokens still train the
+    # largest (the former 793k-parameter top saw 1.6 tokens per parameter and tied with the
+    # size below), and a 1024-token vocabulary halves the head that dominates the small sizes'
+    # step. 1920 steps (twice the 3.9M of the first choice): at 3.9M the largest model had not
+    # learned to copy (0 monogenic tokens, in 41k or 467k scored tokens); at 7.9M it has
+    # (docs/BENCHMARKS.md). Rates: the cpu sweep's (benchmarks/lm_lr_sweep.py: 0.04 at h16 l1,
+    # 0.005 at h128 l4), log-linear in N: 0.04 · (N / 3312)^-0.38.
     "cpu": {
         "vocab_size": 1024,
         "sizes": ((16, 1), (24, 1), (32, 1), (48, 1), (64, 2), (96, 2)),
         "context": 256,
         "batch_size": 16,
-        "steps": 960,
+        "steps": 1920,
         "warmup": 40,
         "lr": 5e-3,
         "lrs": (0.04, 0.0297, 0.024, 0.0177, 0.011, 0.0081),
