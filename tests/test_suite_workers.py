@@ -17,9 +17,8 @@ from quanta.lm.suite_workers import lpt_order
 
 
 def _tiny(**overrides):
-    return build_suite_config(
-        "tiny", max_docs=20, steps=12, n_checkpoints=2, threads=1, **overrides
-    )
+    values = {"max_docs": 20, "steps": 12, "n_checkpoints": 2, "threads": 1, **overrides}
+    return build_suite_config("tiny", **values)
 
 
 def _contents(out: Path) -> dict[str, bytes]:
@@ -96,6 +95,25 @@ def test_a_workers_error_is_the_same_one_line_error(tmp_path):
     if (out / "suite.json").exists():
         models = json.loads((out / "suite.json").read_text())["models"]
         assert [m["name"] for m in models] == ["neox-h8-l1"]
+
+
+def test_a_worker_that_dies_without_a_word_is_an_error_not_a_hang(tmp_path):
+    """A worker killed (out of memory, a signal) sends nothing: the parent sees it exit,
+    raises at once (not after the other worker's sizes) and stops the other."""
+    killed, after = [], []
+
+    def progress(name, step, total, loss):
+        if killed:
+            after.append(step)
+        else:
+            victim = mp.active_children()[0]
+            victim.kill()
+            killed.append(victim)
+
+    with pytest.raises(ChildProcessError, match=r"worker exited with status -9 before \d"):
+        train_minisuite(_tiny(workers=2, steps=200), tmp_path / "s", progress=progress)
+    assert killed and not mp.active_children()
+    assert len(after) < 100  # the other worker did not go on to finish a 200-step size
 
 
 def test_bad_worker_counts_are_refused_before_writing(tmp_path):
