@@ -83,6 +83,32 @@ def test_an_interrupt_keeps_the_finished_models_and_a_rerun_completes(
     assert trained(_contents(out)) == trained(reference)
 
 
+def test_damaged_models_are_trained_again_in_workers(tmp_path, reference):
+    """A finished suite with two damaged checkpoints: reopened with workers, those two models
+    train again (in two workers), the others are kept, and the files are the reference's."""
+    out = tmp_path / "s"
+    train_minisuite(_tiny(), out)
+    for name in ("neox-h8-l1", "neox-h32-l1"):
+        weights = out / "models" / name / "step12" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    kept = (out / "models" / "neox-h16-l1" / "step12" / "model.safetensors").stat().st_mtime_ns
+    trained: list[str] = []
+
+    def progress(name, step, total, loss):
+        if step == 1:
+            trained.append(name)
+
+    train_minisuite(_tiny(workers=2), out, progress=progress)
+    assert sorted(trained) == ["neox-h32-l1", "neox-h8-l1"]
+    assert (
+        out / "models" / "neox-h16-l1" / "step12" / "model.safetensors"
+    ).stat().st_mtime_ns == kept
+    files = _contents(out)
+    assert {k: v for k, v in files.items() if "tokenizer" not in k} == {
+        k: v for k, v in reference.items() if "tokenizer" not in k
+    }
+
+
 def test_a_workers_error_is_the_same_one_line_error(tmp_path):
     out = tmp_path / "s"
     base = ["lm", "suite", "train", "--preset", "tiny", "--out", str(out), "--quiet"]
