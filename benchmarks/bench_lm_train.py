@@ -294,12 +294,18 @@ def main() -> None:
 
     import torch
 
-    from quanta.lm.minisuite import SUITE_PRESETS, build_suite_config, train_flops_per_token
+    from quanta.lm.minisuite import (
+        SUITE_PRESETS,
+        build_suite_config,
+        size_non_embedding,
+        train_flops_per_token,
+    )
 
     torch.set_num_threads(args.threads)
     cfg = build_suite_config(args.preset)
-    sizes = list(cfg.sizes)  # and the larger sizes of cpu-long
+    sizes = list(cfg.sizes)  # and the sizes of cpu-long (its h128 l3, h192 l3 for cpu)
     sizes += [s for s in SUITE_PRESETS["cpu-long"]["sizes"] if tuple(s) not in sizes]
+    sizes.sort(key=lambda s: size_non_embedding(*s))
     if args.profile:
         profile_step(cfg, *(int(v) for v in args.profile.lower().split("x")))
         return

@@ -17,9 +17,8 @@ from quanta.lm.suite_workers import lpt_order
 
 
 def _tiny(**overrides):
-    return build_suite_config(
-        "tiny", max_docs=20, steps=12, n_checkpoints=2, threads=1, **overrides
-    )
+    values = {"max_docs": 20, "steps": 12, "n_checkpoints": 2, "threads": 1, **overrides}
+    return build_suite_config("tiny", **values)
 
 
 def _contents(out: Path) -> dict[str, bytes]:
@@ -84,6 +83,32 @@ def test_an_interrupt_keeps_the_finished_models_and_a_rerun_completes(
     assert trained(_contents(out)) == trained(reference)
 
 
+def test_damaged_models_are_trained_again_in_workers(tmp_path, reference):
+    """A finished suite with two damaged checkpoints: reopened with workers, those two models
+    train again (in two workers), the others are kept, and the files are the reference's."""
+    out = tmp_path / "s"
+    train_minisuite(_tiny(), out)
+    for name in ("neox-h8-l1", "neox-h32-l1"):
+        weights = out / "models" / name / "step12" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    kept = (out / "models" / "neox-h16-l1" / "step12" / "model.safetensors").stat().st_mtime_ns
+    trained: list[str] = []
+
+    def progress(name, step, total, loss):
+        if step == 1:
+            trained.append(name)
+
+    train_minisuite(_tiny(workers=2), out, progress=progress)
+    assert sorted(trained) == ["neox-h32-l1", "neox-h8-l1"]
+    assert (
+        out / "models" / "neox-h16-l1" / "step12" / "model.safetensors"
+    ).stat().st_mtime_ns == kept
+    files = _contents(out)
+    assert {k: v for k, v in files.items() if "tokenizer" not in k} == {
+        k: v for k, v in reference.items() if "tokenizer" not in k
+    }
+
+
 def test_a_workers_error_is_the_same_one_line_error(tmp_path):
     out = tmp_path / "s"
     base = ["lm", "suite", "train", "--preset", "tiny", "--out", str(out), "--quiet"]
@@ -96,6 +121,25 @@ def test_a_workers_error_is_the_same_one_line_error(tmp_path):
     if (out / "suite.json").exists():
         models = json.loads((out / "suite.json").read_text())["models"]
         assert [m["name"] for m in models] == ["neox-h8-l1"]
+
+
+def test_a_worker_that_dies_without_a_word_is_an_error_not_a_hang(tmp_path):
+    """A worker killed (out of memory, a signal) sends nothing: the parent sees it exit,
+    raises at once (not after the other worker's sizes) and stops the other."""
+    killed, after = [], []
+
+    def progress(name, step, total, loss):
+        if killed:
+            after.append(step)
+        else:
+            victim = mp.active_children()[0]
+            victim.kill()
+            killed.append(victim)
+
+    with pytest.raises(ChildProcessError, match=r"worker exited with status -9 before \d"):
+        train_minisuite(_tiny(workers=2, steps=200), tmp_path / "s", progress=progress)
+    assert killed and not mp.active_children()
+    assert len(after) < 100  # the other worker did not go on to finish a 200-step size
 
 
 def test_bad_worker_counts_are_refused_before_writing(tmp_path):

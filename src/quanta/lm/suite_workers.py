@@ -68,7 +68,8 @@ def train_in_workers(
 
     ``finished(row, losses)`` is called in this process as each model completes;
     ``progress`` after each of its steps. A worker's error is raised here (same type and
-    message); on any exit the workers are stopped before this returns."""
+    message), a worker that dies without one as ``ChildProcessError`` (an ``OSError``: one line
+    at the CLI); on any exit the workers are stopped before this returns."""
     workers = min(cfg.workers, len(todo))
     threads = cfg.threads or max(1, cores() // workers)
     job = dataclasses.replace(cfg, threads=threads, workers=1)
@@ -114,14 +115,20 @@ def _collect(
 ) -> None:
     """Read the workers' messages until every size in ``remaining`` is finished."""
     while remaining:
+        # Every turn, not only when the queue is quiet: the others may keep it busy for long.
+        dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+        if dead:  # killed (out of memory, a signal) or orphaned: its size would never come
+            raise ChildProcessError(
+                f"A mini-suite worker exited with status {dead[0]} before {len(remaining)} "
+                "size(s) were trained; rerun the same command to resume."
+            )
         try:
             message = results.get(timeout=_POLL_S)
         except queue.Empty:
-            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            if dead or all(p.exitcode is not None for p in procs):
-                raise RuntimeError(
-                    f"A mini-suite worker exited (status {dead[0] if dead else 0}) before "
-                    f"training {len(remaining)} size(s); rerun the same command to resume."
+            if all(p.exitcode is not None for p in procs):
+                raise ChildProcessError(
+                    f"The mini-suite workers exited before {len(remaining)} size(s) were "
+                    "trained; rerun the same command to resume."
                 ) from None
             continue
         kind = message[0]
