@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quanta._validation import check_int, check_int_sequence
+from quanta.parity.step import explicit_loss_and_grad, hidden_block
 
 __all__ = [
     "PRECISIONS",
@@ -109,6 +110,7 @@ class FusedParityMLP(nn.Module):
 
     member_of_unit: torch.Tensor
     _cols: torch.Tensor
+    _rcols: torch.Tensor
 
     def __init__(
         self,
@@ -139,16 +141,7 @@ class FusedParityMLP(nn.Module):
             torch.arange(n_members, device=cpu), torch.tensor(self.widths, device=cpu)
         )
         self.register_buffer("member_of_unit", member_of_unit, persistent=False)
-        # Column of the block-diagonal layer-2 weight that unit j's class-c weight goes to.
-        cols = member_of_unit[:, None] * c + torch.arange(c, device=cpu)  # (H, C)
-        self.register_buffer("_cols", cols, persistent=False)
-        # (unit slice, logit-column slice) of each block of members in layer 2.
-        unit_edges = np.concatenate([[0], np.cumsum(self.widths)])
-        self._blocks = [
-            (slice(int(unit_edges[m0]), int(unit_edges[m1])), slice(m0 * c, m1 * c))
-            for m0 in range(0, n_members, _MEMBERS_PER_BLOCK)
-            for m1 in [min(m0 + _MEMBERS_PER_BLOCK, n_members)]
-        ]
+        self._layer2_layout(member_of_unit)
 
         w1 = torch.empty(hidden, n_in, device=cpu)
         b1 = torch.empty(hidden, device=cpu)
@@ -172,6 +165,28 @@ class FusedParityMLP(nn.Module):
         self.b1 = nn.Parameter(b1)
         self.w2 = nn.Parameter(w2)
         self.b2 = nn.Parameter(b2)
+
+    def _layer2_layout(self, member_of_unit: torch.Tensor) -> None:
+        """Where layer 2's weights go in its block-diagonal matrices, and its blocks."""
+        n_members, c, device = self.n_members, self.n_classes, member_of_unit.device
+        # Column of the block-diagonal layer-2 weight that unit j's class-c weight goes to.
+        cols = member_of_unit[:, None] * c + torch.arange(c, device=device)  # (H, C)
+        self.register_buffer("_cols", cols, persistent=False)
+        # (unit slice, logit-column slice) of each block of members in layer 2.
+        unit_edges = np.concatenate([[0], np.cumsum(self.widths)])
+        self._blocks = [
+            (slice(int(unit_edges[m0]), int(unit_edges[m1])), slice(m0 * c, m1 * c))
+            for m0 in range(0, n_members, _MEMBERS_PER_BLOCK)
+            for m1 in [min(m0 + _MEMBERS_PER_BLOCK, n_members)]
+        ]
+        # The training step's head has C − 1 logits a member, z_c − z_0 (quanta.parity.step):
+        # the row of its transposed block-diagonal weight that unit j's class-c weight goes to,
+        # and the (unit slice, row slice) of each block.
+        rcols = member_of_unit[:, None] * (c - 1) + torch.arange(c - 1, device=device)  # (H, C-1)
+        self.register_buffer("_rcols", rcols, persistent=False)
+        self._rblocks = [
+            (us, slice(cs.start // c * (c - 1), cs.stop // c * (c - 1))) for us, cs in self._blocks
+        ]
 
     @property
     def n_inputs(self) -> int:
@@ -262,12 +277,7 @@ class FusedParityMLP(nn.Module):
                 table.new_empty(r, table.shape[1]),
                 table.new_empty(r, block_diag.shape[1]),
             )
-        # Into reused buffers: a fresh [r, H] float32 block (~8 MiB) per op was measured to
-        # cost more than the op itself (first-touch page faults), 3.8 vs 0.44 ms.
-        pre = torch.index_select(table, 0, t, out=out[0][:r])
-        if t2 is not None and ctrl2 is not None:
-            pre.add_(ctrl2.index_select(0, t2))
-        hidden = pre.addmm_(xb, w_bits).relu_()  # (r, H)
+        hidden = hidden_block(xb, t, table, w_bits, t2, ctrl2, out=out[0])  # (r, H)
         logits = out[1][:r]  # (r, M·C)
         for us, cs in self._blocks:
             torch.addmm(bias[cs], hidden[:, us], block_diag[us, cs], out=logits[:, cs])
@@ -314,9 +324,12 @@ class FusedParityMLP(nn.Module):
         """Per-member mean loss and accuracy on a batch; sets every parameter's ``.grad`` to
         the gradient of the summed member losses (so member m gets its own loss's gradient).
 
-        The same numbers as autograd through :meth:`forward_compact` (tested), computed by an
-        explicit backward over row blocks of ``chunk_rows`` (default :meth:`chunk_rows`) so the
-        ``[rows, H]`` activations stay in cache, with gradients accumulated in place.
+        The same numbers as autograd through :meth:`forward_compact` up to float rounding
+        (tested), computed by an explicit backward (:mod:`quanta.parity.step`) over row blocks
+        of ``chunk_rows`` (default :meth:`chunk_rows`) so the ``[rows, H]`` activations stay in
+        cache, with gradients accumulated in place. The rows are taken in task order (a stable
+        sort) and layer 2 computes only ``z_c − z_0``: neither changes the result beyond
+        rounding, both were measured faster.
 
         ``compute_dtype=torch.bfloat16`` runs every matmul on bfloat16 operands and keeps the
         activations in bfloat16 (oneDNN accumulates each product in float32 and rounds it
@@ -331,65 +344,9 @@ class FusedParityMLP(nn.Module):
         loss : float32 ``[M]`` mean cross-entropy per member, nats (detached)
         accuracy : float32 ``[M]``
         """
-        n_rows, n_members = task.numel(), self.n_members
-        rows = min(chunk_rows or self.chunk_rows(), n_rows)
-        bits, task, y, task2 = _sorted_by_task(bits, task, y, task2)
-        weights = self._frozen_weights(compute_dtype)
-        table, w_bits, block_diag, _ = weights
-        with torch.no_grad():
-            ctrl2 = None if task2 is None else self._ctrl2(self.w_ctrl).to(compute_dtype)
-            g_ctrl2 = None if ctrl2 is None else torch.zeros_like(ctrl2, dtype=torch.float32)
-            g_table = torch.zeros_like(table, dtype=torch.float32)
-            g_bits = torch.zeros_like(w_bits, dtype=torch.float32)
-            g_block = torch.zeros_like(block_diag, dtype=torch.float32)
-            g_bias = torch.zeros(block_diag.shape[1], device=table.device)
-            sums = torch.zeros(2, n_members, dtype=torch.float64, device=table.device)
-            # Per-block [rows, H] and [rows, M·C] buffers, reused by every row block.
-            hidden_buf, dhidden_buf = table.new_empty(2, rows, table.shape[1]).unbind(0)
-            out = (hidden_buf, table.new_empty(rows, block_diag.shape[1]))
-            for start in range(0, n_rows, rows):
-                t, yb = task[start : start + rows], y[start : start + rows]
-                xb = bits[start : start + rows].to(compute_dtype)  # (r, n)
-                t2 = None if task2 is None else task2[start : start + rows]
-                hidden, flat_logits = self._block_forward(xb, t, weights, t2, ctrl2, out)
-                dlogits = self._loss_head(flat_logits, yb, n_rows, sums)  # (r, M·C) f32
-                g_bias += dlogits.sum(dim=0)
-                dl = dlogits.to(compute_dtype)
-                dhidden = dhidden_buf[: t.numel()]
-                for us, cs in self._blocks:
-                    _add_mm(g_block[us, cs], hidden[:, us].T, dl[:, cs])
-                    torch.mm(dl[:, cs], block_diag[us, cs].T, out=dhidden[:, us])
-                # d pre = d hidden where the unit was active, in place.
-                dpre = torch.ops.aten.threshold_backward.grad_input(
-                    dhidden, hidden, 0, grad_input=dhidden
-                )
-                _add_mm(g_bits, xb.T, dpre)
-                _add_rows(g_table, t, dpre)
-                if g_ctrl2 is not None and t2 is not None:
-                    g_ctrl2.index_add_(0, t2, dpre.float())
-            # b1 enters once per row (through the table), the second control bit without it.
-            self.w_ctrl.grad = g_table if g_ctrl2 is None else g_table + g_ctrl2[:-1]
-            self.b1.grad = g_table.sum(dim=0)
-            self.w_bits.grad = g_bits
-            self.w2.grad = g_block.gather(1, self._cols)
-            self.b2.grad = g_bias.view(n_members, self.n_classes)
-        loss, accuracy = (sums / n_rows).float()
-        return loss, accuracy
-
-    def _loss_head(
-        self, flat_logits: torch.Tensor, yb: torch.Tensor, n_rows: int, sums: torch.Tensor
-    ) -> torch.Tensor:
-        """Add one row block's loss and hit counts to ``sums [2, M]`` (float64); return the
-        float32 gradient of ``Σ_m mean_b CE`` w.r.t. the logits, ``[r, M·C]``."""
-        r, n_members, c = yb.numel(), self.n_members, self.n_classes
-        logits = flat_logits.float().view(r, n_members, c)
-        logp = torch.log_softmax(logits, dim=-1)  # (r, M, C)
-        target = yb.view(r, 1, 1).expand(r, n_members, 1)
-        sums[0] += -logp.gather(-1, target).sum(dim=0).view(-1).to(torch.float64)
-        sums[1] += (logits.argmax(-1) == yb[:, None]).sum(dim=0).to(torch.float64)
-        # d(Σ_m mean_b CE)/d logits = (softmax − one_hot(y)) / B
-        dlogits = logp.exp_().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0))
-        return dlogits.div_(n_rows).view(r, n_members * c)
+        return explicit_loss_and_grad(
+            self, bits, task, y, chunk_rows=chunk_rows, compute_dtype=compute_dtype, task2=task2
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, M, C]`` from the dense input ``x [B, n_tasks + n_bits]``."""
@@ -412,34 +369,6 @@ class FusedParityMLP(nn.Module):
             out.append(nn.Sequential(first, nn.ReLU(), second))
             start = stop
         return out
-
-
-def _add_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """``acc += a @ b`` in place, for float32 ``acc`` and operands in the compute dtype."""
-    if a.dtype == acc.dtype:
-        acc.addmm_(a, b)
-    else:  # no mixed-dtype addmm on the CPU: the bf16 product, then a float32 add
-        acc.add_(a @ b)
-
-
-def _sorted_by_task(
-    bits: torch.Tensor, task: torch.Tensor, y: torch.Tensor, task2: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The batch's rows in task order (stable, so the same batch always gives the same order).
-
-    The loss is a mean over rows, so the order changes only float rounding; sorted, each row
-    block holds a few contiguous runs of one task, and the control-bit gradient adds each run
-    into one row of ``[n_tasks, H]`` (measured faster than scattered rows, see
-    :func:`_add_rows`).
-    """
-    order = torch.argsort(task, stable=True)
-    task2 = None if task2 is None else task2[order]
-    return bits[order], task[order], y[order], task2
-
-
-def _add_rows(acc: torch.Tensor, t: torch.Tensor, src: torch.Tensor) -> None:
-    """``acc[t[i]] += src[i]`` for float32 ``acc [T, H]``, any ``src [r, H]``, ``t`` sorted."""
-    acc.index_add_(0, t, src.to(acc.dtype))
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,173 @@
+"""The fused training step's explicit forward and backward (:meth:`FusedParityMLP.loss_and_grad`).
+
+Autograd through :meth:`~quanta.parity.model.FusedParityMLP.forward_compact` gives the same
+numbers (``tests/test_model.py``, ``tests/test_bf16.py``); this path is faster because of what
+it knows about the net (``benchmarks/profile_parity_step.py`` prints the op split):
+
+* **Row blocks** of :meth:`~quanta.parity.model.FusedParityMLP.chunk_rows` so the
+  ``[rows, H]`` activations stay in the cache, written into two buffers reused by every block
+  (a fresh ~8 MiB float32 block per op cost more than the op: first-touch page faults).
+* **Rows in task order** (a stable sort of the batch; the loss is a mean over rows, so the
+  order changes only float rounding): each block then holds a few long runs of one task, and
+  the control-bit gradient adds every run into one row of ``[n_tasks, H]``.
+* **C − 1 logits a member.** Softmax cross-entropy depends on the logits only through
+  ``d_c = z_c − z_0``, so the step's layer 2 computes ``d = h @ (w2_c − w2_0) + (b2_c − b2_0)``
+  for c ≥ 1 (half the columns at C = 2), and ``∂L/∂z_0 = −Σ_{c≥1} ∂L/∂z_c`` (softmax and
+  one-hot both sum to 1) gives class 0's gradient. Layer 2 runs transposed, ``d.T = V.T @ h.T``
+  (``[M·(C−1), r]``), which the BLAS runs faster than ``h @ V`` for these skinny shapes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from quanta.parity.model import FusedParityMLP
+
+__all__ = ["explicit_loss_and_grad", "hidden_block"]
+
+
+def hidden_block(
+    xb: torch.Tensor,
+    t: torch.Tensor,
+    table: torch.Tensor,
+    w_bits: torch.Tensor,
+    t2: torch.Tensor | None = None,
+    ctrl2: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """``relu(table[t] (+ ctrl2[t2]) + xb @ w_bits)`` into ``out[:r]``, in place: ``[r, H]``."""
+    pre = torch.index_select(table, 0, t, out=out[: t.numel()])  # (r, H)
+    if t2 is not None and ctrl2 is not None:
+        pre.add_(ctrl2.index_select(0, t2))
+    return pre.addmm_(xb, w_bits).relu_()
+
+
+def explicit_loss_and_grad(
+    net: FusedParityMLP,
+    bits: torch.Tensor,
+    task: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    chunk_rows: int | None,
+    compute_dtype: torch.dtype,
+    task2: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`FusedParityMLP.loss_and_grad` (see there); sets ``.grad`` of every parameter."""
+    n_rows, n_members = task.numel(), net.n_members
+    rows = min(chunk_rows or net.chunk_rows(), n_rows)
+    bits, task, y, task2 = _sorted_by_task(bits, task, y, task2)
+    with torch.no_grad():
+        table, w_bits, head, head_bias = _step_weights(net, compute_dtype)
+        ctrl2 = None if task2 is None else net._ctrl2(net.w_ctrl).to(compute_dtype)
+        g_ctrl2 = None if ctrl2 is None else torch.zeros_like(ctrl2, dtype=torch.float32)
+        g_table = torch.zeros_like(table, dtype=torch.float32)
+        g_bits = torch.zeros_like(w_bits, dtype=torch.float32)
+        g_head = torch.zeros_like(head, dtype=torch.float32)  # (M·(C-1), H)
+        g_head_bias = torch.zeros(head.shape[0], device=table.device)
+        sums = torch.zeros(2, n_members, dtype=torch.float64, device=table.device)
+        hidden_buf, dhidden_buf = table.new_empty(2, rows, table.shape[1]).unbind(0)
+        d_buf = table.new_empty(head.shape[0], rows)  # (M·(C-1), rows)
+        for start in range(0, n_rows, rows):
+            t, yb = task[start : start + rows], y[start : start + rows]
+            xb = bits[start : start + rows].to(compute_dtype)  # (r, n)
+            t2 = None if task2 is None else task2[start : start + rows]
+            r = t.numel()
+            hidden = hidden_block(xb, t, table, w_bits, t2, ctrl2, out=hidden_buf)  # (r, H)
+            d_t = d_buf[:, :r]  # (M·(C-1), r)
+            for us, ds in net._rblocks:
+                torch.addmm(head_bias[ds, None], head[ds, us], hidden[:, us].T, out=d_t[ds])
+            dd_t = _loss_head(d_t, yb, n_rows, sums, n_members, net.n_classes)  # f32
+            g_head_bias += dd_t.sum(dim=1)
+            dd_t = dd_t.to(compute_dtype)
+            dhidden = dhidden_buf[:r]
+            for us, ds in net._rblocks:
+                _add_mm(g_head[ds, us], dd_t[ds], hidden[:, us])
+                torch.mm(dd_t[ds].T, head[ds, us], out=dhidden[:, us])
+            # d pre = d hidden where the unit was active, in place.
+            dpre = torch.ops.aten.threshold_backward.grad_input(
+                dhidden, hidden, 0, grad_input=dhidden
+            )
+            _add_mm(g_bits, xb.T, dpre)
+            g_table.index_add_(0, t, dpre.to(torch.float32))
+            if g_ctrl2 is not None and t2 is not None:
+                g_ctrl2.index_add_(0, t2, dpre.to(torch.float32))
+        # b1 enters once per row (through the table), the second control bit without it.
+        net.w_ctrl.grad = g_table if g_ctrl2 is None else g_table + g_ctrl2[:-1]
+        net.b1.grad = g_table.sum(dim=0)
+        net.w_bits.grad = g_bits
+        net.w2.grad = _with_class_zero(g_head.T.gather(1, net._rcols))
+        net.b2.grad = _with_class_zero(g_head_bias.view(n_members, net.n_classes - 1))
+    loss, accuracy = (sums / n_rows).float()
+    return loss, accuracy
+
+
+def _step_weights(
+    net: FusedParityMLP, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The step's per-call weights in ``dtype``: ``W1_ctrl + b1 [T, H]``, ``W1_bits [n, H]``,
+    the transposed block-diagonal head ``V.T [M·(C−1), H]`` of ``w2_c − w2_0`` and its bias
+    ``[M·(C−1)]`` of ``b2_c − b2_0``, each computed in float32 and rounded once."""
+    hidden, n_reduced = net.w2.shape[0], net.n_members * (net.n_classes - 1)
+    table = net.w_ctrl + net.b1
+    diff = net.w2[:, 1:] - net.w2[:, :1]  # (H, C-1)
+    head = net.w2.new_zeros(hidden, n_reduced).scatter_(1, net._rcols, diff).T.contiguous()
+    bias = (net.b2[:, 1:] - net.b2[:, :1]).reshape(-1)
+    table, w_bits, head, bias = (x.to(dtype) for x in (table, net.w_bits, head, bias))
+    return table, w_bits, head, bias
+
+
+def _loss_head(
+    d_t: torch.Tensor,
+    yb: torch.Tensor,
+    n_rows: int,
+    sums: torch.Tensor,
+    n_members: int,
+    n_classes: int,
+) -> torch.Tensor:
+    """Add one row block's loss and hit counts to ``sums [2, M]`` (float64) from its reduced
+    logits ``d.T [M·(C−1), r]``; return the float32 gradient of ``Σ_m mean_b CE`` w.r.t. them,
+    ``(softmax_c − [y = c]) / B`` for c ≥ 1, in the same layout."""
+    r, c = yb.numel(), n_classes
+    d = d_t.float().view(n_members, c - 1, r)
+    z = torch.cat([d.new_zeros(n_members, 1, r), d], dim=1)  # (M, C, r): z_0 = 0
+    logp = torch.log_softmax(z, dim=1)
+    target = yb.view(1, 1, r).expand(n_members, 1, r)
+    sums[0] += -logp.gather(1, target).sum(dim=-1).view(-1).to(torch.float64)
+    # argmax over a middle dim of size C was measured 10x slower than over a contiguous last one
+    pred = z.transpose(1, 2).contiguous().argmax(-1)  # (M, r)
+    sums[1] += (pred == yb).sum(dim=-1).to(torch.float64)
+    classes = torch.arange(1, c, device=yb.device)[:, None]  # (C-1, 1)
+    grad = logp[:, 1:].exp() - (yb == classes).to(logp.dtype)  # (M, C-1, r)
+    return grad.div_(n_rows).reshape(n_members * (c - 1), r)
+
+
+def _with_class_zero(grad_rest: torch.Tensor) -> torch.Tensor:
+    """``[..., C]`` from the gradient of classes 1…C−1 ``[..., C−1]``: class 0's is minus
+    their sum (the loss depends on the logits only through ``z_c − z_0``)."""
+    return torch.cat([-grad_rest.sum(dim=-1, keepdim=True), grad_rest], dim=-1)
+
+
+def _add_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b`` in place, for float32 ``acc`` and operands in the compute dtype."""
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)
+    else:  # no mixed-dtype addmm on the CPU: the bf16 product, then a float32 add
+        acc.add_(a @ b)
+
+
+def _sorted_by_task(
+    bits: torch.Tensor, task: torch.Tensor, y: torch.Tensor, task2: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The batch's rows in task order (stable, so the same batch always gives the same order).
+
+    The loss is a mean over rows, so the order changes only float rounding; sorted, a row
+    block holds a few long runs of one task, which ``index_add_`` into ``[n_tasks, H]`` adds
+    faster than scattered rows.
+    """
+    order = torch.argsort(task, stable=True)
+    task2 = None if task2 is None else task2[order]
+    return bits[order], task[order], y[order], task2
