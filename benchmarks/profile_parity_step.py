@@ -18,6 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from quanta.parity import FusedParityMLP, SparseParityTask, paper_widths
+from quanta.parity.step import _STEP_BLOCK_BYTES
 
 
 def main() -> None:
@@ -30,9 +31,14 @@ def main() -> None:
     task = SparseParityTask(500, 100, 3, alpha=0.4)
     net = FusedParityMLP(500, 100, list(paper_widths()))
     b = task.sample_compact(20_000, generator=torch.Generator().manual_seed(0))
+
+    def rows(dtype: torch.dtype) -> int:  # the step's default row blocks
+        return net.chunk_rows(_STEP_BLOCK_BYTES, dtype=dtype)
+
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), H = {sum(net.widths)}, "
-        f"{net.chunk_rows()} rows a block; process_time; load average {os.getloadavg()[0]:.2f}"
+        f"{rows(torch.float32)} (f32) and {rows(torch.bfloat16)} (bf16) rows a block; "
+        f"process_time; load average {os.getloadavg()[0]:.2f}"
     )
     for name, dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
 
