@@ -322,10 +322,11 @@ def main() -> None:
     peak16 = 2 * 4096**3 / best_time(lambda: a16 @ a16, rep, clock=clock)
     hidden, n_members, c, n = sum(widths), len(widths), 2, task.n_bits
     # executed matmul FLOPs: layer 1 forward + weight grad (inputs need no grad); layer 2
-    # forward, input grad and weight grad on blocks of up to 10 members' block-diagonal weights.
+    # forward, input grad and weight grad on blocks of up to 10 members' block-diagonal weights,
+    # C − 1 = 1 logit a member (the step computes z_1 − z_0 only, quanta.parity.step).
     blocks = [min(10, n_members - i) for i in range(0, n_members, 10)]
     block_units = [sum(widths[i : i + 10]) for i in range(0, n_members, 10)]
-    layer2 = sum(u * mb * c for u, mb in zip(block_units, blocks, strict=True))
+    layer2 = sum(u * mb * (c - 1) for u, mb in zip(block_units, blocks, strict=True))
     executed = 2 * batch * n * hidden * 2 + 2 * batch * layer2 * 3
     # FLOPs M independent nets need at minimum (with the one-hot gather): layer 2 is [H, C].
     useful = 2 * batch * n * hidden * 2 + 2 * batch * hidden * c * 3
