@@ -180,13 +180,9 @@ class FusedParityMLP(nn.Module):
             for m1 in [min(m0 + _MEMBERS_PER_BLOCK, n_members)]
         ]
         # The training step's head has C − 1 logits a member, z_c − z_0 (quanta.parity.step):
-        # the row of its transposed block-diagonal weight that unit j's class-c weight goes to,
-        # and the (unit slice, row slice) of each block.
+        # the row of its transposed block-diagonal weight that unit j's class-c weight goes to.
         rcols = member_of_unit[:, None] * (c - 1) + torch.arange(c - 1, device=device)  # (H, C-1)
         self.register_buffer("_rcols", rcols, persistent=False)
-        self._rblocks = [
-            (us, slice(cs.start // c * (c - 1), cs.stop // c * (c - 1))) for us, cs in self._blocks
-        ]
 
     @property
     def n_inputs(self) -> int:

@@ -19,9 +19,11 @@ it knows about the net (``benchmarks/profile_parity_step.py`` prints the op spli
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from quanta.parity.model import FusedParityMLP
@@ -32,6 +34,12 @@ __all__ = ["explicit_loss_and_grad", "hidden_block"]
 # 2-core EPYC, process_time) f32 steps took 64/135/270/540 rows: 504/516/547/604 ms and bf16
 # 135/270/540/1081 rows: 254/222/231/252 ms (one-off, /tmp script, best of 6 interleaved).
 _STEP_BLOCK_BYTES = 4 << 20
+# Members per layer-2 block of the step's head (1 logit a member at C = 2), by compute dtype:
+# float32 ran one member a block fastest, bf16 ten (P1 widths, 540 rows, one thread, loaded
+# machine, process_time; one-off /tmp scripts). Layer 2 alone (fwd + both grads): f32 43 / 49 /
+# 80 / 189 ms at 1 / 3 / 10 / 30 members, bf16 109 / 49 / 30 / 49 ms; the whole f32 step, best
+# of 7 interleaved: 496 / 497 / 505 ms at 1 / 3 / 10.
+_HEAD_MEMBERS_PER_BLOCK = {torch.float32: 1, torch.bfloat16: 10}
 
 
 def hidden_block(
@@ -86,6 +94,7 @@ def explicit_loss_and_grad(
         sums = torch.zeros(2, n_members, dtype=torch.float64, device=table.device)
         hidden_buf, dhidden_buf = table.new_empty(2, rows, table.shape[1]).unbind(0)
         d_buf = table.new_empty(head.shape[0], rows)  # (M·(C-1), rows)
+        blocks = _head_blocks(net.widths, net.n_classes, compute_dtype)
         for start, single in zip(range(0, n_rows, rows), one_task, strict=True):
             t, yb = task[start : start + rows], y[start : start + rows]
             xb = bits[start : start + rows].to(compute_dtype)  # (r, n)
@@ -93,13 +102,13 @@ def explicit_loss_and_grad(
             r = t.numel()
             hidden = hidden_block(xb, t, table, w_bits, t2, ctrl2, out=hidden_buf, one_task=single)
             d_t = d_buf[:, :r]  # (M·(C-1), r)
-            for us, ds in net._rblocks:
+            for us, ds in blocks:
                 torch.addmm(head_bias[ds, None], head[ds, us], hidden[:, us].T, out=d_t[ds])
             dd_t = _loss_head(d_t, yb, n_rows, sums, n_members, net.n_classes)  # f32
             g_head_bias += dd_t.sum(dim=1)
             dd_t = dd_t.to(compute_dtype)
             dhidden = dhidden_buf[:r]
-            for us, ds in net._rblocks:
+            for us, ds in blocks:
                 _add_mm(g_head[ds, us], dd_t[ds], hidden[:, us])
                 torch.mm(dd_t[ds].T, head[ds, us], out=dhidden[:, us])
             # d pre = d hidden where the unit was active, in place.
@@ -121,6 +130,19 @@ def explicit_loss_and_grad(
         net.b2.grad = _with_class_zero(g_head_bias.view(n_members, net.n_classes - 1))
     loss, accuracy = (sums / n_rows).float()
     return loss, accuracy
+
+
+def _head_blocks(
+    widths: tuple[int, ...] | list[int], n_classes: int, dtype: torch.dtype
+) -> list[tuple[slice, slice]]:
+    """(unit slice, row slice of the ``[M·(C−1), H]`` head) of each layer-2 block."""
+    per_block, c1 = _HEAD_MEMBERS_PER_BLOCK.get(dtype, 10), n_classes - 1
+    edges = [0, *itertools.accumulate(widths)]
+    return [
+        (slice(edges[m0], edges[m1]), slice(m0 * c1, m1 * c1))
+        for m0 in range(0, len(widths), per_block)
+        for m1 in [min(m0 + per_block, len(widths))]
+    ]
 
 
 def _step_weights(
@@ -150,6 +172,13 @@ def _loss_head(
     logits ``d.T [M·(C−1), r]``; return the float32 gradient of ``Σ_m mean_b CE`` w.r.t. them,
     ``(softmax_c − [y = c]) / B`` for c ≥ 1, in the same layout."""
     r, c = yb.numel(), n_classes
+    if c == 2:  # the paper's case, in fewer passes: d = z_1 − z_0, one row a member
+        d, yf = d_t.float(), yb.to(torch.float32)
+        # CE = softplus(d) at y = 0 and softplus(−d) at y = 1 (no cancellation); argmax of
+        # (0, d) is 1 exactly where d > 0 (a tie goes to class 0, as argmax's first maximum).
+        sums[0] += F.softplus(d * (1 - 2 * yf)).sum(dim=-1, dtype=torch.float64)
+        sums[1] += ((d > 0) == yb.bool()).sum(dim=-1, dtype=torch.float64)
+        return torch.sigmoid(d).sub_(yf).div_(n_rows)  # (M, r)
     d = d_t.float().view(n_members, c - 1, r)
     z = torch.cat([d.new_zeros(n_members, 1, r), d], dim=1)  # (M, C, r): z_0 = 0
     logp = torch.log_softmax(z, dim=1)
