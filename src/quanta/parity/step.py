@@ -8,13 +8,16 @@ it knows about the net (``benchmarks/profile_parity_step.py`` prints the op spli
   ``[rows, H]`` activations stay in the cache, written into two buffers reused by every block
   (a fresh ~8 MiB float32 block per op cost more than the op: first-touch page faults).
 * **Rows in task order** (a stable sort of the batch; the loss is a mean over rows, so the
-  order changes only float rounding): each block then holds a few long runs of one task, and
-  the control-bit gradient adds every run into one row of ``[n_tasks, H]``.
+  order changes only float rounding): most blocks of a Zipf batch then lie inside one task's
+  run; such a block broadcasts that task's table row in ``addmm`` (no ``[r, H]`` gather) and
+  adds its control-bit gradient as one float32 column sum (no ``index_add_``). The other
+  blocks gather and ``index_add_`` as before, on sorted ids.
 * **C − 1 logits a member.** Softmax cross-entropy depends on the logits only through
   ``d_c = z_c − z_0``, so the step's layer 2 computes ``d = h @ (w2_c − w2_0) + (b2_c − b2_0)``
   for c ≥ 1 (half the columns at C = 2), and ``∂L/∂z_0 = −Σ_{c≥1} ∂L/∂z_c`` (softmax and
   one-hot both sum to 1) gives class 0's gradient. Layer 2 runs transposed, ``d.T = V.T @ h.T``
-  (``[M·(C−1), r]``), which the BLAS runs faster than ``h @ V`` for these skinny shapes.
+  (``[M·(C−1), r]``), which the BLAS runs faster than ``h @ V`` for these skinny shapes. At
+  C = 2 the loss head works on ``d`` directly (softplus, sigmoid: a few passes over ``[M, r]``).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ if TYPE_CHECKING:
 
 __all__ = ["explicit_loss_and_grad", "hidden_block"]
 
-# Row blocks of ~4 MiB of [rows, H] activations: on the P1 shape (H = 3877, one thread, a loaded
-# 2-core EPYC, process_time) f32 steps took 64/135/270/540 rows: 504/516/547/604 ms and bf16
-# 135/270/540/1081 rows: 254/222/231/252 ms (one-off, /tmp script, best of 6 interleaved).
+# Row blocks of ~4 MiB of [rows, H] activations in the compute dtype (the evaluation's 8 MiB of
+# float32 is 540 rows at the P1 shape, H = 3877). One thread, loaded 2-core EPYC, process_time,
+# best of 6-7 interleaved whole steps (one-off /tmp scripts, 2026-12-04): bf16 at 270 / 405 /
+# 540 / 810 rows 262 / 240 / 239 / 254 ms; f32 at 270 / 540 rows 511 / 533 ms (one member a
+# head block). Differences of a few percent were not reproducible run to run on that machine.
 _STEP_BLOCK_BYTES = 4 << 20
 # Members per layer-2 block of the step's head (1 logit a member at C = 2), by compute dtype:
 # float32 ran one member a block fastest, bf16 ten (P1 widths, 540 rows, one thread, loaded
@@ -78,7 +83,7 @@ def explicit_loss_and_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`FusedParityMLP.loss_and_grad` (see there); sets ``.grad`` of every parameter."""
     n_rows, n_members = task.numel(), net.n_members
-    rows = min(chunk_rows or net.chunk_rows(_STEP_BLOCK_BYTES, dtype=compute_dtype), n_rows)
+    rows = min(chunk_rows or net.chunk_rows(_STEP_BLOCK_BYTES, dtype=compute_dtype), max(n_rows, 1))
     bits, task, y, task2 = _sorted_by_task(bits, task, y, task2)
     starts = torch.arange(0, n_rows, rows, device=task.device)
     # Blocks inside one task's run (most of a Zipf batch's rows): one host sync per step.
