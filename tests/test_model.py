@@ -122,3 +122,23 @@ def test_explicit_backward_equals_autograd(chunk_rows):
 def test_chunk_rows_is_cache_sized():
     assert FusedParityMLP(500, 100, [500] * 4).chunk_rows() == (8 << 20) // (4 * 2000)
     assert FusedParityMLP(4, 6, [2]).chunk_rows() == 65_536
+
+
+def test_explicit_backward_equals_autograd_with_three_classes():
+    # The step's head keeps C − 1 logits a member (z_c − z_0) and rebuilds class 0's gradient
+    # as minus the others' sum: at C = 3 that is two columns a member and a real sum.
+    net = FusedParityMLP(5, 7, [4, 9, 2], init_seeds=[0, 1, 2], n_classes=3)
+    g = torch.Generator().manual_seed(3)
+    bits = torch.randint(0, 2, (90, 7), generator=g, dtype=torch.uint8)
+    task = torch.randint(0, 5, (90,), generator=g)
+    y = torch.randint(0, 3, (90,), generator=g)
+    logits = net.forward_compact(bits, task)
+    want = member_losses(logits, y).mean(0)
+    want.sum().backward()
+    want_grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad(set_to_none=True)
+    loss, acc = net.loss_and_grad(bits, task, y, chunk_rows=16)
+    torch.testing.assert_close(loss, want.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(acc, (logits.argmax(-1) == y[:, None]).float().mean(0))
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, want_grads[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quanta._validation import check_int, check_int_sequence
+from quanta.parity.step import explicit_loss_and_grad, hidden_block
 
 __all__ = [
     "PRECISIONS",
@@ -109,6 +110,7 @@ class FusedParityMLP(nn.Module):
 
     member_of_unit: torch.Tensor
     _cols: torch.Tensor
+    _rcols: torch.Tensor
 
     def __init__(
         self,
@@ -139,16 +141,7 @@ class FusedParityMLP(nn.Module):
             torch.arange(n_members, device=cpu), torch.tensor(self.widths, device=cpu)
         )
         self.register_buffer("member_of_unit", member_of_unit, persistent=False)
-        # Column of the block-diagonal layer-2 weight that unit j's class-c weight goes to.
-        cols = member_of_unit[:, None] * c + torch.arange(c, device=cpu)  # (H, C)
-        self.register_buffer("_cols", cols, persistent=False)
-        # (unit slice, logit-column slice) of each block of members in layer 2.
-        unit_edges = np.concatenate([[0], np.cumsum(self.widths)])
-        self._blocks = [
-            (slice(int(unit_edges[m0]), int(unit_edges[m1])), slice(m0 * c, m1 * c))
-            for m0 in range(0, n_members, _MEMBERS_PER_BLOCK)
-            for m1 in [min(m0 + _MEMBERS_PER_BLOCK, n_members)]
-        ]
+        self._layer2_layout(member_of_unit)
 
         w1 = torch.empty(hidden, n_in, device=cpu)
         b1 = torch.empty(hidden, device=cpu)
@@ -172,6 +165,24 @@ class FusedParityMLP(nn.Module):
         self.b1 = nn.Parameter(b1)
         self.w2 = nn.Parameter(w2)
         self.b2 = nn.Parameter(b2)
+
+    def _layer2_layout(self, member_of_unit: torch.Tensor) -> None:
+        """Where layer 2's weights go in its block-diagonal matrices, and its blocks."""
+        n_members, c, device = self.n_members, self.n_classes, member_of_unit.device
+        # Column of the block-diagonal layer-2 weight that unit j's class-c weight goes to.
+        cols = member_of_unit[:, None] * c + torch.arange(c, device=device)  # (H, C)
+        self.register_buffer("_cols", cols, persistent=False)
+        # (unit slice, logit-column slice) of each block of members in layer 2.
+        unit_edges = np.concatenate([[0], np.cumsum(self.widths)])
+        self._blocks = [
+            (slice(int(unit_edges[m0]), int(unit_edges[m1])), slice(m0 * c, m1 * c))
+            for m0 in range(0, n_members, _MEMBERS_PER_BLOCK)
+            for m1 in [min(m0 + _MEMBERS_PER_BLOCK, n_members)]
+        ]
+        # The training step's head has C − 1 logits a member, z_c − z_0 (quanta.parity.step):
+        # the row of its transposed block-diagonal weight that unit j's class-c weight goes to.
+        rcols = member_of_unit[:, None] * (c - 1) + torch.arange(c - 1, device=device)  # (H, C-1)
+        self.register_buffer("_rcols", rcols, persistent=False)
 
     @property
     def n_inputs(self) -> int:
@@ -218,13 +229,15 @@ class FusedParityMLP(nn.Module):
         pre = pre.addmm(bits.to(self.w_bits.dtype), self.w_bits)
         return self._head(pre)
 
-    def chunk_rows(self, budget_bytes: int = 8 << 20) -> int:
-        """Rows per block so that one ``[rows, H]`` float32 activation is ~``budget_bytes``.
+    def chunk_rows(self, budget_bytes: int = 8 << 20, *, dtype: torch.dtype = torch.float32) -> int:
+        """Rows per block so that one ``[rows, H]`` activation in ``dtype`` is ~``budget_bytes``.
 
         Blocks that stay in the last-level cache were measured 2x faster than whole batches
-        for both evaluation and training on a 2-core EPYC (benchmarks/bench_parity.py).
+        for both evaluation and training on a 2-core EPYC (benchmarks/bench_parity.py); the
+        bf16 training step with twice the rows of f32 (the same bytes) 1.1x faster than with
+        the same rows (one-off, P1 shape, one thread).
         """
-        return max(256, min(65_536, budget_bytes // (4 * self.w2.shape[0])))
+        return max(256, min(65_536, budget_bytes // (dtype.itemsize * self.w2.shape[0])))
 
     def _frozen_weights(self, dtype: torch.dtype = torch.float32) -> _Weights:
         """Per-call constants of the blocked path, cast once to ``dtype`` (no autograd).
@@ -250,18 +263,22 @@ class FusedParityMLP(nn.Module):
         weights: _Weights,
         t2: torch.Tensor | None = None,
         ctrl2: torch.Tensor | None = None,
+        out: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden activations ``[r, H]`` and logits ``[r, M·C]`` of one row block, in place,
-        both in the weights' dtype (``t2``, ``ctrl2``: second control bits and their table)."""
+        both in the weights' dtype (``t2``, ``ctrl2``: second control bits and their table;
+        ``out``: ``[≥ r, H]`` and ``[≥ r, M·C]`` buffers to write them into)."""
         table, w_bits, block_diag, bias = weights
-        pre = table.index_select(0, t)
-        if t2 is not None and ctrl2 is not None:
-            pre.add_(ctrl2.index_select(0, t2))
-        hidden = pre.addmm_(xb, w_bits).relu_()  # (r, H)
-        logits = torch.cat(
-            [torch.addmm(bias[cs], hidden[:, us], block_diag[us, cs]) for us, cs in self._blocks],
-            dim=1,
-        )  # (r, M·C)
+        r = t.numel()
+        if out is None:
+            out = (
+                table.new_empty(r, table.shape[1]),
+                table.new_empty(r, block_diag.shape[1]),
+            )
+        hidden = hidden_block(xb, t, table, w_bits, t2, ctrl2, out=out[0])  # (r, H)
+        logits = out[1][:r]  # (r, M·C)
+        for us, cs in self._blocks:
+            torch.addmm(bias[cs], hidden[:, us], block_diag[us, cs], out=logits[:, cs])
         return hidden, logits
 
     @torch.no_grad()
@@ -279,14 +296,17 @@ class FusedParityMLP(nn.Module):
         The same numbers as :meth:`forward_compact`, through the blocked in-place path, with
         its matmuls in ``compute_dtype``.
         """
-        rows = chunk_rows or self.chunk_rows()
+        rows = min(chunk_rows or self.chunk_rows(), max(task.numel(), 1))
         weights = self._frozen_weights(compute_dtype)
+        table, n_cols = weights[0], weights[2].shape[1]
         ctrl2 = None if task2 is None else self._ctrl2(self.w_ctrl).to(compute_dtype)
+        hidden_buf = table.new_empty(rows, table.shape[1])  # (rows, H), reused
         for start in range(0, task.numel(), rows):
             rows_here = slice(start, start + rows)
             xb = bits[rows_here].to(compute_dtype)
             t2 = None if task2 is None else task2[rows_here]
-            _, logits = self._block_forward(xb, task[rows_here], weights, t2, ctrl2)
+            out = (hidden_buf, table.new_empty(xb.shape[0], n_cols))  # logits: fresh, yielded
+            _, logits = self._block_forward(xb, task[rows_here], weights, t2, ctrl2, out)
             yield rows_here, logits.float().view(-1, self.n_members, self.n_classes)
 
     def loss_and_grad(
@@ -302,9 +322,12 @@ class FusedParityMLP(nn.Module):
         """Per-member mean loss and accuracy on a batch; sets every parameter's ``.grad`` to
         the gradient of the summed member losses (so member m gets its own loss's gradient).
 
-        The same numbers as autograd through :meth:`forward_compact` (tested), computed by an
-        explicit backward over row blocks of ``chunk_rows`` (default :meth:`chunk_rows`) so the
-        ``[rows, H]`` activations stay in cache, with gradients accumulated in place.
+        The same numbers as autograd through :meth:`forward_compact` up to float rounding
+        (tested), computed by an explicit backward (:mod:`quanta.parity.step`) over row blocks
+        of ``chunk_rows`` (default :meth:`chunk_rows`) so the ``[rows, H]`` activations stay in
+        cache, with gradients accumulated in place. The rows are taken in task order (a stable
+        sort) and layer 2 computes only ``z_c − z_0``: neither changes the result beyond
+        rounding, both were measured faster.
 
         ``compute_dtype=torch.bfloat16`` runs every matmul on bfloat16 operands and keeps the
         activations in bfloat16 (oneDNN accumulates each product in float32 and rounds it
@@ -319,60 +342,9 @@ class FusedParityMLP(nn.Module):
         loss : float32 ``[M]`` mean cross-entropy per member, nats (detached)
         accuracy : float32 ``[M]``
         """
-        n_rows, n_members = task.numel(), self.n_members
-        rows = chunk_rows or self.chunk_rows()
-        weights = self._frozen_weights(compute_dtype)
-        table, w_bits, block_diag, _ = weights
-        with torch.no_grad():
-            ctrl2 = None if task2 is None else self._ctrl2(self.w_ctrl).to(compute_dtype)
-            g_ctrl2 = None if ctrl2 is None else torch.zeros_like(ctrl2, dtype=torch.float32)
-            g_table = torch.zeros_like(table, dtype=torch.float32)
-            g_bits = torch.zeros_like(w_bits, dtype=torch.float32)
-            g_block = torch.zeros_like(block_diag, dtype=torch.float32)
-            g_bias = torch.zeros(block_diag.shape[1], device=table.device)
-            sums = torch.zeros(2, n_members, dtype=torch.float64, device=table.device)
-            for start in range(0, n_rows, rows):
-                t, yb = task[start : start + rows], y[start : start + rows]
-                xb = bits[start : start + rows].to(compute_dtype)  # (r, n)
-                t2 = None if task2 is None else task2[start : start + rows]
-                hidden, flat_logits = self._block_forward(xb, t, weights, t2, ctrl2)
-                dlogits = self._loss_head(flat_logits, yb, n_rows, sums)  # (r, M·C) f32
-                g_bias += dlogits.sum(dim=0)
-                dl = dlogits.to(compute_dtype)
-                dhidden = torch.empty_like(hidden)
-                for us, cs in self._blocks:
-                    _add_mm(g_block[us, cs], hidden[:, us].T, dl[:, cs])
-                    dhidden[:, us] = dl[:, cs] @ block_diag[us, cs].T
-                dpre = torch.ops.aten.threshold_backward(dhidden, hidden, 0)
-                _add_mm(g_bits, xb.T, dpre)
-                # index_add_ wants one dtype: the float32 sum of the gradient accumulation
-                # (a bf16 sum added little error at 8k rows, measured, but it is not needed).
-                g_table.index_add_(0, t, dpre.float())
-                if g_ctrl2 is not None and t2 is not None:
-                    g_ctrl2.index_add_(0, t2, dpre.float())
-            # b1 enters once per row (through the table), the second control bit without it.
-            self.w_ctrl.grad = g_table if g_ctrl2 is None else g_table + g_ctrl2[:-1]
-            self.b1.grad = g_table.sum(dim=0)
-            self.w_bits.grad = g_bits
-            self.w2.grad = g_block.gather(1, self._cols)
-            self.b2.grad = g_bias.view(n_members, self.n_classes)
-        loss, accuracy = (sums / n_rows).float()
-        return loss, accuracy
-
-    def _loss_head(
-        self, flat_logits: torch.Tensor, yb: torch.Tensor, n_rows: int, sums: torch.Tensor
-    ) -> torch.Tensor:
-        """Add one row block's loss and hit counts to ``sums [2, M]`` (float64); return the
-        float32 gradient of ``Σ_m mean_b CE`` w.r.t. the logits, ``[r, M·C]``."""
-        r, n_members, c = yb.numel(), self.n_members, self.n_classes
-        logits = flat_logits.float().view(r, n_members, c)
-        logp = torch.log_softmax(logits, dim=-1)  # (r, M, C)
-        target = yb.view(r, 1, 1).expand(r, n_members, 1)
-        sums[0] += -logp.gather(-1, target).sum(dim=0).view(-1).to(torch.float64)
-        sums[1] += (logits.argmax(-1) == yb[:, None]).sum(dim=0).to(torch.float64)
-        # d(Σ_m mean_b CE)/d logits = (softmax − one_hot(y)) / B
-        dlogits = logp.exp_().scatter_add_(-1, target, torch.full_like(logp[..., :1], -1.0))
-        return dlogits.div_(n_rows).view(r, n_members * c)
+        return explicit_loss_and_grad(
+            self, bits, task, y, chunk_rows=chunk_rows, compute_dtype=compute_dtype, task2=task2
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, M, C]`` from the dense input ``x [B, n_tasks + n_bits]``."""
@@ -395,14 +367,6 @@ class FusedParityMLP(nn.Module):
             out.append(nn.Sequential(first, nn.ReLU(), second))
             start = stop
         return out
-
-
-def _add_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """``acc += a @ b`` in place, for float32 ``acc`` and operands in the compute dtype."""
-    if a.dtype == acc.dtype:
-        acc.addmm_(a, b)
-    else:  # no mixed-dtype addmm on the CPU: the bf16 product, then a float32 add
-        acc.add_(a @ b)
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
