@@ -175,7 +175,7 @@ def suite_row(cfg, threads):  # type: ignore[no-untyped-def]
     import numpy as np
     import torch
 
-    from quanta.lm.minisuite import _Trainer, _training_data
+    from quanta.lm.minisuite import _Trainer, _training_data, train_flops_per_token
     from quanta.lm.suite_workers import train_in_workers
 
     modes = {
@@ -214,6 +214,8 @@ def suite_row(cfg, threads):  # type: ignore[no-untyped-def]
                     chunks,
                     batches,
                     out,
+                    trainer=_Trainer,
+                    cost=lambda i: train_flops_per_token(cfg, *cfg.sizes[i], len(tokenizer)),
                     tokenizer=tokenizer,
                     progress=None,
                     finished=lambda row, losses: None,

@@ -12,7 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from quanta.cli import app
-from quanta.lm.minisuite import MiniSuiteConfig, build_suite_config, train_minisuite
+from quanta.lm.minisuite import (
+    MiniSuiteConfig,
+    build_suite_config,
+    train_flops_per_token,
+    train_minisuite,
+)
 from quanta.lm.suite_workers import lpt_order
 
 
@@ -157,5 +162,9 @@ def test_bad_worker_counts_are_refused_before_writing(tmp_path):
 
 def test_the_largest_sizes_are_scheduled_first():
     cfg = build_suite_config("cpu")
-    assert lpt_order(cfg, range(len(cfg.sizes)), cfg.vocab_size) == [5, 4, 3, 2, 1, 0]
-    assert lpt_order(cfg, [0, 3, 1], cfg.vocab_size) == [3, 1, 0]
+
+    def cost(i):
+        return train_flops_per_token(cfg, *cfg.sizes[i], cfg.vocab_size)
+
+    assert lpt_order(range(len(cfg.sizes)), cost) == [5, 4, 3, 2, 1, 0]
+    assert lpt_order([0, 3, 1], cost) == [3, 1, 0]

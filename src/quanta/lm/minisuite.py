@@ -357,6 +357,8 @@ def train_minisuite(
             chunks,
             batches,
             out,
+            trainer=_Trainer,
+            cost=lambda i: train_flops_per_token(cfg, *cfg.sizes[i], len(tokenizer)),
             tokenizer=tokenizer,
             progress=progress,
             finished=finished,

@@ -40,15 +40,9 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-def lpt_order(cfg: Any, indices: Sequence[int], vocab: int) -> list[int]:
-    """``indices`` of ``cfg.sizes``, largest training cost (FLOPs per token; every size runs
-    the same steps) first; ties keep the size order."""
-    from quanta.lm.minisuite import train_flops_per_token
-
-    def cost(i: int) -> float:
-        hidden, layers = cfg.sizes[i]
-        return train_flops_per_token(cfg, hidden, layers, vocab)
-
+def lpt_order(indices: Sequence[int], cost: Callable[[int], float]) -> list[int]:
+    """``indices`` of the sizes, largest ``cost(index)`` (training FLOPs per token; every size
+    runs the same steps) first; ties keep the size order."""
     return sorted(indices, key=lambda i: -cost(i))
 
 
@@ -59,12 +53,16 @@ def train_in_workers(
     batches: np.ndarray,
     out: Path,
     *,
+    trainer: type,
+    cost: Callable[[int], float],
     tokenizer: Any,
     progress: Callable[[str, int, int, float], None] | None,
     finished: Callable[[dict[str, Any], list[float]], None],
 ) -> None:
     """Train the sizes ``todo`` (indices of ``cfg.sizes``) in ``min(cfg.workers, len(todo))``
-    spawned processes of ``cfg.threads`` (or cores // workers) torch threads each.
+    spawned processes of ``cfg.threads`` (or cores // workers) torch threads each, each size
+    by ``trainer(cfg, index, vocab)`` (:class:`quanta.lm.minisuite._Trainer`, passed in so
+    that this module does not import its caller), largest ``cost(index)`` first.
 
     ``finished(row, losses)`` is called in this process as each model completes;
     ``progress`` after each of its steps. A worker's error is raised here (same type and
@@ -81,14 +79,14 @@ def train_in_workers(
         np.save(data, chunks[used])
         tasks: Any = ctx.Queue()
         results: Any = ctx.Queue()
-        for index in lpt_order(cfg, todo, len(tokenizer)):
+        for index in lpt_order(todo, cost):
             tasks.put(index)
         for _ in range(workers):
             tasks.put(None)  # one stop per worker, after the work
         # The parent's tokenizer itself (pickled), not one reloaded from disk: the copies saved
         # beside the checkpoints are then the same bytes as in one process.
         batches = local.reshape(batches.shape)
-        args = (job, str(out), tokenizer, str(data), batches, tasks, results, os.getpid())
+        args = (job, trainer, str(out), tokenizer, str(data), batches, tasks, results, os.getpid())
         procs = [ctx.Process(target=_work, args=args, daemon=True) for _ in range(workers)]
         try:
             for p in procs:
@@ -145,6 +143,7 @@ def _collect(
 
 def _work(
     cfg: Any,
+    trainer_cls: type,
     out: str,
     tokenizer: Any,
     data: str,
@@ -159,8 +158,6 @@ def _work(
     import torch
     from transformers.utils import logging as hf_logging
 
-    from quanta.lm.minisuite import _Trainer
-
     hf_logging.disable_progress_bar()  # the parent's display owns the terminal
     torch.set_num_threads(cfg.threads)
     chunks = np.asarray(np.load(data, mmap_mode="r"))  # a plain view of the map
@@ -172,7 +169,7 @@ def _work(
 
     while (index := tasks.get()) is not None:
         try:
-            trainer = _Trainer(cfg, index, len(tokenizer))
+            trainer = trainer_cls(cfg, index, len(tokenizer))
             losses = trainer.train(chunks, batches, Path(out), tokenizer, report)
             results.put(("done", index, trainer.row(losses), losses))
         except Exception as exc:
