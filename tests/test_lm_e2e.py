@@ -109,3 +109,29 @@ def test_losses_qdg_exact_and_export_on_non_neox_models(suite, tmp_path):
     _cli("qdg", "export", str(qdg_dir), "--format", "parquet")
     table = pd.read_parquet(qdg_dir / "export" / "clusters.parquet")
     assert sorted(table["K"].unique()) == [2, 3]
+
+
+def test_windows_on_non_neox_models_equal_each_window_scored_alone(suite, tmp_path):
+    # --windows 3 --max-len 32: every window's losses are the model's own cross-entropy on
+    # that window's tokens read from its start (GPT-2's learned positions restart at 0).
+    out = tmp_path / "W"
+    names = ",".join(str(suite[a]) for a in ("gpt2", "llama", "granite"))
+    args = ["--max-docs", "3", "--max-len", "32", "--windows", "3", "--quiet", "--out", str(out)]
+    _cli("lm", "losses", "--suite", names, *args)
+    tokens, offsets = (np.load(out / "corpus" / f) for f in ("tokens.npy", "offsets.npy"))
+    docs = pd.read_parquet(out / "corpus" / "docs.parquet")
+    assert any(name.endswith("#2") for name in docs["name"])  # long documents were cut
+    assert (np.diff(offsets) <= 32).all()
+    from transformers import AutoTokenizer
+
+    from quanta.lm.corpus import load_documents
+
+    first = load_documents("stdlib:test", max_docs=1)[0][0]
+    whole = AutoTokenizer.from_pretrained(suite["gpt2"])(first.text, add_special_tokens=False)
+    assert docs["name"][:3].tolist() == [first.name, f"{first.name}#1", f"{first.name}#2"]
+    assert tokens[: offsets[3]].tolist() == whole["input_ids"][:96]  # consecutive, no gap
+    losses, rows = np.load(out / "losses.npy"), np.cumsum([0, *(np.diff(offsets) - 1)])
+    for col, arch in enumerate(("gpt2", "llama", "granite")):
+        for d in range(len(offsets) - 1):
+            own = _own_losses(suite[arch], tokens[offsets[d] : offsets[d + 1]])
+            np.testing.assert_allclose(losses[rows[d] : rows[d + 1], col], own, atol=2e-4)
