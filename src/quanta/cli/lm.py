@@ -77,8 +77,9 @@ def suite_train(
     ),
     workers: int | None = typer.Option(
         None,
-        help="Sizes trained at once, each in its own process, largest first (capped at the "
-        "number of sizes); same checkpoints as 1 [1].",
+        help="Sizes trained at once, each in its own process of --threads (or cores // N) "
+        "threads, largest first (capped at the number of sizes); the same checkpoints as 1 "
+        "process at the same threads per model [1].",
     ),
     device: str | None = typer.Option(None, help="torch device [default: cpu]."),
     engine: str | None = typer.Option(
