@@ -172,11 +172,9 @@ def suite_row(cfg, threads):  # type: ignore[no-untyped-def]
     import tempfile
     from pathlib import Path
 
-    import numpy as np
     import torch
 
-    from quanta.lm.minisuite import _Trainer, _training_data, train_flops_per_token
-    from quanta.lm.suite_workers import train_in_workers
+    from quanta.lm.minisuite import _Trainer, _training_data, batch_order, train_sizes
 
     modes = {
         f"hf sequential ({threads} threads)": ("hf", threads, 1),
@@ -189,9 +187,8 @@ def suite_row(cfg, threads):  # type: ignore[no-untyped-def]
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer, chunks = _training_data(cfg, Path(tmp))
-        order = np.random.default_rng(cfg.seed).permutation(len(chunks))
-        batches = np.resize(order, cfg.steps * cfg.batch_size).reshape(cfg.steps, -1)
-        sizes = range(len(cfg.sizes))
+        batches = batch_order(cfg, len(chunks))
+        sizes = list(range(len(cfg.sizes)))
         for engine in ("hf", "fast"):  # warm-up: imports, allocator (the first mode paid them)
             warm = dataclasses.replace(cfg, engine=engine, steps=2, warmup=1, n_checkpoints=1)
             _Trainer(warm, 0, len(tokenizer)).train(
@@ -201,25 +198,7 @@ def suite_row(cfg, threads):  # type: ignore[no-untyped-def]
             run = dataclasses.replace(cfg, engine=engine, threads=n, workers=workers)
             out = Path(tmp) / f"mode{i}"
             wall, cpu = time.perf_counter(), _cpu_seconds()
-            if workers == 1:
-                torch.set_num_threads(n)
-                for index in sizes:
-                    _Trainer(run, index, len(tokenizer)).train(
-                        chunks, batches, out, tokenizer, None
-                    )
-            else:
-                train_in_workers(
-                    run,
-                    sizes,
-                    chunks,
-                    batches,
-                    out,
-                    trainer=_Trainer,
-                    cost=lambda i: train_flops_per_token(cfg, *cfg.sizes[i], len(tokenizer)),
-                    tokenizer=tokenizer,
-                    progress=None,
-                    finished=lambda row, losses: None,
-                )
+            train_sizes(run, sizes, chunks, batches, out, tokenizer, None, lambda row, loss: None)
             result[label] = (time.perf_counter() - wall, _cpu_seconds() - cpu)
     torch.set_num_threads(threads)
     return result

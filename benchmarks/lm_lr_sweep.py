@@ -29,7 +29,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    import numpy as np
     import torch
     from transformers import GPTNeoXForCausalLM
 
@@ -37,6 +36,7 @@ def main() -> None:
     from quanta.lm.minisuite import (
         _chunks,
         _model_config,
+        batch_order,
         build_suite_config,
         train_tokenizer,
         training_step,
@@ -52,8 +52,7 @@ def main() -> None:
         tok = train_tokenizer([d.text for d in docs], cfg.vocab_size, Path(tmp))
     train = _chunks(docs, tok, cfg.context)
     held = torch.from_numpy(_chunks(test, tok, cfg.context)[:128])
-    order = np.random.default_rng(cfg.seed).permutation(len(train))
-    batches = np.resize(order, cfg.steps * cfg.batch_size).reshape(cfg.steps, cfg.batch_size)
+    batches = batch_order(cfg, len(train))
     print(
         f"preset {args.preset}: {len(train)} training chunks of {cfg.context} tokens; "
         f"{cfg.steps} steps x {cfg.batch_size}; warmup {cfg.warmup}, cosine to "

@@ -31,7 +31,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,7 +321,6 @@ def train_minisuite(
     also with ``cfg.workers > 1``, where the sizes train in worker processes:
     :mod:`quanta.lm.suite_workers`). Returns the models table (the content of ``suite.json``).
     """
-    import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress display owns the terminal
@@ -343,33 +342,19 @@ def train_minisuite(
         return pd.DataFrame(json.loads(models_file.read_text())["models"])
     t0 = time.perf_counter()
     tokenizer, chunks = _training_data(cfg, out)
-    order = np.random.default_rng(cfg.seed).permutation(len(chunks))
-    need = cfg.steps * cfg.batch_size
-    batches = np.resize(order, need).reshape(cfg.steps, cfg.batch_size)  # epochs if needed
-    records = _Records(cfg, out)
-    todo, finished = records.todo(), records.finished
-    if min(cfg.workers, len(todo)) > 1:
-        from quanta.lm.suite_workers import train_in_workers
+    from quanta.lm.suite_records import SuiteRecords
 
-        train_in_workers(
-            cfg,
-            todo,
-            chunks,
-            batches,
-            out,
-            trainer=_Trainer,
-            cost=lambda i: train_flops_per_token(cfg, *cfg.sizes[i], len(tokenizer)),
-            tokenizer=tokenizer,
-            progress=progress,
-            finished=finished,
-        )
-    else:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        for index in todo:
-            trainer = _Trainer(cfg, index, len(tokenizer))
-            losses = trainer.train(chunks, batches, out, tokenizer, progress)
-            finished(trainer.row(losses), losses)
+    records = SuiteRecords(out, [_name(*size) for size in cfg.sizes], cfg.steps)
+    train_sizes(
+        cfg,
+        records.todo(),
+        chunks,
+        batch_order(cfg, len(chunks)),
+        out,
+        tokenizer,
+        progress,
+        records.finished,
+    )
     run.write_manifest(
         status="complete",
         wall_seconds=time.perf_counter() - t0,
@@ -378,50 +363,52 @@ def train_minisuite(
     return pd.DataFrame(records.done)
 
 
-class _Records:
-    """The finished models of a suite directory (``suite.json``'s rows, their training log),
-    both files rewritten atomically, in the order of the sizes, as each model is added (also
-    when a damaged model is trained again after others, or models finish out of order)."""
-
-    def __init__(self, cfg: MiniSuiteConfig, out: Path) -> None:
-        self.out, self.steps = out, cfg.steps
-        self.names = [_name(*size) for size in cfg.sizes]
-        models_file = out / "suite.json"
-        done = json.loads(models_file.read_text())["models"] if models_file.exists() else []
-        self.done = [m for m in done if _saved(out, m)]  # a damaged model is trained again
-        self.log: list[pd.DataFrame] = []
-        if (out / "train_log.parquet").exists():  # of the finished models only
-            old_log = pd.read_parquet(out / "train_log.parquet")
-            self.log.append(old_log[old_log["model"].isin([m["name"] for m in self.done])])
-
-    def todo(self) -> list[int]:
-        """Indices of the sizes not yet finished."""
-        finished = {m["name"] for m in self.done}
-        return [i for i, name in enumerate(self.names) if name not in finished]
-
-    def finished(self, row: dict[str, Any], losses: list[float]) -> None:
-        """Record one trained model (its ``suite.json`` row and per-step losses)."""
-        from quanta.store import write_json, write_parquet
-
-        self.done.append(row)
-        self.done.sort(key=lambda m: self.names.index(m["name"]))
-        steps = np.arange(1, self.steps + 1)
-        self.log.append(pd.DataFrame({"model": row["name"], "step": steps, "loss": losses}))
-        table = pd.concat(self.log, ignore_index=True)
-        rank = table["model"].map(self.names.index).to_numpy()
-        table = table.iloc[np.lexsort((table["step"].to_numpy(), rank))].reset_index(drop=True)
-        write_parquet(self.out / "train_log.parquet", table)
-        write_json(self.out / "suite.json", {"models": self.done, "tokenizer": "tokenizer"})
+def batch_order(cfg: MiniSuiteConfig, n_chunks: int) -> np.ndarray:
+    """The chunk indices of every step, ``[steps, batch_size]``: one permutation of the
+    chunks by ``cfg.seed`` (the data order), repeated as epochs if the steps need more."""
+    order = np.random.default_rng(cfg.seed).permutation(n_chunks)
+    return np.resize(order, cfg.steps * cfg.batch_size).reshape(cfg.steps, cfg.batch_size)
 
 
-def _saved(out: Path, model: dict[str, Any]) -> bool:
-    """Whether every checkpoint of a finished model of ``suite.json`` is on disk (weights and
-    config; a damaged file is removed when the suite is reopened)."""
-    return all(
-        (out / model["path"] / r / name).is_file()
-        for r in model["revisions"]
-        for name in ("model.safetensors", "config.json")
-    )
+def train_sizes(
+    cfg: MiniSuiteConfig,
+    todo: Sequence[int],
+    chunks: np.ndarray,
+    batches: np.ndarray,
+    out: Path,
+    tokenizer: Any,
+    progress: Callable[[str, int, int, float], None] | None,
+    finished: Callable[[dict[str, Any], list[float]], None],
+) -> None:
+    """Train the sizes ``todo`` (indices of ``cfg.sizes``) on ``batches``, each saving its
+    checkpoints under ``out``: in ``cfg.workers`` processes where more than one size is left
+    (:mod:`quanta.lm.suite_workers`), else here, in order. ``finished(row, losses)`` gets
+    each model as it completes."""
+    import torch
+
+    if min(cfg.workers, len(todo)) > 1:
+        from quanta.lm.suite_workers import train_in_workers
+
+        vocab = len(tokenizer)
+        train_in_workers(
+            cfg,
+            todo,
+            chunks,
+            batches,
+            out,
+            trainer=_Trainer,
+            cost=lambda i: train_flops_per_token(cfg, *cfg.sizes[i], vocab),
+            tokenizer=tokenizer,
+            progress=progress,
+            finished=finished,
+        )
+        return
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    for index in todo:
+        trainer = _Trainer(cfg, index, len(tokenizer))
+        losses = trainer.train(chunks, batches, out, tokenizer, progress)
+        finished(trainer.row(losses), losses)
 
 
 def _training_data(cfg: MiniSuiteConfig, out: Path) -> tuple[Any, np.ndarray]:
